@@ -1,0 +1,372 @@
+//! Server configuration: every setting with a documented default (`config/tasq.toml`).
+//!
+//! Precedence: defaults < config file < environment (`TASQ_` + the key uppercased, a table key
+//! joined with `_`, e.g. `TASQ_BIND`, `TASQ_METRICS_MAX_QUEUE_SERIES`) < command line. Any bad
+//! key or value is a [`ConfigError`] whose one-line message names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// `fsync` or `relaxed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Answer add / complete / fail only once the write is flushed (group commit).
+    Fsync,
+    /// Answer once written to sled's log buffer; flushed every 500 ms.
+    Relaxed,
+}
+
+/// Per-queue metrics settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Queues with their own series; further queues report under `task_queue="_other"`.
+    pub max_queue_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            max_queue_series: 1000,
+        }
+    }
+}
+
+/// Every setting of the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// Largest request body; more answers 413.
+    pub max_payload_bytes: usize,
+    /// An idle queue actor stops after this long.
+    #[serde(with = "human")]
+    pub queue_idle_timeout: Duration,
+    /// Completed and cancelled records are purged after this long.
+    #[serde(with = "human")]
+    pub completed_retention: Duration,
+    /// Ready tasks a queue actor keeps in memory.
+    pub backlog_window: usize,
+    /// Longest wait for in-flight requests on shutdown.
+    #[serde(with = "human")]
+    pub shutdown_timeout: Duration,
+    /// HTTP worker threads; 0 = one per core.
+    pub http_workers: usize,
+    /// Threads running queue actors; 0 = one per core.
+    pub queue_threads: usize,
+    /// sled page cache size.
+    pub cache_capacity_bytes: u64,
+    /// Log filter (`RUST_LOG` overrides).
+    pub log_level: String,
+    /// Metrics settings.
+    pub metrics: MetricsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7280)),
+            data_dir: PathBuf::from("./data"),
+            durability: Durability::Fsync,
+            max_payload_bytes: 1 << 20,
+            queue_idle_timeout: Duration::from_secs(300),
+            completed_retention: Duration::from_secs(24 * 3600),
+            backlog_window: 1000,
+            shutdown_timeout: Duration::from_secs(30),
+            http_workers: 0,
+            queue_threads: 0,
+            cache_capacity_bytes: 64 << 20,
+            log_level: "info".into(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// A bad config file, variable or value; the message is one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Settings given on the command line, which beat everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--bind`.
+    pub bind: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file`, then `TASQ_*` variables from `env`,
+    /// then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut merged = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError(format!("internal: defaults do not encode: {e}")))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                ConfigError(format!(
+                    "config file {}: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                ))
+            })?;
+            merge(&mut merged, toml::Value::Table(table));
+        }
+        let defaults = merged.clone();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("TASQ_") else {
+                continue;
+            };
+            if let Some(path) = find_key(&defaults, &rest.to_ascii_lowercase()) {
+                set_from_env(&mut merged, &path, &name, &value)?;
+            }
+        }
+        let mut config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError(format!(
+                "config key `{key}`: {}",
+                one_line(&e.into_inner().to_string())
+            ))
+        })?;
+        if let Some(bind) = overrides.bind {
+            config.bind = bind;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("config key `{key}`: {why}")));
+        if self.max_payload_bytes < 1024 {
+            return bad("max_payload_bytes", "must be at least 1024");
+        }
+        if self.backlog_window < 1 {
+            return bad("backlog_window", "must be at least 1");
+        }
+        if self.metrics.max_queue_series < 1 {
+            return bad("metrics.max_queue_series", "must be at least 1");
+        }
+        if self.queue_idle_timeout.is_zero() {
+            return bad("queue_idle_timeout", "must be more than 0");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// HTTP worker threads to start.
+    pub fn http_threads(&self) -> usize {
+        or_cores(self.http_workers)
+    }
+
+    /// Queue actor threads to start.
+    pub fn actor_threads(&self) -> usize {
+        or_cores(self.queue_threads)
+    }
+}
+
+fn or_cores(n: usize) -> usize {
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn merge(into: &mut toml::Value, from: toml::Value) {
+    match (into, from) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => {
+            for (k, v) in b {
+                match a.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        a.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Finds the key path whose env spelling (joined with `_`) is `wanted`.
+fn find_key(value: &toml::Value, wanted: &str) -> Option<Vec<String>> {
+    let table = value.as_table()?;
+    for (k, v) in table {
+        if k == wanted && !v.is_table() {
+            return Some(vec![k.clone()]);
+        }
+        if v.is_table() {
+            if let Some(rest) = wanted.strip_prefix(&format!("{k}_")) {
+                if let Some(mut path) = find_key(v, rest) {
+                    path.insert(0, k.clone());
+                    return Some(path);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn set_from_env(
+    root: &mut toml::Value,
+    path: &[String],
+    var: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let mut slot = root;
+    for k in path {
+        slot = slot
+            .get_mut(k)
+            .ok_or_else(|| ConfigError(format!("internal: no key {k}")))?;
+    }
+    let key = path.join(".");
+    let parsed = match slot {
+        toml::Value::Integer(_) => raw.trim().parse().map(toml::Value::Integer).map_err(|_| {
+            ConfigError(format!(
+                "config key `{key}` (from {var}): expected an integer, got {raw:?}"
+            ))
+        })?,
+        toml::Value::Float(_) => raw.trim().parse().map(toml::Value::Float).map_err(|_| {
+            ConfigError(format!(
+                "config key `{key}` (from {var}): expected a number, got {raw:?}"
+            ))
+        })?,
+        toml::Value::Boolean(_) => raw.trim().parse().map(toml::Value::Boolean).map_err(|_| {
+            ConfigError(format!(
+                "config key `{key}` (from {var}): expected true or false, got {raw:?}"
+            ))
+        })?,
+        _ => toml::Value::String(raw.to_string()),
+    };
+    *slot = parsed;
+    Ok(())
+}
+
+/// Durations as humantime strings (`"500ms"`, `"5m"`, `"24h"`).
+mod human {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration like \"500ms\", \"5m\" or \"24h\": {e}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:7280");
+        assert_eq!(c.queue_idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.completed_retention, Duration::from_secs(86400));
+        assert_eq!(c.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn precedence_file_env_cli() {
+        let f = file(
+            "max_payload_bytes = 5000\nbind = \"127.0.0.1:1\"\n[metrics]\nmax_queue_series = 3\n",
+        );
+        let c = Config::load(
+            Some(f.path()),
+            env(&[
+                ("TASQ_MAX_PAYLOAD_BYTES", "7000"),
+                ("TASQ_BIND", "127.0.0.1:2"),
+                ("TASQ_METRICS_MAX_QUEUE_SERIES", "9"),
+                ("TASQ_QUEUE_IDLE_TIMEOUT", "2s"),
+                ("OTHER", "x"),
+            ]),
+            &Overrides {
+                bind: Some("127.0.0.1:3".parse().unwrap()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.max_payload_bytes, 7000);
+        assert_eq!(c.bind.port(), 3);
+        assert_eq!(c.metrics.max_queue_series, 9);
+        assert_eq!(c.queue_idle_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("bnd = \"x\"", "bnd"),
+            ("max_payload_bytes = \"lots\"", "max_payload_bytes"),
+            ("durability = \"sometimes\"", "durability"),
+            ("queue_idle_timeout = \"soon\"", "queue_idle_timeout"),
+            (
+                "[metrics]\nmax_queue_series = -1",
+                "metrics.max_queue_series",
+            ),
+        ];
+        for (text, key) in cases {
+            let f = file(text);
+            let e = Config::load(Some(f.path()), env(&[]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = Config::load(
+            None,
+            env(&[("TASQ_BACKLOG_WINDOW", "many")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("backlog_window") && e.contains("TASQ_BACKLOG_WINDOW"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Settling leases: `POST /api/v1/leases/{lease}/complete | fail | heartbeat`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{AppState, MaybeJson};
+use crate::error::Result;
+use crate::model::{LeaseToken, TaskError};
+use crate::queue::messages::{Heartbeat, Settle, SettleOp};
+
+/// Mounts the lease routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/leases/{lease}/complete").route(web::post().to(complete)))
+        .service(web::resource("/api/v1/leases/{lease}/fail").route(web::post().to(fail)))
+        .service(
+            web::resource("/api/v1/leases/{lease}/heartbeat").route(web::post().to(heartbeat)),
+        );
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteRequest {
+    result: Option<Box<RawValue>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailRequest {
+    error: Option<TaskError>,
+    #[serde(default)]
+    non_retryable: bool,
+    retry_after_ms: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatRequest {
+    details: Option<Box<RawValue>>,
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is valid JSON")
+}
+
+async fn settle(state: &AppState, lease: &str, op: SettleOp) -> Result<HttpResponse> {
+    let token = LeaseToken::decode(lease)?;
+    let msg = Settle {
+        task_id: token.task_id,
+        lease_id: token.lease_id,
+        op,
+    };
+    let answer = state.queues.call(&token.queue, msg).await??;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn complete(
+    state: web::Data<AppState>,
+    lease: web::Path<String>,
+    MaybeJson(body): MaybeJson<CompleteRequest>,
+) -> Result<HttpResponse> {
+    let op = SettleOp::Complete {
+        result: body.result.unwrap_or_else(null),
+    };
+    settle(&state, &lease, op).await
+}
+
+async fn fail(
+    state: web::Data<AppState>,
+    lease: web::Path<String>,
+    MaybeJson(body): MaybeJson<FailRequest>,
+) -> Result<HttpResponse> {
+    let op = SettleOp::Fail {
+        error: body.error.unwrap_or(TaskError {
+            message: "failed".into(),
+            kind: None,
+        }),
+        non_retryable: body.non_retryable,
+        retry_after_ms: body.retry_after_ms,
+    };
+    settle(&state, &lease, op).await
+}
+
+async fn heartbeat(
+    state: web::Data<AppState>,
+    lease: web::Path<String>,
+    MaybeJson(body): MaybeJson<HeartbeatRequest>,
+) -> Result<HttpResponse> {
+    let token = LeaseToken::decode(&lease)?;
+    let msg = Heartbeat {
+        task_id: token.task_id,
+        lease_id: token.lease_id,
+        details: body.details,
+    };
+    let answer = state.queues.call(&token.queue, msg).await??;
+    Ok(HttpResponse::Ok().json(answer))
+}

@@ -1,0 +1,255 @@
+//! The HTTP API (contract: `docs/API.md`), one module per resource.
+//!
+//! [`configure`] mounts every route on an actix-web `App` (ours, or an embedder's).
+//! Request bodies go through [`JsonBody`], which enforces `max_payload_bytes` (413) and turns
+//! every decoding problem, unknown fields included, into a 400 in the contract's shape.
+
+pub mod leases;
+pub mod ops;
+pub mod poll;
+pub mod queues;
+pub mod tasks;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::web::{self, BytesMut};
+use actix_web::{FromRequest, HttpRequest, ResponseError};
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::model::{QueueKey, QueueType};
+use crate::registry::Queues;
+use crate::storage::Store;
+
+/// Prefix of every queue route: `{q}` of the contract.
+pub const QUEUE_PATH: &str = "/api/v1/namespaces/{namespace}/task-queues/{queue}/{queue_type}";
+
+/// Whether the server takes requests.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    ready: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl Lifecycle {
+    /// Storage is open and recovered.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Shutting down: new requests get 503.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True while requests are served.
+    pub fn serving(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The queue actors.
+    pub queues: Queues,
+    /// The store (for reads that need no actor).
+    pub store: Arc<Store>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Ready / stopping.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Mounts the whole API (routes, body limits, error shapes, metrics) on `cfg`.
+pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| Error::invalid(format!("bad path: {e}")).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| Error::invalid(format!("bad query string: {e}")).into()),
+            );
+        ops::configure(cfg);
+        tasks::configure(cfg);
+        poll::configure(cfg);
+        leases::configure(cfg);
+        queues::configure(cfg);
+        cfg.default_service(web::to(not_found));
+    }
+}
+
+/// Builds the app that `tasq serve` runs: the API plus its middleware.
+pub fn create_app(
+    state: AppState,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .configure(configure(state))
+        .wrap(from_fn(gatekeeper))
+}
+
+/// Answers 503 to API requests while starting or stopping, and records request metrics by
+/// route pattern (never the raw path, so label values stay bounded).
+async fn gatekeeper(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> std::result::Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let method = req.method().as_str().to_owned();
+    let res = match &state {
+        Some(s) if req.path().starts_with("/api/") && !s.lifecycle.serving() => {
+            let e = Error::Unavailable("the server is starting or shutting down".into());
+            req.into_response(e.error_response())
+        }
+        _ => next.call(req).await?.map_into_boxed_body(),
+    };
+    if let Some(s) = state {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        let status = res.status().as_u16().to_string();
+        s.metrics
+            .http_requests
+            .with_label_values(&[&route, &method, &status])
+            .inc();
+        s.metrics
+            .http_request_duration
+            .with_label_values(&[&route, &method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse> {
+    Err(Error::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// The queue named by the `{namespace}/{queue}/{queue_type}` path segments.
+pub fn queue_key(namespace: &str, queue: &str, queue_type: &str) -> Result<QueueKey> {
+    QueueKey::new(namespace, queue, QueueType::parse(queue_type)?)
+}
+
+/// A JSON request body of at most `max_payload_bytes`; anything wrong is a contract error.
+pub struct JsonBody<T>(pub T);
+
+/// Like [`JsonBody`], but an empty body means `T::default()`.
+pub struct MaybeJson<T>(pub T);
+
+fn body_limit(req: &HttpRequest) -> usize {
+    req.app_data::<web::Data<AppState>>()
+        .map_or(1 << 20, |s| s.config.max_payload_bytes)
+}
+
+/// Reads the body, answering 413 past `limit`. An oversized body is still drained (up to a
+/// bound) so the client reads the 413 instead of a reset connection.
+async fn read_body(
+    mut payload: Payload,
+    limit: usize,
+    declared: Option<usize>,
+) -> Result<BytesMut> {
+    let too_large = || Error::PayloadTooLarge(format!("the request body is over {limit} bytes"));
+    let drain_cap = limit.saturating_mul(64);
+    if declared.is_some_and(|n| n > limit) {
+        let mut seen = 0usize;
+        while let Some(chunk) = payload.next().await {
+            seen += chunk.map(|c| c.len()).unwrap_or(0);
+            if seen > drain_cap {
+                break;
+            }
+        }
+        return Err(too_large());
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::invalid(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Decodes a JSON body; the error names the problem (an unknown field by name).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
+}
+
+fn extract<T: 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    parse: fn(&[u8]) -> Result<T>,
+) -> LocalBoxFuture<'static, Result<T>> {
+    let limit = body_limit(req);
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let payload = payload.take();
+    Box::pin(async move {
+        let body = read_body(payload, limit, declared).await?;
+        parse(&body)
+    })
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let fut = extract(req, payload, |b| {
+            if b.iter().all(u8::is_ascii_whitespace) {
+                return Err(Error::invalid(
+                    "the request body is empty; expected a JSON object",
+                ));
+            }
+            decode(b)
+        });
+        Box::pin(async move { fut.await.map(JsonBody) })
+    }
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for MaybeJson<T> {
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let fut = extract(req, payload, |b| {
+            if b.iter().all(u8::is_ascii_whitespace) {
+                return Ok(T::default());
+            }
+            decode(b)
+        });
+        Box::pin(async move { fut.await.map(MaybeJson) })
+    }
+}

@@ -1,0 +1,34 @@
+//! tasq: a task-queue server. Producers add tasks to named task queues; workers long-poll for
+//! them over HTTP, hold a lease while they work, and settle each task (complete, fail,
+//! heartbeat). Ideas from Temporal's task queues: queues exist on demand, every name exists once
+//! as an `activity` and once as a `workflow` queue, and tasks persist while workers are down.
+//!
+//! # Layout
+//!
+//! - [`config`]: every setting, its default, and loading (file < `TASQ_*` env < command line).
+//! - [`error`]: the one error type and its stable codes (`invalid_argument`, `lease_lost`…).
+//! - [`model`]: queue keys, task specs and validation, stored records, lease tokens.
+//! - [`storage`]: the sled store behind a narrow interface; key encoding; group commit.
+//! - [`queue`]: the queue actor (one per task queue): backlog window, parked polls, leases.
+//! - [`registry`]: the registry actor that spawns, supervises and forgets queue actors.
+//! - [`http`]: the actix-web API, one module per resource; JSON bodies and errors.
+//! - [`metrics`]: every Prometheus metric on one explicit registry.
+//! - [`server`]: start-up (open, recover, serve), the purge task and graceful shutdown.
+//! - [`clock`]: epoch milliseconds and RFC 3339.
+//!
+//! Tests in `tests/` drive the real binary over real HTTP; `config/tasq.toml` documents every
+//! setting; `docs/` holds the API and metrics contracts.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod queue;
+pub mod registry;
+pub mod server;
+pub mod storage;
+
+pub use config::Config;
+pub use error::Error;

@@ -1,0 +1,861 @@
+//! The data model: queue keys, task specs and their validation, stored task records, the task
+//! view given to workers, and lease tokens.
+//!
+//! Validation happens here, at the edge, so nothing a client sent can make an actor panic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::clock::rfc3339;
+use crate::error::{Error, Result};
+
+/// Longest name (namespace, queue, task type, task id, fairness key, build id) or identity.
+pub const MAX_NAME_LEN: usize = 200;
+/// Priorities run from 1 (first) to 5 (last).
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = 1..=5;
+/// Default priority of a task.
+pub const DEFAULT_PRIORITY: u8 = 3;
+/// Default lease length per attempt.
+pub const DEFAULT_START_TO_CLOSE_MS: u64 = 60_000;
+/// Shortest lease length a task may ask for.
+pub const MIN_START_TO_CLOSE_MS: u64 = 100;
+/// Default `route_to.fallback_after_ms`.
+pub const DEFAULT_FALLBACK_AFTER_MS: u64 = 5_000;
+/// Longest `wait_ms` of a poll.
+pub const MAX_POLL_WAIT_MS: u64 = 300_000;
+/// Longest `wait_ms` of a status request.
+pub const MAX_STATUS_WAIT_MS: u64 = 60_000;
+/// Largest `max_tasks` of a poll.
+pub const MAX_POLL_TASKS: u32 = 100;
+/// Largest batch of tasks in one add.
+pub const MAX_BATCH: usize = 1000;
+
+/// Checks a name: 1–200 characters from `A–Z a–z 0–9 . _ - : @`.
+pub fn validate_name(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() || value.chars().count() > MAX_NAME_LEN {
+        return Err(Error::invalid(format!(
+            "{what} must be 1–{MAX_NAME_LEN} characters, got {}",
+            value.chars().count()
+        )));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')))
+    {
+        return Err(Error::invalid(format!(
+            "{what} {value:?} has the character {c:?}; allowed are A–Z a–z 0–9 . _ - : @"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a worker identity: 1–200 printable characters.
+pub fn validate_identity(value: &str) -> Result<()> {
+    let n = value.chars().count();
+    if n == 0 || n > MAX_NAME_LEN || value.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "identity must be 1–{MAX_NAME_LEN} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The two independent kinds of queue that share a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// An activity task queue.
+    Activity,
+    /// A workflow task queue.
+    Workflow,
+}
+
+impl QueueType {
+    /// Both types, in the order describe shows them.
+    pub const ALL: [QueueType; 2] = [QueueType::Activity, QueueType::Workflow];
+
+    /// Parses the `{type}` path segment.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "activity" => Ok(QueueType::Activity),
+            "workflow" => Ok(QueueType::Workflow),
+            other => Err(Error::invalid(format!(
+                "task queue type must be \"activity\" or \"workflow\", got {other:?}"
+            ))),
+        }
+    }
+
+    /// The name used in paths, JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Activity => "activity",
+            QueueType::Workflow => "workflow",
+        }
+    }
+
+    /// One byte used in storage keys.
+    pub fn tag(self) -> u8 {
+        match self {
+            QueueType::Activity => b'a',
+            QueueType::Workflow => b'w',
+        }
+    }
+
+    /// The inverse of [`QueueType::tag`].
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            b'a' => Some(QueueType::Activity),
+            b'w' => Some(QueueType::Workflow),
+            _ => None,
+        }
+    }
+}
+
+/// Identifies one task queue: (namespace, name, type). Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey(Arc<(String, String, QueueType)>);
+
+impl QueueKey {
+    /// Builds a key after validating both names.
+    pub fn new(namespace: &str, name: &str, kind: QueueType) -> Result<Self> {
+        validate_name("namespace", namespace)?;
+        validate_name("task queue name", name)?;
+        Ok(Self::new_unchecked(namespace.into(), name.into(), kind))
+    }
+
+    /// Builds a key from names already known to be valid (read back from storage).
+    pub fn new_unchecked(namespace: String, name: String, kind: QueueType) -> Self {
+        QueueKey(Arc::new((namespace, name, kind)))
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.0 .0
+    }
+
+    /// The queue name.
+    pub fn name(&self) -> &str {
+        &self.0 .1
+    }
+
+    /// Activity or workflow.
+    pub fn kind(&self) -> QueueType {
+        self.0 .2
+    }
+}
+
+impl fmt::Debug for QueueKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.namespace(),
+            self.name(),
+            self.kind().as_str()
+        )
+    }
+}
+
+impl fmt::Display for QueueKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Deserializes a present field (even `null`) as `Some`, so `Option<Option<T>>` tells
+/// "absent" from "null".
+pub fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The `retry` object of an add, as sent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    max_attempts: Option<u32>,
+    initial_interval_ms: Option<u64>,
+    backoff_coefficient: Option<f64>,
+    maximum_interval_ms: Option<u64>,
+}
+
+/// A task's retry policy: exponential backoff, `max_attempts = 0` meaning unlimited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts allowed in all; 0 = unlimited.
+    pub max_attempts: u32,
+    /// Wait before the second attempt.
+    pub initial_interval_ms: u64,
+    /// Each further wait is this many times the previous one.
+    pub backoff_coefficient: f64,
+    /// Longest wait between attempts.
+    pub maximum_interval_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 0,
+            initial_interval_ms: 1000,
+            backoff_coefficient: 2.0,
+            maximum_interval_ms: 100_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn from_request(r: RetryRequest) -> Result<Self> {
+        let d = RetryPolicy::default();
+        let initial = r.initial_interval_ms.unwrap_or(d.initial_interval_ms);
+        if initial == 0 {
+            return Err(Error::invalid(
+                "retry.initial_interval_ms must be at least 1",
+            ));
+        }
+        let coefficient = r.backoff_coefficient.unwrap_or(d.backoff_coefficient);
+        if !(1.0..=1000.0).contains(&coefficient) {
+            return Err(Error::invalid(
+                "retry.backoff_coefficient must be between 1.0 and 1000",
+            ));
+        }
+        // Temporal's default: the maximum interval is 100 times the initial one.
+        let maximum = r
+            .maximum_interval_ms
+            .unwrap_or_else(|| initial.saturating_mul(100));
+        if maximum < initial {
+            return Err(Error::invalid(
+                "retry.maximum_interval_ms must be at least retry.initial_interval_ms",
+            ));
+        }
+        Ok(RetryPolicy {
+            max_attempts: r.max_attempts.unwrap_or(0),
+            initial_interval_ms: initial,
+            backoff_coefficient: coefficient,
+            maximum_interval_ms: maximum,
+        })
+    }
+
+    /// The wait after failed attempt number `attempt` (1-based):
+    /// `min(initial × coefficient^(attempt−1), maximum)`.
+    pub fn backoff_ms(&self, attempt: u32) -> u64 {
+        let exp = attempt.saturating_sub(1).min(1000) as i32;
+        let wait = self.initial_interval_ms as f64 * self.backoff_coefficient.powi(exp);
+        if !wait.is_finite() || wait >= self.maximum_interval_ms as f64 {
+            self.maximum_interval_ms
+        } else {
+            wait as u64
+        }
+    }
+
+    /// True when no attempt may follow attempt number `attempt`.
+    pub fn exhausted(&self, attempt: u32) -> bool {
+        self.max_attempts > 0 && attempt >= self.max_attempts
+    }
+}
+
+/// The `route_to` object of an add, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRequest {
+    identity: String,
+    #[serde(default, deserialize_with = "present")]
+    fallback_after_ms: Option<Option<u64>>,
+}
+
+/// Routing of one task to one worker process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteTo {
+    /// Only a poller with this identity gets the task…
+    pub identity: String,
+    /// …until this long after the task became ready; `None` = never fall back.
+    pub fallback_after_ms: Option<u64>,
+}
+
+/// The body of an add, as sent. Unknown fields are rejected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddTaskRequest {
+    task_type: String,
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+    task_id: Option<String>,
+    priority: Option<i64>,
+    fairness_key: Option<String>,
+    fairness_weight: Option<f64>,
+    delay_ms: Option<u64>,
+    schedule_to_start_timeout_ms: Option<u64>,
+    start_to_close_timeout_ms: Option<u64>,
+    heartbeat_timeout_ms: Option<u64>,
+    retry: Option<RetryRequest>,
+    route_to: Option<RouteRequest>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// A validated task to add, with every default applied.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Idempotency key; generated when the client sent none.
+    pub task_id: String,
+    /// What kind of work this is.
+    pub task_type: String,
+    /// Any JSON, kept as the exact text the client sent.
+    pub payload: Box<RawValue>,
+    /// 1 (first) … 5 (last).
+    pub priority: u8,
+    /// Tenant key for fair dispatch.
+    pub fairness_key: Option<String>,
+    /// Share of dispatch for the key.
+    pub fairness_weight: f64,
+    /// Not dispatched before now + delay.
+    pub delay_ms: u64,
+    /// Longest wait in the queue before `timed_out`.
+    pub schedule_to_start_timeout_ms: Option<u64>,
+    /// Lease length per attempt.
+    pub start_to_close_timeout_ms: u64,
+    /// The lease also ends this long after the last heartbeat.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Optional routing to one worker.
+    pub route_to: Option<RouteTo>,
+    /// String headers, delivered as is.
+    pub headers: BTreeMap<String, String>,
+}
+
+fn null_payload() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is valid JSON")
+}
+
+impl AddTaskRequest {
+    /// Validates every field and applies defaults.
+    pub fn validate(self) -> Result<NewTask> {
+        validate_name("task_type", &self.task_type)?;
+        let task_id = match self.task_id {
+            Some(id) => {
+                validate_name("task_id", &id)?;
+                id
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let priority = self.priority.unwrap_or(DEFAULT_PRIORITY as i64);
+        if !PRIORITY_RANGE.contains(&priority) {
+            return Err(Error::invalid(format!(
+                "priority must be 1 (first) to 5 (last), got {priority}"
+            )));
+        }
+        if let Some(k) = &self.fairness_key {
+            validate_name("fairness_key", k)?;
+        }
+        let fairness_weight = self.fairness_weight.unwrap_or(1.0);
+        if !(0.001..=1000.0).contains(&fairness_weight) {
+            return Err(Error::invalid(format!(
+                "fairness_weight must be 0.001–1000, got {fairness_weight}"
+            )));
+        }
+        let start_to_close = self
+            .start_to_close_timeout_ms
+            .unwrap_or(DEFAULT_START_TO_CLOSE_MS);
+        if start_to_close < MIN_START_TO_CLOSE_MS {
+            return Err(Error::invalid(format!(
+                "start_to_close_timeout_ms must be at least {MIN_START_TO_CLOSE_MS}, got {start_to_close}"
+            )));
+        }
+        if self.heartbeat_timeout_ms == Some(0) {
+            return Err(Error::invalid("heartbeat_timeout_ms must be at least 1"));
+        }
+        if self.schedule_to_start_timeout_ms == Some(0) {
+            return Err(Error::invalid(
+                "schedule_to_start_timeout_ms must be at least 1",
+            ));
+        }
+        let route_to = match self.route_to {
+            Some(r) => {
+                validate_identity(&r.identity)
+                    .map_err(|e| Error::invalid(format!("route_to.{e}")))?;
+                Some(RouteTo {
+                    identity: r.identity,
+                    fallback_after_ms: r
+                        .fallback_after_ms
+                        .unwrap_or(Some(DEFAULT_FALLBACK_AFTER_MS)),
+                })
+            }
+            None => None,
+        };
+        Ok(NewTask {
+            task_id,
+            task_type: self.task_type,
+            payload: self.payload.unwrap_or_else(null_payload),
+            priority: priority as u8,
+            fairness_key: self.fairness_key,
+            fairness_weight,
+            delay_ms: self.delay_ms.unwrap_or(0),
+            schedule_to_start_timeout_ms: self.schedule_to_start_timeout_ms,
+            start_to_close_timeout_ms: start_to_close,
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+            retry: RetryPolicy::from_request(self.retry.unwrap_or_default())?,
+            route_to,
+            headers: self.headers.unwrap_or_default(),
+        })
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting: ready, delayed, or in retry backoff.
+    Pending,
+    /// Leased to a worker.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Attempts exhausted or non-retryable: a dead letter.
+    Failed,
+    /// Schedule-to-start exceeded: a dead letter.
+    TimedOut,
+    /// Cancelled before it ran.
+    Cancelled,
+}
+
+impl TaskState {
+    /// True for states a task never leaves (except by redrive).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Running)
+    }
+
+    /// True for dead letters.
+    pub fn is_dead_letter(self) -> bool {
+        matches!(self, TaskState::Failed | TaskState::TimedOut)
+    }
+}
+
+/// An error reported by a worker (or made by the server for a timeout).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskError {
+    /// What went wrong.
+    #[serde(default)]
+    pub message: String,
+    /// The worker's error type, free text.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// The position of a pending task's entry in the store's dispatch indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Queued {
+    /// In the ready index at (priority, order, seq).
+    Ready {
+        /// Order within the priority: when it became ready (ms).
+        order: u64,
+    },
+    /// In the delayed index until `due` (ms).
+    Delayed {
+        /// When it becomes ready.
+        due: u64,
+    },
+}
+
+/// The lease of a running attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveLease {
+    /// Random id that makes the lease token unique to this attempt.
+    pub id: u64,
+    /// Identity of the worker that holds it.
+    pub identity: String,
+    /// When the task was given to the worker (ms).
+    pub dispatched_at: u64,
+    /// When the start-to-close timeout ends the lease (ms).
+    pub close_deadline: u64,
+    /// When the heartbeat timeout ends the lease (ms), if the task has one.
+    pub heartbeat_deadline: Option<u64>,
+    /// The task's place in the ready order when it was dispatched, so a task handed back
+    /// (poller gone, server restarted) returns to where it was.
+    #[serde(default)]
+    pub order: u64,
+}
+
+impl ActiveLease {
+    /// When the lease ends unless settled: the earlier of both deadlines.
+    pub fn expires_at(&self) -> u64 {
+        self.heartbeat_deadline
+            .map_or(self.close_deadline, |h| h.min(self.close_deadline))
+    }
+}
+
+/// How a lease was settled, kept so a repeated settle answers the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettleKind {
+    /// `complete`.
+    Complete,
+    /// `fail`.
+    Fail,
+}
+
+/// The last settle of a task, for repeat-safe settles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settled {
+    /// The lease that was settled.
+    pub lease_id: u64,
+    /// How.
+    pub kind: SettleKind,
+    /// The state it left the task in.
+    pub state: TaskState,
+    /// When the next attempt is due, for a retried fail.
+    pub next_attempt_at: Option<u64>,
+}
+
+/// A task as stored in sled: everything about it, its spec and its life so far.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Unique within the queue.
+    pub task_id: String,
+    /// What kind of work.
+    pub task_type: String,
+    /// The client's JSON, as sent.
+    pub payload: Box<RawValue>,
+    /// String headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// 1–5.
+    pub priority: u8,
+    /// Tenant key for fairness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness_key: Option<String>,
+    /// Weight of the key.
+    pub fairness_weight: f64,
+    /// Max wait in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_to_start_timeout_ms: Option<u64>,
+    /// Lease length per attempt.
+    pub start_to_close_timeout_ms: u64,
+    /// Heartbeat timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_to: Option<RouteTo>,
+    /// Life-cycle state.
+    pub state: TaskState,
+    /// Attempts dispatched so far.
+    pub attempt: u32,
+    /// Tie-breaker in dispatch order, unique in the database.
+    pub seq: u64,
+    /// When it was added (ms).
+    pub added_at: u64,
+    /// Last change (ms).
+    pub updated_at: u64,
+    /// Where its pending entry is, while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<Queued>,
+    /// The running attempt's lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<ActiveLease>,
+    /// The last settle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<Settled>,
+    /// Result of a completed task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// Last error of a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<TaskError>,
+    /// Details of the last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_details: Option<Box<RawValue>>,
+    /// Cancel was asked while running.
+    #[serde(default)]
+    pub cancel_requested: bool,
+}
+
+impl TaskRecord {
+    /// A new pending record for `spec`, added at `now` with sequence `seq`.
+    pub fn new(spec: &NewTask, now: u64, seq: u64) -> Self {
+        TaskRecord {
+            task_id: spec.task_id.clone(),
+            task_type: spec.task_type.clone(),
+            payload: spec.payload.clone(),
+            headers: spec.headers.clone(),
+            priority: spec.priority,
+            fairness_key: spec.fairness_key.clone(),
+            fairness_weight: spec.fairness_weight,
+            schedule_to_start_timeout_ms: spec.schedule_to_start_timeout_ms,
+            start_to_close_timeout_ms: spec.start_to_close_timeout_ms,
+            heartbeat_timeout_ms: spec.heartbeat_timeout_ms,
+            retry: spec.retry.clone(),
+            route_to: spec.route_to.clone(),
+            state: TaskState::Pending,
+            attempt: 0,
+            seq,
+            added_at: now,
+            updated_at: now,
+            queued: None,
+            lease: None,
+            settled: None,
+            result: None,
+            last_error: None,
+            heartbeat_details: None,
+            cancel_requested: false,
+        }
+    }
+
+    /// The answer of `GET {q}/tasks/{id}`.
+    pub fn status(&self) -> TaskStatus<'_> {
+        TaskStatus {
+            task_id: &self.task_id,
+            task_type: &self.task_type,
+            state: self.state,
+            attempt: self.attempt,
+            added_at: rfc3339(self.added_at),
+            updated_at: rfc3339(self.updated_at),
+            result: self.result.as_deref(),
+            last_error: self.last_error.as_ref(),
+        }
+    }
+
+    /// The task as given to a worker holding `lease`.
+    pub fn to_task(&self, key: &QueueKey) -> Option<Task> {
+        let lease = self.lease.as_ref()?;
+        Some(Task {
+            task_id: self.task_id.clone(),
+            task_type: self.task_type.clone(),
+            payload: self.payload.clone(),
+            headers: self.headers.clone(),
+            attempt: self.attempt,
+            priority: self.priority,
+            fairness_key: self.fairness_key.clone(),
+            lease: LeaseToken {
+                queue: key.clone(),
+                task_id: self.task_id.clone(),
+                lease_id: lease.id,
+            }
+            .encode(),
+            added_at: rfc3339(self.added_at),
+            dispatched_at: rfc3339(lease.dispatched_at),
+            lease_expires_at: rfc3339(lease.expires_at()),
+            start_to_close_timeout_ms: self.start_to_close_timeout_ms,
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+        })
+    }
+}
+
+/// The status view of a task.
+#[derive(Debug, Serialize)]
+pub struct TaskStatus<'a> {
+    task_id: &'a str,
+    task_type: &'a str,
+    state: TaskState,
+    attempt: u32,
+    added_at: String,
+    updated_at: String,
+    result: Option<&'a RawValue>,
+    last_error: Option<&'a TaskError>,
+}
+
+/// A task as given to a worker (the contract's `Task`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    /// Task id.
+    pub task_id: String,
+    /// Task type.
+    pub task_type: String,
+    /// The client's payload.
+    pub payload: Box<RawValue>,
+    /// Headers.
+    pub headers: BTreeMap<String, String>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// 1–5.
+    pub priority: u8,
+    /// Fairness key, if any.
+    pub fairness_key: Option<String>,
+    /// Opaque, URL-safe lease token for settling.
+    pub lease: String,
+    /// RFC 3339.
+    pub added_at: String,
+    /// RFC 3339.
+    pub dispatched_at: String,
+    /// RFC 3339.
+    pub lease_expires_at: String,
+    /// Lease length.
+    pub start_to_close_timeout_ms: u64,
+    /// Heartbeat timeout.
+    pub heartbeat_timeout_ms: Option<u64>,
+}
+
+/// What a lease token names: the queue, the task and the attempt's random lease id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken {
+    /// The task's queue.
+    pub queue: QueueKey,
+    /// The task.
+    pub task_id: String,
+    /// The attempt's lease id.
+    pub lease_id: u64,
+}
+
+const LEASE_VERSION: u8 = 1;
+
+impl LeaseToken {
+    /// Encodes as URL-safe base64 of `version | lease_id | type tag | ns \0 name \0 task_id`.
+    pub fn encode(&self) -> String {
+        let q = &self.queue;
+        let mut raw =
+            Vec::with_capacity(11 + q.namespace().len() + q.name().len() + self.task_id.len());
+        raw.push(LEASE_VERSION);
+        raw.extend_from_slice(&self.lease_id.to_be_bytes());
+        raw.push(q.kind().tag());
+        raw.extend_from_slice(q.namespace().as_bytes());
+        raw.push(0);
+        raw.extend_from_slice(q.name().as_bytes());
+        raw.push(0);
+        raw.extend_from_slice(self.task_id.as_bytes());
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Decodes a token; anything malformed is a lost lease, never a panic.
+    pub fn decode(token: &str) -> Result<Self> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(token.as_bytes())
+            .map_err(|_| Error::lease_lost())?;
+        if raw.len() < 10 || raw[0] != LEASE_VERSION {
+            return Err(Error::lease_lost());
+        }
+        let lease_id = u64::from_be_bytes(raw[1..9].try_into().map_err(|_| Error::lease_lost())?);
+        let kind = QueueType::from_tag(raw[9]).ok_or_else(Error::lease_lost)?;
+        let rest = std::str::from_utf8(&raw[10..]).map_err(|_| Error::lease_lost())?;
+        let mut parts = rest.splitn(3, '\0');
+        let (Some(ns), Some(name), Some(task_id)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Error::lease_lost());
+        };
+        let queue = QueueKey::new(ns, name, kind).map_err(|_| Error::lease_lost())?;
+        validate_name("task_id", task_id).map_err(|_| Error::lease_lost())?;
+        Ok(LeaseToken {
+            queue,
+            task_id: task_id.to_string(),
+            lease_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("n", "a-b_c.d:e@f9").is_ok());
+        assert!(validate_name("n", "").is_err());
+        assert!(validate_name("n", &"x".repeat(200)).is_ok());
+        assert!(validate_name("n", &"x".repeat(201)).is_err());
+        assert!(validate_name("n", "a b").is_err());
+        assert!(validate_name("n", "a/b").is_err());
+        assert!(validate_name("n", "é").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff_ms(1), 1000);
+        assert_eq!(p.backoff_ms(2), 2000);
+        assert_eq!(p.backoff_ms(3), 4000);
+        assert_eq!(p.backoff_ms(8), 100_000);
+        assert_eq!(p.backoff_ms(u32::MAX), 100_000);
+        let flat = RetryPolicy {
+            backoff_coefficient: 1.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(flat.backoff_ms(50), 1000);
+    }
+
+    #[test]
+    fn attempts_exhaust() {
+        let unlimited = RetryPolicy::default();
+        assert!(!unlimited.exhausted(1_000_000));
+        let two = RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        };
+        assert!(!two.exhausted(1));
+        assert!(two.exhausted(2));
+    }
+
+    #[test]
+    fn lease_round_trips_and_rejects_garbage() {
+        let t = LeaseToken {
+            queue: QueueKey::new("ns", "q.1", QueueType::Workflow).unwrap(),
+            task_id: "task:7".into(),
+            lease_id: 0xdead_beef,
+        };
+        let s = t.encode();
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(LeaseToken::decode(&s).unwrap(), t);
+        for bad in ["", "!!", "AAAA", &s[..s.len() - 3]] {
+            assert!(LeaseToken::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn add_defaults_and_ranges() {
+        let req: AddTaskRequest = serde_json::from_str(r#"{"task_type":"t"}"#).unwrap();
+        let t = req.validate().unwrap();
+        assert_eq!(t.priority, 3);
+        assert_eq!(t.start_to_close_timeout_ms, 60_000);
+        assert_eq!(t.retry, RetryPolicy::default());
+        assert_eq!(t.payload.get(), "null");
+        for body in [
+            r#"{"task_type":"t","priority":0}"#,
+            r#"{"task_type":"t","priority":6}"#,
+            r#"{"task_type":"t","fairness_weight":0}"#,
+            r#"{"task_type":"t","start_to_close_timeout_ms":99}"#,
+            r#"{"task_type":"bad name"}"#,
+        ] {
+            let req: AddTaskRequest = serde_json::from_str(body).unwrap();
+            assert!(req.validate().is_err(), "{body}");
+        }
+        let err = serde_json::from_str::<AddTaskRequest>(r#"{"task_type":"t","prio":1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prio"), "{err}");
+    }
+
+    #[test]
+    fn route_fallback_absent_null_and_set() {
+        let parse = |b: &str| {
+            serde_json::from_str::<AddTaskRequest>(b)
+                .unwrap()
+                .validate()
+                .unwrap()
+                .route_to
+                .unwrap()
+                .fallback_after_ms
+        };
+        assert_eq!(
+            parse(r#"{"task_type":"t","route_to":{"identity":"w"}}"#),
+            Some(5000)
+        );
+        assert_eq!(
+            parse(r#"{"task_type":"t","route_to":{"identity":"w","fallback_after_ms":null}}"#),
+            None
+        );
+        assert_eq!(
+            parse(r#"{"task_type":"t","route_to":{"identity":"w","fallback_after_ms":7}}"#),
+            Some(7)
+        );
+    }
+}

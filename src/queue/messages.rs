@@ -1,0 +1,229 @@
+//! Every message a queue actor handles, each a small documented struct.
+//!
+//! Messages sent through [`crate::registry::Queues::call`] are `Clone`: if the actor stopped
+//! (idle) before reading one, it is sent again to the actor that replaces it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Message;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+use crate::error::Result;
+use crate::model::{NewTask, TaskError, TaskRecord, TaskState};
+
+use super::pollers::{Delivery, PollerInfo};
+
+/// Adds tasks (one, or a batch applied all or nothing). Answered once durable.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Vec<AddResult>>")]
+pub struct AddTasks {
+    /// Validated tasks, in order.
+    pub tasks: Arc<Vec<NewTask>>,
+}
+
+/// The answer for one added task.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddResult {
+    /// The task id (generated when the client sent none).
+    pub task_id: String,
+    /// The id existed already; nothing changed.
+    pub duplicate: bool,
+}
+
+/// A poll for up to `max_tasks` tasks.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<PollOutcome>")]
+pub struct Poll {
+    /// Worker identity.
+    pub identity: String,
+    /// Most tasks to give.
+    pub max_tasks: usize,
+    /// Declared task types; `None` = any.
+    pub task_types: Option<Vec<String>>,
+    /// Worker build id.
+    pub build_id: Option<String>,
+    /// Worker-requested dispatch limit for the queue.
+    pub max_tasks_per_second: Option<f64>,
+    /// Park until this instant when nothing is ready; `None` answers at once.
+    pub park_until: Option<Instant>,
+}
+
+/// The actor's answer to a [`Poll`].
+pub enum PollOutcome {
+    /// Tasks ready now (possibly none, when not parking).
+    Now(Delivery),
+    /// Parked: the tasks arrive on `rx`; tell the actor with [`ForgetWaiter`] when giving up.
+    Parked {
+        /// The actor holding the waiter.
+        owner: actix::Addr<super::QueueActor>,
+        /// The waiter's id.
+        waiter_id: u64,
+        /// Where the delivery arrives.
+        rx: oneshot::Receiver<Delivery>,
+    },
+}
+
+/// Why a parked poll stopped waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaveUp {
+    /// Its `wait_ms` passed.
+    Timeout,
+    /// Its client went away.
+    Cancelled,
+}
+
+/// A parked poll stopped waiting; forget it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetWaiter {
+    /// The waiter.
+    pub waiter_id: u64,
+    /// Why.
+    pub reason: GaveUp,
+}
+
+/// Tasks delivered to a poller that went away before taking them: back to the queue at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReturnTasks {
+    /// (task id, lease id) pairs.
+    pub leases: Vec<(String, u64)>,
+}
+
+/// How a lease is settled.
+#[derive(Debug, Clone)]
+pub enum SettleOp {
+    /// Completed with a result.
+    Complete {
+        /// Any JSON.
+        result: Box<RawValue>,
+    },
+    /// Failed.
+    Fail {
+        /// What went wrong.
+        error: TaskError,
+        /// No retry.
+        non_retryable: bool,
+        /// Retry after this long instead of the policy's backoff.
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// Complete or fail a lease. Answered once durable.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Settlement>")]
+pub struct Settle {
+    /// The task.
+    pub task_id: String,
+    /// The lease id from the token.
+    pub lease_id: u64,
+    /// What to do.
+    pub op: SettleOp,
+}
+
+/// The answer to a settle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settlement {
+    /// The task.
+    pub task_id: String,
+    /// The state it is in now.
+    pub state: TaskState,
+    /// For a retried fail: when the next attempt is due (RFC 3339).
+    pub next_attempt_at: Option<String>,
+}
+
+/// Extend a lease.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<HeartbeatAnswer>")]
+pub struct Heartbeat {
+    /// The task.
+    pub task_id: String,
+    /// The lease id from the token.
+    pub lease_id: u64,
+    /// Progress details, kept with the task.
+    pub details: Option<Box<RawValue>>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatAnswer {
+    /// RFC 3339.
+    pub lease_expires_at: String,
+    /// Cancel was asked for this task.
+    pub cancel_requested: bool,
+}
+
+/// Cancel a task. Answered with its record once durable.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<TaskRecord>")]
+pub struct Cancel {
+    /// The task.
+    pub task_id: String,
+}
+
+/// Wait for a task to reach a terminal state.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Watch>")]
+pub struct WatchTask {
+    /// The task.
+    pub task_id: String,
+}
+
+/// The answer to [`WatchTask`].
+pub enum Watch {
+    /// The task is terminal already, or unknown (`None`).
+    Now(Option<Box<TaskRecord>>),
+    /// Resolves (or is dropped) when the task ends.
+    Later(oneshot::Receiver<()>),
+}
+
+/// Describe the queue.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Stats>")]
+pub struct Describe;
+
+/// The contract's `Stats` of one queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Ready now.
+    pub backlog_count: u64,
+    /// Age of the oldest ready task, 0 if none.
+    pub backlog_age_ms: u64,
+    /// Delayed or in retry backoff.
+    pub delayed_count: u64,
+    /// Leased.
+    pub in_flight_count: u64,
+    /// Dead letters.
+    pub dead_letter_count: u64,
+    /// Adds per second over the last 30 s.
+    pub add_rate: f64,
+    /// Dispatches per second over the last 30 s.
+    pub dispatch_rate: f64,
+    /// Pollers seen in the last 5 minutes.
+    pub pollers: Vec<PollerInfo>,
+    /// The dispatch limit.
+    pub rate_limit: RateLimitView,
+    /// Pollers disagree on task types, or a ready type has no poller.
+    pub registration_mismatch: bool,
+    /// Polls parked right now (not in the contract; handy for operators).
+    pub parked_polls: usize,
+}
+
+/// The rate limit as describe shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitView {
+    /// Tasks per second, `None` = unlimited.
+    pub max_tasks_per_second: Option<f64>,
+    /// Bucket size.
+    pub burst: Option<u32>,
+    /// `api`, `worker` or `none`.
+    pub source: &'static str,
+}
+
+/// Answer every parked poll with no tasks and stop parking (graceful shutdown).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Shutdown;

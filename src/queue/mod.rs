@@ -1,0 +1,1071 @@
+//! The queue actor: one per task queue (namespace, name, type), spawned on first use by the
+//! registry, holding everything live about the queue.
+//!
+//! - A poll either gets tasks at once or parks as a [`pollers::Waiter`] (a pending reply).
+//! - An add hands the task to the oldest live waiter that accepts it (sync match) or writes it
+//!   to the ready index (the backlog); a delayed task goes to the delayed index until due.
+//! - Every change is one storage transaction, applied before memory changes, and answers that
+//!   promise durability (add, settle, cancel) wait for the group commit.
+//! - One timer per actor, armed for the next lease deadline, delayed task or idle check.
+//!
+//! The actor stops itself after `queue_idle_timeout` with no parked polls, nothing in flight,
+//! no backlog and nothing due; its state is on disk and the next request reloads it.
+
+pub mod backlog;
+pub mod leases;
+pub mod messages;
+pub mod pollers;
+pub mod rates;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::clock::{now_ms, rfc3339};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics::{GaugeValues, Metrics, QueueMetrics};
+use crate::model::{
+    ActiveLease, QueueKey, Queued, SettleKind, Settled, TaskError, TaskRecord, TaskState,
+};
+use crate::storage::{entry_of, Entry, QueueMeta, ReadyPos, Store, Txn};
+
+use backlog::Backlog;
+use leases::Leases;
+use messages::*;
+use pollers::{runs_type, Delivery, PollersSeen, Waiter, Waiters};
+use rates::Rate;
+
+/// Delayed entries promoted per step, so one step stays short.
+const PROMOTE_BATCH: usize = 1000;
+
+/// What every queue actor shares: the store, the configuration and the metrics.
+pub struct Env {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Sent to the registry when a queue actor stops, so it forgets that address.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QueueStopped {
+    /// The queue.
+    pub key: QueueKey,
+    /// Which incarnation stopped (a newer one may already run).
+    pub generation: u64,
+}
+
+/// A failed attempt, as reported by a worker or made by the server for a timeout.
+struct Failure {
+    error: TaskError,
+    non_retryable: bool,
+    retry_after_ms: Option<u64>,
+}
+
+/// What happens to a task after a failed attempt.
+enum AfterFailure {
+    Dead,
+    Ready(ReadyPos, Entry),
+    Delayed(u64),
+}
+
+/// The actor of one task queue.
+pub struct QueueActor {
+    key: QueueKey,
+    generation: u64,
+    env: Arc<Env>,
+    on_stop: Recipient<QueueStopped>,
+    meta: QueueMeta,
+    meta_stored: bool,
+    backlog: Backlog,
+    next_delayed: Option<u64>,
+    waiters: Waiters,
+    leases: Leases,
+    watchers: HashMap<String, Vec<oneshot::Sender<()>>>,
+    seen: PollersSeen,
+    add_rate: Rate,
+    dispatch_rate: Rate,
+    timer: Option<(u64, SpawnHandle)>,
+    idle_since: Option<u64>,
+    shutting_down: bool,
+    metrics: QueueMetrics,
+}
+
+impl QueueActor {
+    /// A queue actor for `key`; it loads its state from the store when started.
+    pub fn new(
+        key: QueueKey,
+        generation: u64,
+        env: Arc<Env>,
+        on_stop: Recipient<QueueStopped>,
+    ) -> Self {
+        let metrics = env.metrics.queue(&key);
+        QueueActor {
+            backlog: Backlog::new(env.config.backlog_window),
+            key,
+            generation,
+            on_stop,
+            meta: QueueMeta::default(),
+            meta_stored: false,
+            next_delayed: None,
+            waiters: Waiters::default(),
+            leases: Leases::default(),
+            watchers: HashMap::new(),
+            seen: PollersSeen::default(),
+            add_rate: Rate::default(),
+            dispatch_rate: Rate::default(),
+            timer: None,
+            idle_since: None,
+            shutting_down: false,
+            metrics,
+            env,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.env.store
+    }
+
+    fn load(&mut self) -> Result<()> {
+        if let Some(meta) = self.env.store.meta(&self.key)? {
+            self.meta = meta;
+            self.meta_stored = true;
+        }
+        if self.meta.in_flight > 0 {
+            for rec in self.env.store.in_flight_records(&self.key)? {
+                if let (TaskState::Running, Some(l)) = (rec.state, &rec.lease) {
+                    self.leases
+                        .insert(l.id, rec.task_id.clone(), l.expires_at());
+                }
+            }
+            self.meta.in_flight = self.leases.len() as u64;
+        }
+        self.promote_due(now_ms())?;
+        self.backlog.refill(&self.env.store, &self.key)
+    }
+
+    /// Writes `txn` with the queue's new counters; memory changes only after it succeeds.
+    fn commit(&mut self, mut txn: Txn, meta: QueueMeta) -> Result<()> {
+        txn.put_meta(&self.key, &meta)?;
+        self.env.store.commit(&txn)?;
+        self.meta = meta;
+        self.meta_stored = true;
+        Ok(())
+    }
+
+    fn start_lease(&self, rec: &mut TaskRecord, identity: &str, now: u64, order: u64) {
+        rec.attempt += 1;
+        rec.state = TaskState::Running;
+        rec.queued = None;
+        rec.updated_at = now;
+        rec.lease = Some(ActiveLease {
+            id: rand::random(),
+            identity: identity.to_string(),
+            dispatched_at: now,
+            close_deadline: now + rec.start_to_close_timeout_ms,
+            heartbeat_deadline: rec.heartbeat_timeout_ms.map(|h| now + h),
+            order,
+        });
+    }
+
+    fn track_lease(&mut self, rec: &TaskRecord) {
+        if let Some(l) = &rec.lease {
+            self.leases
+                .insert(l.id, rec.task_id.clone(), l.expires_at());
+        }
+    }
+
+    fn add(
+        &mut self,
+        tasks: &[crate::model::NewTask],
+        ctx: &mut Context<Self>,
+    ) -> Result<Vec<AddResult>> {
+        let now = now_ms();
+        let instant = Instant::now();
+        let mut txn = Txn::default();
+        let mut meta = self.meta;
+        let mut results = Vec::with_capacity(tasks.len());
+        let mut ids = HashSet::new();
+        let mut to_backlog = Vec::new();
+        let mut sync: Vec<(Waiter, TaskRecord)> = Vec::new();
+        let mut first_due: Option<u64> = None;
+        for spec in tasks {
+            let duplicate = !ids.insert(spec.task_id.as_str())
+                || self.store().task(&self.key, &spec.task_id)?.is_some();
+            results.push(AddResult {
+                task_id: spec.task_id.clone(),
+                duplicate,
+            });
+            if duplicate {
+                continue;
+            }
+            let seq = self.store().next_seq()?;
+            let mut rec = TaskRecord::new(spec, now, seq);
+            if spec.delay_ms > 0 {
+                let due = now.saturating_add(spec.delay_ms);
+                rec.queued = Some(Queued::Delayed { due });
+                txn.put_delayed(&self.key, due, seq, &entry_of(&rec, due));
+                meta.delayed += 1;
+                first_due = Some(first_due.map_or(due, |d| d.min(due)));
+            } else {
+                let entry = entry_of(&rec, now);
+                let waiter = if self.shutting_down {
+                    None
+                } else {
+                    self.waiters.take_for(&entry, instant)
+                };
+                match waiter {
+                    Some(w) => {
+                        self.start_lease(&mut rec, &w.identity, now, now);
+                        txn.put_inflight(&self.key, &rec.task_id);
+                        meta.in_flight += 1;
+                        sync.push((w, rec.clone()));
+                    }
+                    None => {
+                        let pos = ReadyPos {
+                            priority: rec.priority,
+                            order: now,
+                            seq,
+                        };
+                        rec.queued = Some(Queued::Ready { order: now });
+                        txn.put_ready(&self.key, pos, &entry);
+                        meta.ready += 1;
+                        to_backlog.push((pos, entry));
+                    }
+                }
+            }
+            txn.put_task(&self.key, &rec)?;
+        }
+        // On failure the waiters taken above are dropped: their polls answer empty.
+        self.commit(txn, meta)?;
+        let added = results.iter().filter(|r| !r.duplicate).count() as u64;
+        self.metrics.added.inc_by(added);
+        self.add_rate.add(now, added as u32);
+        for (pos, entry) in to_backlog {
+            self.backlog.insert(pos, entry);
+        }
+        if let Some(due) = first_due {
+            self.next_delayed = Some(self.next_delayed.map_or(due, |d| d.min(due)));
+        }
+        for (w, rec) in sync {
+            self.track_lease(&rec);
+            self.metrics.dispatched_sync.inc();
+            self.metrics.schedule_to_start.observe(0.0);
+            self.deliver(w, vec![rec], ctx);
+        }
+        Ok(results)
+    }
+
+    /// Leases one ready task found at `pos`; `None` when the index entry was stale.
+    fn lease_entry(
+        &mut self,
+        pos: ReadyPos,
+        entry: Entry,
+        identity: &str,
+        now: u64,
+    ) -> Result<Option<TaskRecord>> {
+        let mut txn = Txn::default();
+        let mut meta = self.meta;
+        txn.del_ready(&self.key, pos);
+        meta.ready = meta.ready.saturating_sub(1);
+        let rec = match self.store().task(&self.key, &entry.task_id)? {
+            Some(rec)
+                if rec.state == TaskState::Pending
+                    && matches!(rec.queued, Some(Queued::Ready { .. })) =>
+            {
+                rec
+            }
+            _ => {
+                log::warn!(
+                    "{}: dropping a stale ready entry for {}",
+                    self.key,
+                    entry.task_id
+                );
+                self.commit(txn, meta)?;
+                return Ok(None);
+            }
+        };
+        let mut rec = rec;
+        self.start_lease(&mut rec, identity, now, pos.order);
+        txn.put_task(&self.key, &rec)?;
+        txn.put_inflight(&self.key, &rec.task_id);
+        meta.in_flight += 1;
+        if let Err(e) = self.commit(txn, meta) {
+            self.backlog.put_back(pos, entry);
+            return Err(e);
+        }
+        self.track_lease(&rec);
+        self.metrics.dispatched_backlog.inc();
+        self.metrics
+            .schedule_to_start
+            .observe(now.saturating_sub(entry.ready_at) as f64 / 1000.0);
+        Ok(Some(rec))
+    }
+
+    /// Leases up to `max` ready tasks that `accepts` lets through, in dispatch order.
+    fn lease_ready(
+        &mut self,
+        accepts: &dyn Fn(&Entry) -> bool,
+        max: usize,
+        identity: &str,
+    ) -> Result<Vec<TaskRecord>> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        while out.len() < max && self.meta.ready > 0 {
+            let Some((pos, entry)) = self.backlog.take(&self.env.store, &self.key, accepts)? else {
+                break;
+            };
+            if let Some(rec) = self.lease_entry(pos, entry, identity, now)? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Gives leased tasks to a waiter; if it went away meanwhile, they go back at once.
+    fn deliver(&mut self, w: Waiter, recs: Vec<TaskRecord>, ctx: &mut Context<Self>) {
+        let delivery = self.delivery(recs, ctx);
+        if let Err(undelivered) = w.tx.send(delivery) {
+            let leases = undelivered.disarm();
+            self.return_tasks(&leases);
+        }
+    }
+
+    fn delivery(&mut self, recs: Vec<TaskRecord>, ctx: &mut Context<Self>) -> Delivery {
+        let now = now_ms();
+        self.metrics.polls_task.inc();
+        self.dispatch_rate.add(now, recs.len() as u32);
+        let leases = recs
+            .iter()
+            .filter_map(|r| r.lease.as_ref().map(|l| (r.task_id.clone(), l.id)))
+            .collect();
+        let tasks = recs.iter().filter_map(|r| r.to_task(&self.key)).collect();
+        Delivery::new(tasks, leases, ctx.address())
+    }
+
+    /// Serves parked polls from the backlog, oldest waiter first.
+    fn dispatch_waiting(&mut self, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        loop {
+            let now = Instant::now();
+            self.waiters.prune(now);
+            if self.waiters.is_empty() || self.meta.ready == 0 {
+                return;
+            }
+            let candidates: Vec<(u64, Option<Vec<String>>, usize, String)> = self
+                .waiters
+                .iter()
+                .map(|w| (w.id, w.task_types.clone(), w.max_tasks, w.identity.clone()))
+                .collect();
+            let mut served = false;
+            for (id, types, max, identity) in candidates {
+                let accepts = |e: &Entry| runs_type(types.as_deref(), e);
+                match self.lease_ready(&accepts, max, &identity) {
+                    Ok(recs) if recs.is_empty() => continue,
+                    Ok(recs) => {
+                        match self.waiters.remove(id) {
+                            Some(w) => self.deliver(w, recs, ctx),
+                            None => {
+                                let leases: Vec<_> = recs
+                                    .iter()
+                                    .filter_map(|r| {
+                                        r.lease.as_ref().map(|l| (r.task_id.clone(), l.id))
+                                    })
+                                    .collect();
+                                self.return_tasks(&leases);
+                            }
+                        }
+                        served = true;
+                        break;
+                    }
+                    Err(e) => {
+                        log::error!("{}: dispatch failed: {e}", self.key);
+                        return;
+                    }
+                }
+            }
+            if !served {
+                return;
+            }
+        }
+    }
+
+    /// Puts tasks that a poller never received back where they were, attempt not counted.
+    fn return_tasks(&mut self, leases: &[(String, u64)]) {
+        for (task_id, lease_id) in leases {
+            if let Err(e) = self.return_task(task_id, *lease_id) {
+                log::error!("{}: returning {task_id} failed: {e}", self.key);
+            }
+        }
+    }
+
+    fn return_task(&mut self, task_id: &str, lease_id: u64) -> Result<()> {
+        let Some(mut rec) = self.store().task(&self.key, task_id)? else {
+            return Ok(());
+        };
+        let Some(lease) = rec.lease.clone().filter(|l| l.id == lease_id) else {
+            return Ok(());
+        };
+        if rec.state != TaskState::Running {
+            return Ok(());
+        }
+        rec.attempt = rec.attempt.saturating_sub(1);
+        rec.state = TaskState::Pending;
+        rec.lease = None;
+        rec.queued = Some(Queued::Ready { order: lease.order });
+        let pos = ReadyPos {
+            priority: rec.priority,
+            order: lease.order,
+            seq: rec.seq,
+        };
+        let entry = entry_of(&rec, lease.order);
+        let mut txn = Txn::default();
+        let mut meta = self.meta;
+        txn.put_task(&self.key, &rec)?;
+        txn.del_inflight(&self.key, task_id);
+        txn.put_ready(&self.key, pos, &entry);
+        meta.in_flight = meta.in_flight.saturating_sub(1);
+        meta.ready += 1;
+        self.commit(txn, meta)?;
+        self.leases.remove(lease_id);
+        self.backlog.insert(pos, entry);
+        Ok(())
+    }
+
+    /// Plans what a failed attempt does to `rec`: retry (ready or delayed) or dead letter.
+    fn plan_failure(
+        &self,
+        rec: &mut TaskRecord,
+        txn: &mut Txn,
+        meta: &mut QueueMeta,
+        failure: Failure,
+        now: u64,
+    ) -> AfterFailure {
+        let Failure {
+            error,
+            non_retryable,
+            retry_after_ms,
+        } = failure;
+        rec.last_error = Some(error);
+        rec.lease = None;
+        rec.updated_at = now;
+        txn.del_inflight(&self.key, &rec.task_id);
+        meta.in_flight = meta.in_flight.saturating_sub(1);
+        if non_retryable || rec.retry.exhausted(rec.attempt) {
+            rec.state = TaskState::Failed;
+            txn.put_dead(&self.key, now, rec.seq, &rec.task_id);
+            meta.dead += 1;
+            return AfterFailure::Dead;
+        }
+        rec.state = TaskState::Pending;
+        let delay = retry_after_ms.unwrap_or_else(|| rec.retry.backoff_ms(rec.attempt));
+        if delay == 0 {
+            let pos = ReadyPos {
+                priority: rec.priority,
+                order: now,
+                seq: rec.seq,
+            };
+            let entry = entry_of(rec, now);
+            rec.queued = Some(Queued::Ready { order: now });
+            txn.put_ready(&self.key, pos, &entry);
+            meta.ready += 1;
+            AfterFailure::Ready(pos, entry)
+        } else {
+            let due = now.saturating_add(delay);
+            rec.queued = Some(Queued::Delayed { due });
+            txn.put_delayed(&self.key, due, rec.seq, &entry_of(rec, due));
+            meta.delayed += 1;
+            AfterFailure::Delayed(due)
+        }
+    }
+
+    fn apply_failure(&mut self, task_id: &str, after: AfterFailure) {
+        match after {
+            AfterFailure::Dead => {
+                self.metrics.failed_dead.inc();
+                self.notify(task_id);
+            }
+            AfterFailure::Ready(pos, entry) => {
+                self.metrics.failed_retry.inc();
+                self.backlog.insert(pos, entry);
+            }
+            AfterFailure::Delayed(due) => {
+                self.metrics.failed_retry.inc();
+                self.next_delayed = Some(self.next_delayed.map_or(due, |d| d.min(due)));
+            }
+        }
+    }
+
+    fn settle(&mut self, msg: &Settle) -> Result<Settlement> {
+        let now = now_ms();
+        let Some(mut rec) = self.store().task(&self.key, &msg.task_id)? else {
+            return Err(Error::lease_lost());
+        };
+        let kind = match msg.op {
+            SettleOp::Complete { .. } => SettleKind::Complete,
+            SettleOp::Fail { .. } => SettleKind::Fail,
+        };
+        let held = rec.state == TaskState::Running
+            && rec.lease.as_ref().is_some_and(|l| l.id == msg.lease_id);
+        if !held {
+            // A repeat of the settle that already succeeded answers the same.
+            return match &rec.settled {
+                Some(s) if s.lease_id == msg.lease_id && s.kind == kind => Ok(Settlement {
+                    task_id: rec.task_id.clone(),
+                    state: s.state,
+                    next_attempt_at: s.next_attempt_at.map(rfc3339),
+                }),
+                _ => Err(Error::lease_lost()),
+            };
+        }
+        let dispatched_at = rec.lease.as_ref().map_or(now, |l| l.dispatched_at);
+        let mut txn = Txn::default();
+        let mut meta = self.meta;
+        let after = match &msg.op {
+            SettleOp::Complete { result } => {
+                rec.state = TaskState::Completed;
+                rec.result = Some(result.clone());
+                rec.lease = None;
+                rec.updated_at = now;
+                txn.del_inflight(&self.key, &rec.task_id);
+                meta.in_flight = meta.in_flight.saturating_sub(1);
+                txn.put_expiry(self.retention_end(now), &self.key, &rec.task_id);
+                None
+            }
+            SettleOp::Fail {
+                error,
+                non_retryable,
+                retry_after_ms,
+            } => Some(self.plan_failure(
+                &mut rec,
+                &mut txn,
+                &mut meta,
+                Failure {
+                    error: error.clone(),
+                    non_retryable: *non_retryable,
+                    retry_after_ms: *retry_after_ms,
+                },
+                now,
+            )),
+        };
+        let next_attempt_at = match &after {
+            Some(AfterFailure::Delayed(due)) => Some(*due),
+            Some(AfterFailure::Ready(..)) => Some(now),
+            _ => None,
+        };
+        rec.settled = Some(Settled {
+            lease_id: msg.lease_id,
+            kind,
+            state: rec.state,
+            next_attempt_at,
+        });
+        txn.put_task(&self.key, &rec)?;
+        self.commit(txn, meta)?;
+        self.leases.remove(msg.lease_id);
+        self.metrics
+            .task_run
+            .observe(now.saturating_sub(dispatched_at) as f64 / 1000.0);
+        match after {
+            None => {
+                self.metrics.completed.inc();
+                self.notify(&rec.task_id);
+            }
+            Some(after) => self.apply_failure(&rec.task_id, after),
+        }
+        Ok(Settlement {
+            task_id: rec.task_id,
+            state: rec.state,
+            next_attempt_at: next_attempt_at.map(rfc3339),
+        })
+    }
+
+    fn retention_end(&self, now: u64) -> u64 {
+        now.saturating_add(self.env.config.completed_retention.as_millis() as u64)
+    }
+
+    fn heartbeat(&mut self, msg: &Heartbeat) -> Result<HeartbeatAnswer> {
+        let now = now_ms();
+        let Some(mut rec) = self.store().task(&self.key, &msg.task_id)? else {
+            return Err(Error::lease_lost());
+        };
+        let hb_timeout = rec.heartbeat_timeout_ms;
+        let Some(lease) = rec
+            .lease
+            .as_mut()
+            .filter(|l| l.id == msg.lease_id && rec.state == TaskState::Running)
+        else {
+            return Err(Error::lease_lost());
+        };
+        if now >= lease.expires_at() {
+            return Err(Error::lease_lost());
+        }
+        if let Some(h) = hb_timeout {
+            lease.heartbeat_deadline = Some(now + h);
+        }
+        let expires_at = lease.expires_at();
+        if let Some(details) = &msg.details {
+            rec.heartbeat_details = Some(details.clone());
+        }
+        let mut txn = Txn::default();
+        txn.put_task(&self.key, &rec)?;
+        self.commit(txn, self.meta)?;
+        self.leases.extend(msg.lease_id, expires_at);
+        Ok(HeartbeatAnswer {
+            lease_expires_at: rfc3339(expires_at),
+            cancel_requested: rec.cancel_requested,
+        })
+    }
+
+    fn cancel(&mut self, task_id: &str) -> Result<TaskRecord> {
+        let now = now_ms();
+        let Some(mut rec) = self.store().task(&self.key, task_id)? else {
+            return Err(Error::NotFound(format!(
+                "no task {task_id:?} in {}",
+                self.key
+            )));
+        };
+        let mut txn = Txn::default();
+        let mut meta = self.meta;
+        match rec.state {
+            TaskState::Pending => {
+                let mut removed = None;
+                match rec.queued {
+                    Some(Queued::Ready { order }) => {
+                        let pos = ReadyPos {
+                            priority: rec.priority,
+                            order,
+                            seq: rec.seq,
+                        };
+                        txn.del_ready(&self.key, pos);
+                        meta.ready = meta.ready.saturating_sub(1);
+                        removed = Some(pos);
+                    }
+                    Some(Queued::Delayed { due }) => {
+                        txn.del_delayed(&self.key, due, rec.seq);
+                        meta.delayed = meta.delayed.saturating_sub(1);
+                    }
+                    None => {}
+                }
+                rec.state = TaskState::Cancelled;
+                rec.queued = None;
+                rec.updated_at = now;
+                txn.put_expiry(self.retention_end(now), &self.key, task_id);
+                txn.put_task(&self.key, &rec)?;
+                self.commit(txn, meta)?;
+                if let Some(pos) = removed {
+                    self.backlog.remove(&pos);
+                }
+                self.notify(task_id);
+            }
+            TaskState::Running if !rec.cancel_requested => {
+                rec.cancel_requested = true;
+                rec.updated_at = now;
+                txn.put_task(&self.key, &rec)?;
+                self.commit(txn, meta)?;
+            }
+            _ => {}
+        }
+        Ok(rec)
+    }
+
+    fn notify(&mut self, task_id: &str) {
+        if let Some(watchers) = self.watchers.remove(task_id) {
+            for w in watchers {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Moves delayed tasks that are due into the ready index.
+    fn promote_due(&mut self, now: u64) -> Result<()> {
+        let (due, next) = self.env.store.due_delayed(&self.key, now, PROMOTE_BATCH)?;
+        self.next_delayed = next;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut txn = Txn::default();
+        let mut meta = self.meta;
+        let mut promoted = Vec::with_capacity(due.len());
+        for (at, seq, entry) in due {
+            txn.del_delayed(&self.key, at, seq);
+            meta.delayed = meta.delayed.saturating_sub(1);
+            let Some(mut rec) = self.store().task(&self.key, &entry.task_id)? else {
+                continue;
+            };
+            if rec.state != TaskState::Pending || rec.queued != Some(Queued::Delayed { due: at }) {
+                continue;
+            }
+            let pos = ReadyPos {
+                priority: entry.priority,
+                order: at,
+                seq,
+            };
+            rec.queued = Some(Queued::Ready { order: at });
+            txn.put_task(&self.key, &rec)?;
+            txn.put_ready(&self.key, pos, &entry);
+            meta.ready += 1;
+            promoted.push((pos, entry));
+        }
+        self.commit(txn, meta)?;
+        for (pos, entry) in promoted {
+            self.backlog.insert(pos, entry);
+        }
+        Ok(())
+    }
+
+    /// Ends leases whose deadline passed: each is a failed attempt, retried per policy.
+    fn expire_leases(&mut self, now: u64) -> Result<()> {
+        for lease_id in self.leases.expired(now) {
+            let Some(lease) = self.leases.remove(lease_id) else {
+                continue;
+            };
+            let Some(mut rec) = self.store().task(&self.key, &lease.task_id)? else {
+                continue;
+            };
+            let Some(active) = rec.lease.clone().filter(|l| l.id == lease_id) else {
+                continue;
+            };
+            if rec.state != TaskState::Running {
+                continue;
+            }
+            let by_heartbeat = active
+                .heartbeat_deadline
+                .is_some_and(|h| h < active.close_deadline && h <= now);
+            let (counter, message) = if by_heartbeat {
+                (
+                    &self.metrics.expired_heartbeat,
+                    "heartbeat timeout: no heartbeat in time",
+                )
+            } else {
+                (
+                    &self.metrics.expired_start_to_close,
+                    "start-to-close timeout: the lease ran out",
+                )
+            };
+            counter.inc();
+            let error = TaskError {
+                message: message.into(),
+                kind: Some(
+                    if by_heartbeat {
+                        "HeartbeatTimeout"
+                    } else {
+                        "StartToCloseTimeout"
+                    }
+                    .into(),
+                ),
+            };
+            let mut txn = Txn::default();
+            let mut meta = self.meta;
+            let failure = Failure {
+                error,
+                non_retryable: false,
+                retry_after_ms: None,
+            };
+            let after = self.plan_failure(&mut rec, &mut txn, &mut meta, failure, now);
+            txn.put_task(&self.key, &rec)?;
+            if let Err(e) = self.commit(txn, meta) {
+                self.leases
+                    .insert(lease_id, lease.task_id, lease.expires_at);
+                return Err(e);
+            }
+            self.apply_failure(&rec.task_id, after);
+        }
+        Ok(())
+    }
+
+    fn is_idle(&self, now: u64) -> bool {
+        let idle_ms = self.env.config.queue_idle_timeout.as_millis() as u64;
+        self.waiters.is_empty()
+            && self.leases.is_empty()
+            && self.meta.ready == 0
+            && self.watchers.is_empty()
+            && self.next_delayed.is_none_or(|d| d > now + idle_ms)
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        if let Err(e) = self.expire_leases(now) {
+            log::error!("{}: expiring leases failed: {e}", self.key);
+        }
+        if self.next_delayed.is_some_and(|d| d <= now) {
+            if let Err(e) = self.promote_due(now) {
+                log::error!("{}: promoting delayed tasks failed: {e}", self.key);
+            }
+        }
+        self.dispatch_waiting(ctx);
+        self.watchers.retain(|_, w| {
+            w.retain(|s| !s.is_closed());
+            !w.is_empty()
+        });
+        let idle_ms = self.env.config.queue_idle_timeout.as_millis() as u64;
+        if self.is_idle(now) && self.idle_since.is_some_and(|s| now >= s + idle_ms) {
+            log::debug!("{}: idle, stopping", self.key);
+            ctx.stop();
+            return;
+        }
+        self.after_change(ctx);
+    }
+
+    /// Reports gauges and arms the timer for the next thing due.
+    fn after_change(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        self.metrics.report(GaugeValues {
+            pollers: self.waiters.len() as i64,
+            backlog: self.meta.ready as i64,
+            backlog_age_seconds: self
+                .backlog
+                .oldest_ready_at()
+                .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0),
+            in_flight: self.leases.len() as i64,
+            dead: self.meta.dead as i64,
+        });
+        let idle_ms = self.env.config.queue_idle_timeout.as_millis() as u64;
+        let idle_at = if self.is_idle(now) {
+            let since = *self.idle_since.get_or_insert(now);
+            Some(since + idle_ms)
+        } else {
+            self.idle_since = None;
+            None
+        };
+        let next = [self.leases.next_deadline(), self.next_delayed, idle_at]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next {
+            self.arm(at, ctx);
+        }
+    }
+
+    fn arm(&mut self, at: u64, ctx: &mut Context<Self>) {
+        if let Some((armed, handle)) = self.timer {
+            if armed <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            act.on_timer(ctx);
+        });
+        self.timer = Some((at, handle));
+    }
+
+    fn stats(&mut self) -> Stats {
+        let now = now_ms();
+        self.seen.prune(now);
+        Stats {
+            backlog_count: self.meta.ready,
+            backlog_age_ms: self
+                .backlog
+                .oldest_ready_at()
+                .map_or(0, |t| now.saturating_sub(t)),
+            delayed_count: self.meta.delayed,
+            in_flight_count: self.leases.len() as u64,
+            dead_letter_count: self.meta.dead,
+            add_rate: self.add_rate.per_second(now),
+            dispatch_rate: self.dispatch_rate.per_second(now),
+            pollers: self.seen.list(),
+            rate_limit: RateLimitView {
+                max_tasks_per_second: None,
+                burst: None,
+                source: "none",
+            },
+            registration_mismatch: self.seen.mismatch(self.backlog.types()),
+            parked_polls: self.waiters.len(),
+        }
+    }
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        self.env.metrics.loaded_task_queues.inc();
+        if let Err(e) = self.load() {
+            log::error!("{}: loading from the store failed: {e}", self.key);
+        }
+        self.after_change(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.env.metrics.loaded_task_queues.dec();
+        self.on_stop.do_send(QueueStopped {
+            key: self.key.clone(),
+            generation: self.generation,
+        });
+    }
+}
+
+/// Wraps an answer that promises durability: resolves once the group commit covers it.
+fn when_durable<T: 'static>(store: Arc<Store>, result: Result<T>) -> ResponseFuture<Result<T>> {
+    Box::pin(async move {
+        let value = result?;
+        store.durable().await?;
+        Ok(value)
+    })
+}
+
+impl Handler<AddTasks> for QueueActor {
+    type Result = ResponseFuture<Result<Vec<AddResult>>>;
+
+    fn handle(&mut self, msg: AddTasks, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.add(&msg.tasks, ctx);
+        self.after_change(ctx);
+        when_durable(self.env.store.clone(), result)
+    }
+}
+
+impl Handler<Poll> for QueueActor {
+    type Result = Result<PollOutcome>;
+
+    fn handle(&mut self, msg: Poll, ctx: &mut Self::Context) -> Self::Result {
+        let now = now_ms();
+        self.seen.saw(
+            &msg.identity,
+            now,
+            msg.task_types.clone(),
+            msg.build_id.clone(),
+            msg.max_tasks_per_second,
+        );
+        if !self.meta_stored {
+            // Listed from now on, as a queue with pollers.
+            self.commit(Txn::default(), self.meta)?;
+        }
+        if self.shutting_down {
+            return Ok(PollOutcome::Now(Delivery::empty()));
+        }
+        let types = msg.task_types.clone();
+        let accepts = |e: &Entry| runs_type(types.as_deref(), e);
+        let recs = self.lease_ready(&accepts, msg.max_tasks, &msg.identity)?;
+        let outcome = if !recs.is_empty() {
+            PollOutcome::Now(self.delivery(recs, ctx))
+        } else if let Some(deadline) = msg.park_until {
+            let (tx, rx) = oneshot::channel();
+            let id = self.waiters.next_id();
+            self.waiters.push(Waiter {
+                id,
+                identity: msg.identity,
+                task_types: msg.task_types,
+                max_tasks: msg.max_tasks,
+                deadline,
+                tx,
+            });
+            PollOutcome::Parked {
+                owner: ctx.address(),
+                waiter_id: id,
+                rx,
+            }
+        } else {
+            self.metrics.polls_timeout.inc();
+            PollOutcome::Now(Delivery::empty())
+        };
+        self.after_change(ctx);
+        Ok(outcome)
+    }
+}
+
+impl Handler<ForgetWaiter> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetWaiter, ctx: &mut Self::Context) {
+        self.waiters.remove(msg.waiter_id);
+        match msg.reason {
+            GaveUp::Timeout => self.metrics.polls_timeout.inc(),
+            GaveUp::Cancelled => self.metrics.polls_cancelled.inc(),
+        }
+        self.after_change(ctx);
+    }
+}
+
+impl Handler<ReturnTasks> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReturnTasks, ctx: &mut Self::Context) {
+        self.return_tasks(&msg.leases);
+        self.dispatch_waiting(ctx);
+        self.after_change(ctx);
+    }
+}
+
+impl Handler<Settle> for QueueActor {
+    type Result = ResponseFuture<Result<Settlement>>;
+
+    fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.settle(&msg);
+        self.dispatch_waiting(ctx);
+        self.after_change(ctx);
+        when_durable(self.env.store.clone(), result)
+    }
+}
+
+impl Handler<Heartbeat> for QueueActor {
+    type Result = Result<HeartbeatAnswer>;
+
+    fn handle(&mut self, msg: Heartbeat, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.heartbeat(&msg);
+        self.after_change(ctx);
+        result
+    }
+}
+
+impl Handler<Cancel> for QueueActor {
+    type Result = ResponseFuture<Result<TaskRecord>>;
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.cancel(&msg.task_id);
+        self.after_change(ctx);
+        when_durable(self.env.store.clone(), result)
+    }
+}
+
+impl Handler<WatchTask> for QueueActor {
+    type Result = Result<Watch>;
+
+    fn handle(&mut self, msg: WatchTask, ctx: &mut Self::Context) -> Self::Result {
+        let rec = self.store().task(&self.key, &msg.task_id)?;
+        let watch = match rec {
+            Some(r) if !r.state.is_terminal() => {
+                let (tx, rx) = oneshot::channel();
+                self.watchers.entry(msg.task_id).or_default().push(tx);
+                Watch::Later(rx)
+            }
+            other => Watch::Now(other.map(Box::new)),
+        };
+        self.after_change(ctx);
+        Ok(watch)
+    }
+}
+
+impl Handler<Describe> for QueueActor {
+    type Result = Result<Stats>;
+
+    fn handle(&mut self, _msg: Describe, ctx: &mut Self::Context) -> Self::Result {
+        let stats = self.stats();
+        self.after_change(ctx);
+        Ok(stats)
+    }
+}
+
+impl Handler<Shutdown> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        self.shutting_down = true;
+        for w in self.waiters.drain() {
+            self.metrics.polls_timeout.inc();
+            let _ = w.tx.send(Delivery::empty());
+        }
+        self.after_change(ctx);
+    }
+}

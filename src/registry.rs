@@ -1,0 +1,190 @@
+//! The registry actor: maps (namespace, name, type) to a queue actor, spawning it on first use.
+//!
+//! Lookups take a fast path through a shared read-mostly map; a miss (or a dead address) asks
+//! the registry actor, which serializes creation, so two concurrent first requests get the same
+//! actor. Queue actors run on a small pool of arbiters (threads). An actor that stopped (idle)
+//! or died is replaced on the next request, and [`Queues::call`] re-sends a message that the
+//! old actor never read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::model::QueueKey;
+use crate::queue::messages::Shutdown;
+use crate::queue::{Env, QueueActor, QueueStopped};
+
+type Map = Arc<RwLock<HashMap<QueueKey, (u64, Addr<QueueActor>)>>>;
+
+/// How many times a message is re-sent to a replaced actor.
+const SEND_ATTEMPTS: usize = 5;
+
+/// Supervises the queue actors.
+pub struct Registry {
+    map: Map,
+    env: Arc<Env>,
+    arbiters: Vec<Arbiter>,
+    next_arbiter: usize,
+    generation: u64,
+}
+
+impl Registry {
+    fn new(map: Map, env: Arc<Env>, threads: usize) -> Self {
+        Registry {
+            map,
+            env,
+            arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
+            next_arbiter: 0,
+            generation: 0,
+        }
+    }
+
+    /// An arbiter to run a new queue actor, replacing one whose thread died.
+    fn arbiter(&mut self) -> ArbiterHandle {
+        let i = self.next_arbiter % self.arbiters.len();
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        if !self.arbiters[i].spawn(async {}) {
+            log::error!("a queue actor thread died; starting a new one");
+            self.arbiters[i] = Arbiter::new();
+        }
+        self.arbiters[i].handle()
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        for a in &self.arbiters {
+            a.stop();
+        }
+    }
+}
+
+/// Get (spawning if needed) the actor of a queue.
+#[derive(Message)]
+#[rtype(result = "Addr<QueueActor>")]
+struct Spawn(QueueKey);
+
+impl Handler<Spawn> for Registry {
+    type Result = MessageResult<Spawn>;
+
+    fn handle(&mut self, Spawn(key): Spawn, ctx: &mut Self::Context) -> Self::Result {
+        if let Some((_, addr)) = read(&self.map).get(&key) {
+            if addr.connected() {
+                return MessageResult(addr.clone());
+            }
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let env = self.env.clone();
+        let on_stop = ctx.address().recipient();
+        let k = key.clone();
+        let addr = QueueActor::start_in_arbiter(&self.arbiter(), move |_| {
+            QueueActor::new(k, generation, env, on_stop)
+        });
+        write(&self.map).insert(key, (generation, addr.clone()));
+        MessageResult(addr)
+    }
+}
+
+impl Handler<QueueStopped> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: QueueStopped, _ctx: &mut Self::Context) {
+        let mut map = write(&self.map);
+        if map.get(&msg.key).is_some_and(|(g, _)| *g == msg.generation) {
+            map.remove(&msg.key);
+        }
+    }
+}
+
+fn read(map: &Map) -> std::sync::RwLockReadGuard<'_, HashMap<QueueKey, (u64, Addr<QueueActor>)>> {
+    map.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(map: &Map) -> std::sync::RwLockWriteGuard<'_, HashMap<QueueKey, (u64, Addr<QueueActor>)>> {
+    map.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A cheap handle to every queue, used by the HTTP layer and embedders.
+#[derive(Clone)]
+pub struct Queues {
+    map: Map,
+    registry: Addr<Registry>,
+}
+
+impl Queues {
+    /// Starts the registry (and its actor threads) in the current actix system.
+    pub fn start(env: Arc<Env>) -> Self {
+        let map: Map = Arc::default();
+        let threads = env.config.actor_threads();
+        let m = map.clone();
+        let registry = Registry::new(m, env, threads).start();
+        Queues { map, registry }
+    }
+
+    /// The actor of `key`, spawned on first use.
+    pub async fn actor(&self, key: &QueueKey) -> Result<Addr<QueueActor>> {
+        if let Some((_, addr)) = read(&self.map).get(key) {
+            if addr.connected() {
+                return Ok(addr.clone());
+            }
+        }
+        self.registry
+            .send(Spawn(key.clone()))
+            .await
+            .map_err(|_| Error::Unavailable("the queue registry has stopped".into()))
+    }
+
+    /// True when the actor of `key` is running.
+    pub fn is_loaded(&self, key: &QueueKey) -> bool {
+        read(&self.map).get(key).is_some_and(|(_, a)| a.connected())
+    }
+
+    /// Sends `msg` to the actor of `key` and awaits its answer. If the actor stopped before
+    /// reading it (idle stop), the message goes to its replacement.
+    pub async fn call<M>(&self, key: &QueueKey, msg: M) -> Result<M::Result>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        QueueActor: Handler<M>,
+        <QueueActor as Actor>::Context: ToEnvelope<QueueActor, M>,
+    {
+        for attempt in 0..SEND_ATTEMPTS {
+            let addr = self.actor(key).await?;
+            match addr.send(msg.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(MailboxError::Closed) => {
+                    // The actor stopped; give the registry a moment to see it.
+                    tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+                }
+                Err(MailboxError::Timeout) => {
+                    return Err(Error::Unavailable(format!("queue {key} did not answer")))
+                }
+            }
+        }
+        Err(Error::Unavailable(format!("queue {key} keeps stopping")))
+    }
+
+    /// Tells every loaded queue to answer its parked polls and stop parking.
+    pub async fn shutdown_all(&self) {
+        let addrs: Vec<_> = read(&self.map).values().map(|(_, a)| a.clone()).collect();
+        for a in addrs {
+            let _ = a.send(Shutdown).await;
+        }
+    }
+
+    /// Number of loaded queue actors.
+    pub fn loaded(&self) -> usize {
+        read(&self.map).len()
+    }
+}

@@ -1,0 +1,141 @@
+//! Start-up, background work and graceful shutdown.
+//!
+//! Start: open the store, put back tasks that were in flight at a crash, start the registry,
+//! bind, then print `tasq listening on http://ADDR` (tests and scripts wait for that line).
+//! SIGTERM / SIGINT: `/readyz` and new API requests answer 503, parked polls are answered
+//! `{"tasks": []}`, in-flight requests finish, the store is flushed, and `run` returns.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpServer;
+
+use crate::clock::now_ms;
+use crate::config::{Config, Durability};
+use crate::http::{create_app, AppState, Lifecycle};
+use crate::metrics::Metrics;
+use crate::queue::Env;
+use crate::registry::Queues;
+use crate::storage::{Store, StoreOptions};
+
+/// How often finished records are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Records purged per storage pass.
+const PURGE_BATCH: usize = 10_000;
+
+/// Opens the store and recovers it: tasks in flight at a crash go back to their queues.
+pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> crate::error::Result<Arc<Store>> {
+    let store = Store::open(
+        &config.data_dir,
+        &StoreOptions {
+            fsync: config.durability == Durability::Fsync,
+            cache_capacity_bytes: config.cache_capacity_bytes,
+            temporary: false,
+        },
+        metrics,
+    )?;
+    let requeued = store.recover_in_flight()?;
+    if requeued > 0 {
+        log::info!("recovery: {requeued} tasks in flight at the last stop are ready again");
+    }
+    Ok(store)
+}
+
+/// Runs the server until SIGTERM / SIGINT. Must run inside an actix system.
+pub async fn run(config: Config) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Metrics::new(config.metrics.max_queue_series);
+    let store = open_store(&config, metrics.clone()).map_err(std::io::Error::other)?;
+    let queues = Queues::start(Arc::new(Env {
+        store: store.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+    }));
+    let lifecycle = Arc::new(Lifecycle::default());
+    let state = AppState {
+        queues: queues.clone(),
+        store: store.clone(),
+        config: config.clone(),
+        metrics,
+        lifecycle: lifecycle.clone(),
+    };
+    let server = HttpServer::new(move || create_app(state.clone()))
+        .workers(config.http_threads())
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+        .bind(config.bind)?;
+    let addr: SocketAddr = server.addrs().first().copied().unwrap_or(config.bind);
+    let server = server.run();
+    lifecycle.set_ready();
+    log::info!(
+        "serving on {addr}, store in {}, durability {:?}",
+        config.data_dir.display(),
+        config.durability
+    );
+    println!("tasq listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+
+    actix_rt::spawn(purge_loop(store.clone()));
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        wait_for_signal().await;
+        log::info!("shutting down");
+        lifecycle.set_stopping();
+        queues.shutdown_all().await;
+        handle.stop(true).await;
+    });
+    server.await?;
+    store.flush().map_err(std::io::Error::other)?;
+    log::info!("stopped; store flushed");
+    Ok(())
+}
+
+async fn purge_loop(store: Arc<Store>) {
+    loop {
+        let s = store.clone();
+        let purged = tokio::task::spawn_blocking(move || {
+            let mut total = 0;
+            loop {
+                match s.purge_expired(now_ms(), PURGE_BATCH) {
+                    Ok(n) => {
+                        total += n;
+                        if n < PURGE_BATCH {
+                            return total;
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("purging finished tasks failed: {e}");
+                        return total;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or(0);
+        if purged > 0 {
+            log::info!("purged {purged} finished task records past their retention");
+        }
+        tokio::time::sleep(PURGE_EVERY).await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            log::error!("cannot listen for signals; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The sled store: the single source of truth across restarts.
+//!
+//! The queue actors talk to storage only through this narrow interface: domain reads
+//! (a record, a range of the ready index, due delayed entries, a queue's counters) and
+//! [`Txn`], a set of writes applied atomically across trees. A shared store for several nodes
+//! can later implement the same operations.
+//!
+//! Trees (one per key space, keys in `keys`):
+//! - `tasks`: queue prefix + task id → [`TaskRecord`] (JSON);
+//! - `ready`: queue prefix + priority + order + seq → [`Entry`]: the dispatch index;
+//! - `delayed`: queue prefix + due + seq → [`Entry`]: delayed tasks and retry backoff;
+//! - `inflight`: queue prefix + task id → (): leased tasks, requeued on recovery;
+//! - `dead`: queue prefix + time + seq → task id: dead letters, newest last;
+//! - `expiry`: time + queue prefix + task id → (): finished records to purge;
+//! - `queues`: queue prefix → [`QueueMeta`]: counters and settings of each queue.
+
+pub mod commit;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Batch, Transactional, Tree};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::model::{QueueKey, Queued, TaskRecord, TaskState};
+pub use commit::GroupCommit;
+pub use keys::{Entry, ReadyPos};
+
+/// Counters of one queue, kept in step by its actor in the same transaction as each change,
+/// so loading a queue never counts a large backlog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueMeta {
+    /// Entries in the ready index.
+    pub ready: u64,
+    /// Entries in the delayed index.
+    pub delayed: u64,
+    /// Leased tasks.
+    pub in_flight: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+impl QueueMeta {
+    /// True when the queue holds no pending, running or dead task.
+    pub fn is_empty(&self) -> bool {
+        *self == QueueMeta::default()
+    }
+}
+
+/// Settings for opening the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `fsync`: every acknowledged write is flushed (group commit).
+    pub fsync: bool,
+    /// sled page cache.
+    pub cache_capacity_bytes: u64,
+    /// A temporary store, deleted when closed (tests, embedders).
+    pub temporary: bool,
+}
+
+/// The open database and its trees.
+pub struct Store {
+    db: sled::Db,
+    tasks: Tree,
+    ready: Tree,
+    delayed: Tree,
+    inflight: Tree,
+    dead: Tree,
+    expiry: Tree,
+    queues: Tree,
+    commit: GroupCommit,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, opts: &StoreOptions, metrics: Arc<Metrics>) -> Result<Arc<Self>> {
+        let db = sled::Config::new()
+            .path(dir)
+            .temporary(opts.temporary)
+            .cache_capacity(opts.cache_capacity_bytes)
+            // In relaxed mode sled's own timer flushes; in fsync mode the group commit does.
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| Error::Unavailable(format!("cannot open the store in {dir:?}: {e}")))?;
+        let tree = |name: &str| db.open_tree(name).map_err(Error::from);
+        Ok(Arc::new(Store {
+            tasks: tree("tasks")?,
+            ready: tree("ready")?,
+            delayed: tree("delayed")?,
+            inflight: tree("inflight")?,
+            dead: tree("dead")?,
+            expiry: tree("expiry")?,
+            queues: tree("queues")?,
+            commit: GroupCommit::start(db.clone(), opts.fsync, metrics),
+            db,
+        }))
+    }
+
+    /// A unique, increasing sequence number (sled's id generator survives restarts).
+    pub fn next_seq(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Resolves once every write applied so far is on disk (per the durability setting).
+    pub async fn durable(&self) -> Result<()> {
+        self.commit.durable().await
+    }
+
+    /// Flushes everything now (shutdown).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Applies a set of writes atomically.
+    pub fn commit(&self, txn: &Txn) -> Result<()> {
+        (
+            &self.tasks,
+            &self.ready,
+            &self.delayed,
+            &self.inflight,
+            &self.dead,
+            &self.expiry,
+            &self.queues,
+        )
+            .transaction(|(tasks, ready, delayed, inflight, dead, expiry, queues)| {
+                tasks.apply_batch(&txn.tasks)?;
+                ready.apply_batch(&txn.ready)?;
+                delayed.apply_batch(&txn.delayed)?;
+                inflight.apply_batch(&txn.inflight)?;
+                dead.apply_batch(&txn.dead)?;
+                expiry.apply_batch(&txn.expiry)?;
+                queues.apply_batch(&txn.queues)?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => Error::from(e),
+                TransactionError::Abort(()) => Error::Internal("transaction aborted".into()),
+            })
+    }
+
+    /// Reads one task record.
+    pub fn task(&self, queue: &QueueKey, task_id: &str) -> Result<Option<TaskRecord>> {
+        match self.tasks.get(keys::task_key(queue, task_id))? {
+            None => Ok(None),
+            Some(raw) => decode_record(&raw).map(Some),
+        }
+    }
+
+    /// Reads a queue's counters (zero for a queue never used).
+    pub fn meta(&self, queue: &QueueKey) -> Result<Option<QueueMeta>> {
+        match self.queues.get(keys::queue_prefix(queue))? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("corrupt queue record for {queue}: {e}"))),
+        }
+    }
+
+    /// Reads up to `limit` ready entries of `queue` after `after` (from the start when `None`),
+    /// in dispatch order.
+    pub fn scan_ready(
+        &self,
+        queue: &QueueKey,
+        after: Option<ReadyPos>,
+        limit: usize,
+    ) -> Result<Vec<(ReadyPos, Entry)>> {
+        let prefix = keys::queue_prefix(queue);
+        let start = match after {
+            Some(pos) => Bound::Excluded(pos.key(queue)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::new();
+        for item in self
+            .ready
+            .range((start, Bound::Excluded(prefix_end(&prefix))))
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let pos = ReadyPos::decode(&k[prefix.len()..]);
+            let entry = Entry::decode(&v);
+            match (pos, entry) {
+                (Some(p), Some(e)) => out.push((p, e)),
+                _ => log::error!("skipping a corrupt ready entry in {queue}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads up to `limit` delayed entries of `queue` due at or before `now`, and the due time
+    /// of the first one not yet due.
+    #[allow(clippy::type_complexity)]
+    pub fn due_delayed(
+        &self,
+        queue: &QueueKey,
+        now: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, u64, Entry)>, Option<u64>)> {
+        let prefix = keys::queue_prefix(queue);
+        let mut due = Vec::new();
+        for item in self.delayed.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let Some((at, seq)) = keys::decode_delayed(&k[prefix.len()..]) else {
+                continue;
+            };
+            if at > now {
+                return Ok((due, Some(at)));
+            }
+            if due.len() >= limit {
+                return Ok((due, Some(at)));
+            }
+            if let Some(e) = Entry::decode(&v) {
+                due.push((at, seq, e));
+            }
+        }
+        Ok((due, None))
+    }
+
+    /// Task ids of the dead letters of `queue`, newest first, after the page token `before`.
+    pub fn dead_letters(
+        &self,
+        queue: &QueueKey,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<Vec<u8>>)> {
+        let prefix = keys::queue_prefix(queue);
+        let end = match before {
+            Some(b) => {
+                let mut k = prefix.clone();
+                k.extend_from_slice(b);
+                Bound::Excluded(k)
+            }
+            None => Bound::Excluded(prefix_end(&prefix)),
+        };
+        let mut ids = Vec::new();
+        let mut last = None;
+        for item in self
+            .dead
+            .range((Bound::Included(prefix.clone()), end))
+            .rev()
+        {
+            let (k, v) = item?;
+            if ids.len() >= limit {
+                return Ok((ids, last));
+            }
+            last = Some(k[prefix.len()..].to_vec());
+            ids.push(String::from_utf8_lossy(&v).into_owned());
+        }
+        Ok((ids, None))
+    }
+
+    /// Queues of a namespace with their counters, in name order, after `after` (a queue prefix).
+    #[allow(clippy::type_complexity)]
+    pub fn list_queues(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<(QueueKey, QueueMeta)>, Option<Vec<u8>>)> {
+        let prefix = keys::namespace_prefix(namespace);
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        for item in self
+            .queues
+            .range((start, Bound::Excluded(prefix_end(&prefix))))
+        {
+            let (k, v) = item?;
+            if out.len() >= limit {
+                return Ok((out, last));
+            }
+            let Some((queue, _)) = keys::split_queue(&k) else {
+                continue;
+            };
+            let meta: QueueMeta = serde_json::from_slice(&v).unwrap_or_default();
+            last = Some(k.to_vec());
+            out.push((queue, meta));
+        }
+        Ok((out, None))
+    }
+
+    /// Puts every task that was leased when the server stopped back in its queue's ready
+    /// index (the attempt it was on stays counted), before any queue actor starts.
+    pub fn recover_in_flight(&self) -> Result<usize> {
+        let mut metas: HashMap<QueueKey, QueueMeta> = HashMap::new();
+        let mut txn = Txn::default();
+        let mut n = 0;
+        for item in self.inflight.iter() {
+            let (k, _) = item?;
+            let Some((queue, rest)) = keys::split_queue(&k) else {
+                continue;
+            };
+            let task_id = String::from_utf8_lossy(rest).into_owned();
+            txn.del_inflight(&queue, &task_id);
+            let meta = match metas.get_mut(&queue) {
+                Some(m) => m,
+                None => {
+                    let m = self.meta(&queue)?.unwrap_or_default();
+                    metas.entry(queue.clone()).or_insert(m)
+                }
+            };
+            meta.in_flight = meta.in_flight.saturating_sub(1);
+            let Some(mut rec) = self.task(&queue, &task_id)? else {
+                continue;
+            };
+            if rec.state != TaskState::Running {
+                continue;
+            }
+            // It was ready when it was dispatched: back at that place in the order.
+            let order = rec.lease.as_ref().map_or(rec.updated_at, |l| l.order);
+            rec.state = TaskState::Pending;
+            rec.lease = None;
+            rec.queued = Some(Queued::Ready { order });
+            let pos = ReadyPos {
+                priority: rec.priority,
+                order,
+                seq: rec.seq,
+            };
+            txn.put_ready(&queue, pos, &entry_of(&rec, order));
+            txn.put_task(&queue, &rec)?;
+            meta.ready += 1;
+            n += 1;
+        }
+        for (queue, meta) in &metas {
+            txn.put_meta(queue, meta)?;
+        }
+        self.commit(&txn)?;
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// Deletes finished records whose retention ended at or before `now`; at most `limit`.
+    pub fn purge_expired(&self, now: u64, limit: usize) -> Result<usize> {
+        let end = (now + 1).to_be_bytes().to_vec();
+        let mut n = 0;
+        for item in self.expiry.range(..end).take(limit) {
+            let (k, _) = item?;
+            let mut txn = Txn::default();
+            txn.expiry.remove(k.clone());
+            if let Some((_, queue, task_id)) = keys::decode_expiry(&k) {
+                // A record that changed since (redriven, re-added) is not finished any more.
+                if let Some(rec) = self.task(&queue, &task_id)? {
+                    if rec.state.is_terminal() && !rec.state.is_dead_letter() {
+                        txn.delete_task(&queue, &task_id);
+                        n += 1;
+                    }
+                }
+            }
+            self.commit(&txn)?;
+        }
+        Ok(n)
+    }
+
+    /// The records of the tasks leased in `queue` (a queue actor reloading after a restart).
+    pub fn in_flight_records(&self, queue: &QueueKey) -> Result<Vec<TaskRecord>> {
+        let prefix = keys::queue_prefix(queue);
+        let mut out = Vec::new();
+        for item in self.inflight.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let task_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(rec) = self.task(queue, &task_id)? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of task records stored (for tests and diagnostics).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+/// The index entry of a pending record that became ready at `ready_at`.
+pub fn entry_of(rec: &TaskRecord, ready_at: u64) -> Entry {
+    Entry {
+        priority: rec.priority,
+        task_type: rec.task_type.clone(),
+        task_id: rec.task_id.clone(),
+        ready_at,
+    }
+}
+
+fn decode_record(raw: &[u8]) -> Result<TaskRecord> {
+    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("corrupt task record: {e}")))
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// Writes to apply atomically with [`Store::commit`], in domain terms.
+#[derive(Default)]
+pub struct Txn {
+    tasks: Batch,
+    ready: Batch,
+    delayed: Batch,
+    inflight: Batch,
+    dead: Batch,
+    expiry: Batch,
+    queues: Batch,
+}
+
+impl Txn {
+    /// Stores a task record.
+    pub fn put_task(&mut self, queue: &QueueKey, rec: &TaskRecord) -> Result<()> {
+        let raw = serde_json::to_vec(rec)
+            .map_err(|e| Error::Internal(format!("cannot encode a task record: {e}")))?;
+        self.tasks.insert(keys::task_key(queue, &rec.task_id), raw);
+        Ok(())
+    }
+
+    /// Deletes a task record.
+    pub fn delete_task(&mut self, queue: &QueueKey, task_id: &str) {
+        self.tasks.remove(keys::task_key(queue, task_id));
+    }
+
+    /// Adds a ready index entry.
+    pub fn put_ready(&mut self, queue: &QueueKey, pos: ReadyPos, entry: &Entry) {
+        self.ready.insert(pos.key(queue), entry.encode());
+    }
+
+    /// Removes a ready index entry.
+    pub fn del_ready(&mut self, queue: &QueueKey, pos: ReadyPos) {
+        self.ready.remove(pos.key(queue));
+    }
+
+    /// Adds a delayed index entry.
+    pub fn put_delayed(&mut self, queue: &QueueKey, due: u64, seq: u64, entry: &Entry) {
+        self.delayed
+            .insert(keys::delayed_key(queue, due, seq), entry.encode());
+    }
+
+    /// Removes a delayed index entry.
+    pub fn del_delayed(&mut self, queue: &QueueKey, due: u64, seq: u64) {
+        self.delayed.remove(keys::delayed_key(queue, due, seq));
+    }
+
+    /// Marks a task leased.
+    pub fn put_inflight(&mut self, queue: &QueueKey, task_id: &str) {
+        self.inflight.insert(keys::task_key(queue, task_id), &[]);
+    }
+
+    /// Unmarks a leased task.
+    pub fn del_inflight(&mut self, queue: &QueueKey, task_id: &str) {
+        self.inflight.remove(keys::task_key(queue, task_id));
+    }
+
+    /// Lists a dead letter.
+    pub fn put_dead(&mut self, queue: &QueueKey, at: u64, seq: u64, task_id: &str) {
+        self.dead
+            .insert(keys::dead_key(queue, at, seq), task_id.as_bytes());
+    }
+
+    /// Unlists a dead letter.
+    pub fn del_dead(&mut self, queue: &QueueKey, at: u64, seq: u64) {
+        self.dead.remove(keys::dead_key(queue, at, seq));
+    }
+
+    /// Schedules the purge of a finished record.
+    pub fn put_expiry(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
+        self.expiry
+            .insert(keys::expiry_key(at, queue, task_id), &[]);
+    }
+
+    /// Stores a queue's counters.
+    pub fn put_meta(&mut self, queue: &QueueKey, meta: &QueueMeta) -> Result<()> {
+        let raw = serde_json::to_vec(meta)
+            .map_err(|e| Error::Internal(format!("cannot encode queue counters: {e}")))?;
+        self.queues.insert(keys::queue_prefix(queue), raw);
+        Ok(())
+    }
+}

@@ -156,8 +156,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("config key `{key}`: {why}")));
-        if self.max_payload_bytes < 1024 {
-            return bad("max_payload_bytes", "must be at least 1024");
+        if self.max_payload_bytes < 64 {
+            return bad("max_payload_bytes", "must be at least 64");
         }
         if self.backlog_window < 1 {
             return bad("backlog_window", "must be at least 1");

@@ -35,6 +35,7 @@ pub struct Metrics {
     backlog_age: GaugeVec,
     in_flight: IntGaugeVec,
     dead_letters: IntGaugeVec,
+    registration_mismatch: IntGaugeVec,
     rate_limited: IntCounterVec,
     schedule_to_start: HistogramVec,
     task_run: HistogramVec,
@@ -125,6 +126,15 @@ impl Metrics {
             .expect("metric"),
             dead_letters: IntGaugeVec::new(opts("tasq_dead_letter_tasks", "Dead letters kept."), q)
                 .expect("metric"),
+            registration_mismatch: IntGaugeVec::new(
+                opts(
+                    "tasq_registration_mismatch",
+                    "1 while live pollers declare different task types, or a ready task's type \
+                     has no live poller that declares it (a rolling upgrade in progress or stuck).",
+                ),
+                q,
+            )
+            .expect("metric"),
             rate_limited: IntCounterVec::new(
                 opts(
                     "tasq_rate_limited_total",
@@ -210,6 +220,7 @@ impl Metrics {
             Box::new(m.backlog_age.clone()),
             Box::new(m.in_flight.clone()),
             Box::new(m.dead_letters.clone()),
+            Box::new(m.registration_mismatch.clone()),
             Box::new(m.rate_limited.clone()),
             Box::new(m.schedule_to_start.clone()),
             Box::new(m.task_run.clone()),
@@ -281,6 +292,7 @@ impl Metrics {
                 backlog_age: self.backlog_age.with_label_values(&l),
                 in_flight: self.in_flight.with_label_values(&l),
                 dead: self.dead_letters.with_label_values(&l),
+                mismatch: self.registration_mismatch.with_label_values(&l),
             },
             reported: GaugeValues::default(),
         }
@@ -300,6 +312,8 @@ pub struct GaugeValues {
     pub in_flight: i64,
     /// Dead letters.
     pub dead: i64,
+    /// 1 when pollers disagree on task types (see describe's `registration_mismatch`).
+    pub mismatch: i64,
 }
 
 struct Gauges {
@@ -308,6 +322,7 @@ struct Gauges {
     backlog_age: Gauge,
     in_flight: IntGauge,
     dead: IntGauge,
+    mismatch: IntGauge,
 }
 
 /// The series of one queue, resolved once when its actor starts so the hot path does no
@@ -362,6 +377,7 @@ impl QueueMetrics {
             g.backlog.add(now.backlog - was.backlog);
             g.in_flight.add(now.in_flight - was.in_flight);
             g.dead.add(now.dead - was.dead);
+            g.mismatch.add(now.mismatch - was.mismatch);
             // An age does not sum: the shared series shows the latest reported one.
             g.backlog_age.set(now.backlog_age_seconds);
         } else {
@@ -370,6 +386,7 @@ impl QueueMetrics {
             g.backlog_age.set(now.backlog_age_seconds);
             g.in_flight.set(now.in_flight);
             g.dead.set(now.dead);
+            g.mismatch.set(now.mismatch);
         }
         self.reported = now;
     }
@@ -385,6 +402,7 @@ impl Drop for QueueMetrics {
             GaugeValues {
                 pollers: 0,
                 in_flight: 0,
+                mismatch: 0,
                 ..self.reported
             }
         };

@@ -13,15 +13,20 @@ use std::time::Duration;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::model::QueueKey;
-use crate::queue::messages::Shutdown;
+use crate::queue::messages::{ExpireWaiting, Shutdown};
 use crate::queue::{Env, QueueActor, QueueStopped};
 
 type Map = Arc<RwLock<HashMap<QueueKey, (u64, Addr<QueueActor>)>>>;
 
 /// How many times a message is re-sent to a replaced actor.
 const SEND_ATTEMPTS: usize = 5;
+/// How often schedule-to-start deadlines are swept, across all queues.
+const WAITING_SWEEP: Duration = Duration::from_millis(250);
+/// Deadlines handled per sweep.
+const WAITING_BATCH: usize = 1000;
 
 /// Supervises the queue actors.
 pub struct Registry {
@@ -53,6 +58,45 @@ impl Registry {
         }
         self.arbiters[i].handle()
     }
+
+    /// The actor of `key`, spawned if it is not running.
+    fn get_or_spawn(&mut self, key: QueueKey, ctx: &mut Context<Self>) -> Addr<QueueActor> {
+        if let Some((_, addr)) = read(&self.map).get(&key) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let env = self.env.clone();
+        let on_stop = ctx.address().recipient();
+        let k = key.clone();
+        let addr = QueueActor::start_in_arbiter(&self.arbiter(), move |_| {
+            QueueActor::new(k, generation, env, on_stop)
+        });
+        write(&self.map).insert(key, (generation, addr.clone()));
+        addr
+    }
+
+    /// Hands passed schedule-to-start deadlines to their queues, loading a queue if needed,
+    /// so a task times out without a poll to notice it.
+    fn sweep_waiting(&mut self, ctx: &mut Context<Self>) {
+        let due = match self.env.store.due_waiting(now_ms(), WAITING_BATCH) {
+            Ok(due) => due,
+            Err(e) => {
+                log::error!("sweeping schedule-to-start deadlines failed: {e}");
+                return;
+            }
+        };
+        let mut by_queue: HashMap<QueueKey, Vec<String>> = HashMap::new();
+        for (key, task_id) in due {
+            by_queue.entry(key).or_default().push(task_id);
+        }
+        for (key, task_ids) in by_queue {
+            self.get_or_spawn(key, ctx)
+                .do_send(ExpireWaiting { task_ids });
+        }
+    }
 }
 
 impl Actor for Registry {
@@ -60,6 +104,7 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(WAITING_SWEEP, |act, ctx| act.sweep_waiting(ctx));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -78,21 +123,7 @@ impl Handler<Spawn> for Registry {
     type Result = MessageResult<Spawn>;
 
     fn handle(&mut self, Spawn(key): Spawn, ctx: &mut Self::Context) -> Self::Result {
-        if let Some((_, addr)) = read(&self.map).get(&key) {
-            if addr.connected() {
-                return MessageResult(addr.clone());
-            }
-        }
-        self.generation += 1;
-        let generation = self.generation;
-        let env = self.env.clone();
-        let on_stop = ctx.address().recipient();
-        let k = key.clone();
-        let addr = QueueActor::start_in_arbiter(&self.arbiter(), move |_| {
-            QueueActor::new(k, generation, env, on_stop)
-        });
-        write(&self.map).insert(key, (generation, addr.clone()));
-        MessageResult(addr)
+        MessageResult(self.get_or_spawn(key, ctx))
     }
 }
 

@@ -64,6 +64,9 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let server = HttpServer::new(move || create_app(state.clone()))
         .workers(config.http_threads())
         .disable_signals()
+        // A poller that hangs up must be noticed at once: with half-closed connections
+        // refused, actix drops the handler future on EOF, which unparks the poll.
+        .h1_allow_half_closed(false)
         .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
         .bind(config.bind)?;
     let addr: SocketAddr = server.addrs().first().copied().unwrap_or(config.bind);

@@ -16,6 +16,7 @@ use crate::model::{
     present, validate_identity, validate_name, Task, MAX_POLL_TASKS, MAX_POLL_WAIT_MS,
 };
 use crate::queue::messages::{ForgetWaiter, GaveUp, Poll, PollOutcome};
+use crate::queue::pollers::Delivery;
 use crate::queue::QueueActor;
 
 /// Default `wait_ms` of a poll.
@@ -106,8 +107,15 @@ impl Drop for ParkGuard {
     }
 }
 
-fn tasks_response(tasks: Vec<Task>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "tasks": tasks }))
+/// Answers with the tasks once their dispatch (attempt counted) is on disk, so a task given
+/// out just before a crash comes back with its attempt counted. The delivery is only accepted
+/// after that wait: if the client leaves meanwhile, the tasks go back to the queue.
+async fn respond(state: &AppState, delivery: Delivery) -> Result<HttpResponse> {
+    if !delivery.is_empty() {
+        state.store.durable().await?;
+    }
+    let tasks: Vec<Task> = delivery.accept();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": tasks })))
 }
 
 async fn poll(
@@ -120,7 +128,7 @@ async fn poll(
     let msg = body.validate(Instant::now())?;
     let park_until = msg.park_until;
     match state.queues.call(&key, msg).await?? {
-        PollOutcome::Now(delivery) => Ok(tasks_response(delivery.accept())),
+        PollOutcome::Now(delivery) => respond(&state, delivery).await,
         PollOutcome::Parked {
             owner,
             waiter_id,
@@ -143,11 +151,11 @@ async fn poll(
             match delivery {
                 Some(d) => {
                     guard.finish(None);
-                    Ok(tasks_response(d.accept()))
+                    respond(&state, d).await
                 }
                 None => {
                     guard.finish(Some(GaveUp::Timeout));
-                    Ok(tasks_response(Vec::new()))
+                    respond(&state, Delivery::empty()).await
                 }
             }
         }

@@ -6,10 +6,12 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::AppState;
+use super::{queue_key, AppState, JsonBody, QUEUE_PATH};
+use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::model::{validate_name, QueueKey, QueueType};
-use crate::queue::messages::Describe;
+use crate::model::{present, validate_name, QueueKey, QueueType};
+use crate::queue::messages::{Describe, Redrive, SetConfig};
+use crate::queue::throttle::RateLimit;
 
 /// Largest page of the queue list.
 const MAX_LIST_LIMIT: usize = 1000;
@@ -20,9 +22,168 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/api/v1/namespaces/{namespace}/task-queues/{queue}")
             .route(web::get().to(describe)),
     )
+    .service(web::resource("/api/v1/namespaces/{namespace}/task-queues").route(web::get().to(list)))
+    .service(web::resource(format!("{QUEUE_PATH}/config")).route(web::put().to(set_config)))
+    .service(web::resource(format!("{QUEUE_PATH}/dead-letters")).route(web::get().to(dead_letters)))
     .service(
-        web::resource("/api/v1/namespaces/{namespace}/task-queues").route(web::get().to(list)),
+        web::resource(format!("{QUEUE_PATH}/dead-letters/redrive")).route(web::post().to(redrive)),
     );
+}
+
+type QueuePath = web::Path<(String, String, String)>;
+
+/// Largest `burst`.
+const MAX_BURST: u64 = 1_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigRequest {
+    #[serde(default, deserialize_with = "present")]
+    max_tasks_per_second: Option<Option<f64>>,
+    burst: Option<u64>,
+}
+
+async fn set_config(
+    state: web::Data<AppState>,
+    path: QueuePath,
+    JsonBody(body): JsonBody<ConfigRequest>,
+) -> Result<HttpResponse> {
+    let (ns, queue, ty) = path.into_inner();
+    let key = queue_key(&ns, &queue, &ty)?;
+    let Some(rate) = body.max_tasks_per_second else {
+        return Err(Error::invalid(
+            "max_tasks_per_second is required: a number ≥ 0, or null to remove the limit",
+        ));
+    };
+    if let Some(b) = body.burst {
+        if !(1..=MAX_BURST).contains(&b) {
+            return Err(Error::invalid(format!(
+                "burst must be 1–{MAX_BURST}, got {b}"
+            )));
+        }
+    }
+    let rate_limit = match rate {
+        None => None,
+        Some(r) if !r.is_finite() || !(0.0..=1e9).contains(&r) => {
+            return Err(Error::invalid(format!(
+                "max_tasks_per_second must be 0–1e9 or null, got {r}"
+            )))
+        }
+        Some(r) => Some(RateLimit {
+            max_tasks_per_second: r,
+            burst: body
+                .burst
+                .map_or_else(|| RateLimit::default_burst(r), |b| b as u32),
+        }),
+    };
+    let stored = state.queues.call(&key, SetConfig { rate_limit }).await??;
+    Ok(HttpResponse::Ok().json(json!({
+        "max_tasks_per_second": stored.max_tasks_per_second,
+        "burst": stored.burst,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<usize>,
+    page_token: Option<String>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> Result<usize> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(Error::invalid(format!(
+                "limit must be 1–{MAX_LIST_LIMIT}, got {limit}"
+            )));
+        }
+        Ok(limit)
+    }
+
+    /// The decoded page token (a storage key this server gave out).
+    fn after(&self) -> Result<Option<Vec<u8>>> {
+        match self.page_token.as_deref().filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(t) => URL_SAFE_NO_PAD
+                .decode(t)
+                .map(Some)
+                .map_err(|_| Error::invalid("page_token is not one this server gave")),
+        }
+    }
+}
+
+async fn dead_letters(
+    state: web::Data<AppState>,
+    path: QueuePath,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse> {
+    let (ns, queue, ty) = path.into_inner();
+    let key = queue_key(&ns, &queue, &ty)?;
+    let limit = query.limit()?;
+    let (ids, next) = state
+        .store
+        .dead_letters(&key, query.after()?.as_deref(), limit)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(rec) = state.store.task(&key, &id)? {
+            out.push(json!({
+                "task_id": rec.task_id,
+                "task_type": rec.task_type,
+                "state": rec.state,
+                "attempt": rec.attempt,
+                "last_error": rec.last_error,
+                "payload": rec.payload,
+                "updated_at": rfc3339(rec.updated_at),
+            }));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "dead_letters": out,
+        "next_page_token": next.map(|k| URL_SAFE_NO_PAD.encode(k)),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    task_ids: Option<Vec<String>>,
+    all: Option<bool>,
+}
+
+async fn redrive(
+    state: web::Data<AppState>,
+    path: QueuePath,
+    JsonBody(body): JsonBody<RedriveRequest>,
+) -> Result<HttpResponse> {
+    let (ns, queue, ty) = path.into_inner();
+    let key = queue_key(&ns, &queue, &ty)?;
+    let task_ids = match (body.task_ids, body.all.unwrap_or(false)) {
+        (Some(_), true) => {
+            return Err(Error::invalid(
+                "give either task_ids or all: true, not both",
+            ))
+        }
+        (Some(ids), false) => {
+            if ids.is_empty() || ids.len() > MAX_LIST_LIMIT {
+                return Err(Error::invalid(format!(
+                    "task_ids must hold 1–{MAX_LIST_LIMIT} ids"
+                )));
+            }
+            for id in &ids {
+                validate_name("task_ids[]", id)?;
+            }
+            Some(ids)
+        }
+        (None, true) => None,
+        (None, false) => {
+            return Err(Error::invalid(
+                "give task_ids: [...] or all: true to say which dead letters to redrive",
+            ))
+        }
+    };
+    let n = state.queues.call(&key, Redrive { task_ids }).await??;
+    Ok(HttpResponse::Ok().json(json!({ "redriven": n })))
 }
 
 async fn describe(
@@ -42,13 +203,6 @@ async fn describe(
     Ok(HttpResponse::Ok().json(json!({ "namespace": ns, "name": queue, "types": types })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    limit: Option<usize>,
-    page_token: Option<String>,
-}
-
 #[derive(Serialize)]
 struct ListedQueue {
     name: String,
@@ -62,25 +216,13 @@ struct ListedQueue {
 async fn list(
     state: web::Data<AppState>,
     ns: web::Path<String>,
-    query: web::Query<ListQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse> {
     let ns = ns.into_inner();
     validate_name("namespace", &ns)?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-        return Err(Error::invalid(format!(
-            "limit must be 1–{MAX_LIST_LIMIT}, got {limit}"
-        )));
-    }
-    let after = match query.page_token.as_deref().filter(|t| !t.is_empty()) {
-        None => None,
-        Some(t) => Some(
-            URL_SAFE_NO_PAD
-                .decode(t)
-                .map_err(|_| Error::invalid("page_token is not one this server gave"))?,
-        ),
-    };
-    let (page, next) = state.store.list_queues(&ns, after.as_deref(), limit)?;
+    let (page, next) = state
+        .store
+        .list_queues(&ns, query.after()?.as_deref(), query.limit()?)?;
     let mut out = Vec::with_capacity(page.len());
     for (key, meta) in page {
         let (backlog_count, in_flight_count, pollers) = if state.queues.is_loaded(&key) {

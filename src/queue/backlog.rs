@@ -6,7 +6,7 @@
 //! `high` is in the window and nothing after it is; when the window runs low it is refilled
 //! by a range scan that starts after `high`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Result;
 use crate::model::QueueKey;
@@ -19,6 +19,8 @@ const SCAN_BEYOND_LIMIT: usize = 10_000;
 #[derive(Debug)]
 pub struct Backlog {
     window: BTreeMap<ReadyPos, Entry>,
+    /// Fallback instants of routed entries in the window, to wake waiters when one passes.
+    fallbacks: BTreeSet<(u64, ReadyPos)>,
     /// The window holds every ready entry of the queue.
     complete: bool,
     /// The last position loaded from the store while not complete.
@@ -31,6 +33,7 @@ impl Backlog {
     pub fn new(capacity: usize) -> Self {
         Backlog {
             window: BTreeMap::new(),
+            fallbacks: BTreeSet::new(),
             complete: false,
             high: None,
             capacity: capacity.max(1),
@@ -47,17 +50,32 @@ impl Backlog {
         self.window.is_empty()
     }
 
+    fn put(&mut self, pos: ReadyPos, entry: Entry) {
+        if let Some(at) = entry.route.as_ref().and_then(|r| r.fallback_at) {
+            self.fallbacks.insert((at, pos));
+        }
+        self.window.insert(pos, entry);
+    }
+
+    fn pop(&mut self, pos: &ReadyPos) -> Option<Entry> {
+        let entry = self.window.remove(pos)?;
+        if let Some(at) = entry.route.as_ref().and_then(|r| r.fallback_at) {
+            self.fallbacks.remove(&(at, *pos));
+        }
+        Some(entry)
+    }
+
     /// Adds an entry just written to the ready index, if it falls inside the window.
     pub fn insert(&mut self, pos: ReadyPos, entry: Entry) {
         if self.complete || self.high.is_some_and(|h| pos < h) {
-            self.window.insert(pos, entry);
+            self.put(pos, entry);
             self.trim();
         }
     }
 
     /// Forgets an entry (cancelled, or dispatched from beyond the window).
     pub fn remove(&mut self, pos: &ReadyPos) {
-        self.window.remove(pos);
+        self.pop(pos);
     }
 
     fn trim(&mut self) {
@@ -65,7 +83,9 @@ impl Backlog {
             return;
         }
         while self.window.len() > self.capacity {
-            self.window.pop_last();
+            if let Some(last) = self.window.last_key_value().map(|(k, _)| *k) {
+                self.pop(&last);
+            }
         }
         self.complete = false;
         self.high = self.window.last_key_value().map(|(k, _)| *k);
@@ -84,7 +104,9 @@ impl Backlog {
         if let Some((last, _)) = loaded.last() {
             self.high = Some(*last);
         }
-        self.window.extend(loaded);
+        for (pos, entry) in loaded {
+            self.put(pos, entry);
+        }
         Ok(())
     }
 
@@ -103,7 +125,7 @@ impl Backlog {
             .find(|(_, e)| accepts(e))
             .map(|(p, _)| *p);
         if let Some(pos) = found {
-            return Ok(self.window.remove_entry(&pos));
+            return Ok(self.pop(&pos).map(|e| (pos, e)));
         }
         if self.complete {
             return Ok(None);
@@ -148,6 +170,42 @@ impl Backlog {
             .min()
     }
 
+    /// The first routed entry's fallback instant after `now`: when more pollers may take it.
+    pub fn next_fallback(&self, now: u64) -> Option<u64> {
+        self.fallbacks
+            .range(
+                (
+                    now + 1,
+                    ReadyPos {
+                        priority: 0,
+                        order: 0,
+                        seq: 0,
+                    },
+                )..,
+            )
+            .next()
+            .map(|(at, _)| *at)
+    }
+
+    /// The first position of each priority level in the window.
+    pub fn first_positions(&self) -> Vec<ReadyPos> {
+        (1..=5u8)
+            .filter_map(|p| {
+                self.window
+                    .range(
+                        ReadyPos {
+                            priority: p,
+                            order: 0,
+                            seq: 0,
+                        }..,
+                    )
+                    .next()
+                    .map(|(pos, _)| *pos)
+                    .filter(|pos| pos.priority == p)
+            })
+            .collect()
+    }
+
     /// Task types of the entries in the window.
     pub fn types(&self) -> impl Iterator<Item = &str> {
         self.window.values().map(|e| e.task_type.as_str())
@@ -181,6 +239,7 @@ mod tests {
             task_type: ty.into(),
             task_id: format!("t{id}"),
             ready_at: id,
+            route: None,
         }
     }
 

@@ -223,6 +223,30 @@ pub struct RateLimitView {
     pub source: &'static str,
 }
 
+/// Set (or with `None` remove) the queue's stored dispatch limit. Answered once durable.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<RateLimitView>")]
+pub struct SetConfig {
+    /// The limit.
+    pub rate_limit: Option<super::throttle::RateLimit>,
+}
+
+/// Put dead letters back as pending, attempts reset. Answered with how many, once durable.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<usize>")]
+pub struct Redrive {
+    /// These tasks; `None` = every dead letter of the queue.
+    pub task_ids: Option<Vec<String>>,
+}
+
+/// Schedule-to-start deadlines passed for these tasks (sent by the registry's sweep).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExpireWaiting {
+    /// The tasks.
+    pub task_ids: Vec<String>,
+}
+
 /// Answer every parked poll with no tasks and stop parking (graceful shutdown).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]

@@ -12,10 +12,12 @@
 //! no backlog and nothing due; its state is on disk and the next request reloads it.
 
 pub mod backlog;
+pub mod fairness;
 pub mod leases;
 pub mod messages;
 pub mod pollers;
 pub mod rates;
+pub mod throttle;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,10 +36,12 @@ use crate::model::{
 use crate::storage::{entry_of, Entry, QueueMeta, ReadyPos, Store, Txn};
 
 use backlog::Backlog;
+use fairness::FairClock;
 use leases::Leases;
 use messages::*;
-use pollers::{runs_type, Delivery, PollersSeen, Waiter, Waiters};
+use pollers::{eligible, Delivery, PollersSeen, Waiter, Waiters};
 use rates::Rate;
+use throttle::{RateLimit, Source, Throttle};
 
 /// Delayed entries promoted per step, so one step stays short.
 const PROMOTE_BATCH: usize = 1000;
@@ -96,6 +100,12 @@ pub struct QueueActor {
     idle_since: Option<u64>,
     shutting_down: bool,
     metrics: QueueMetrics,
+    throttle: Throttle,
+    /// The latest `max_tasks_per_second` a poller sent.
+    worker_limit: Option<RateLimit>,
+    /// A dispatch was held back by the throttle since the last timer.
+    throttled: bool,
+    fair: FairClock,
 }
 
 impl QueueActor {
@@ -125,6 +135,10 @@ impl QueueActor {
             idle_since: None,
             shutting_down: false,
             metrics,
+            throttle: Throttle::default(),
+            worker_limit: None,
+            throttled: false,
+            fair: FairClock::default(),
             env,
         }
     }
@@ -147,8 +161,56 @@ impl QueueActor {
             }
             self.meta.in_flight = self.leases.len() as u64;
         }
-        self.promote_due(now_ms())?;
-        self.backlog.refill(&self.env.store, &self.key)
+        self.apply_limit();
+        self.backlog.refill(&self.env.store, &self.key)?;
+        for pos in self.backlog.first_positions() {
+            self.fair.resume(pos.priority, pos.order);
+        }
+        self.promote_due(now_ms())
+    }
+
+    /// The limit in force: the API's, else the latest worker's, else none.
+    fn apply_limit(&mut self) {
+        let limit = match (self.meta.rate_limit, self.worker_limit) {
+            (Some(api), _) => Some((api, Source::Api)),
+            (None, Some(worker)) => Some((worker, Source::Worker)),
+            (None, None) => None,
+        };
+        self.throttle.set(limit);
+    }
+
+    /// Writes a pending task to the ready index at its fair place (see [`fairness`]),
+    /// as ready since `ready_at`.
+    fn enqueue_ready(
+        &mut self,
+        rec: &mut TaskRecord,
+        txn: &mut Txn,
+        meta: &mut QueueMeta,
+        ready_at: u64,
+    ) -> (ReadyPos, Entry) {
+        let pass = self.fair.enqueue(
+            rec.priority,
+            rec.fairness_key.as_deref(),
+            rec.fairness_weight,
+        );
+        let pos = ReadyPos {
+            priority: rec.priority,
+            order: pass,
+            seq: rec.seq,
+        };
+        let entry = entry_of(rec, ready_at);
+        rec.state = TaskState::Pending;
+        rec.queued = Some(Queued::Ready { order: pass });
+        txn.put_ready(&self.key, pos, &entry);
+        meta.ready += 1;
+        (pos, entry)
+    }
+
+    /// A first dispatch ends the schedule-to-start wait.
+    fn end_waiting(&self, rec: &TaskRecord, txn: &mut Txn) {
+        if let (0, Some(t)) = (rec.attempt, rec.schedule_to_start_timeout_ms) {
+            txn.del_waiting(rec.added_at.saturating_add(t), &self.key, &rec.task_id);
+        }
     }
 
     /// Writes `txn` with the queue's new counters; memory changes only after it succeeds.
@@ -208,6 +270,9 @@ impl QueueActor {
             }
             let seq = self.store().next_seq()?;
             let mut rec = TaskRecord::new(spec, now, seq);
+            if let Some(t) = spec.schedule_to_start_timeout_ms {
+                txn.put_waiting(now.saturating_add(t), &self.key, &rec.task_id);
+            }
             if spec.delay_ms > 0 {
                 let due = now.saturating_add(spec.delay_ms);
                 rec.queued = Some(Queued::Delayed { due });
@@ -216,28 +281,32 @@ impl QueueActor {
                 first_due = Some(first_due.map_or(due, |d| d.min(due)));
             } else {
                 let entry = entry_of(&rec, now);
-                let waiter = if self.shutting_down {
+                let waiter = if self.shutting_down || self.waiters.is_empty() {
+                    None
+                } else if !self.throttle.has_token(instant) {
+                    self.throttled = true;
+                    self.metrics.rate_limited.inc();
                     None
                 } else {
-                    self.waiters.take_for(&entry, instant)
+                    self.waiters.take_for(&entry, instant, now)
                 };
                 match waiter {
                     Some(w) => {
-                        self.start_lease(&mut rec, &w.identity, now, now);
+                        self.throttle.try_take(instant);
+                        let pass = self.fair.enqueue(
+                            rec.priority,
+                            rec.fairness_key.as_deref(),
+                            rec.fairness_weight,
+                        );
+                        self.fair.dispatched(rec.priority, pass);
+                        self.end_waiting(&rec, &mut txn);
+                        self.start_lease(&mut rec, &w.identity, now, pass);
                         txn.put_inflight(&self.key, &rec.task_id);
                         meta.in_flight += 1;
                         sync.push((w, rec.clone()));
                     }
                     None => {
-                        let pos = ReadyPos {
-                            priority: rec.priority,
-                            order: now,
-                            seq,
-                        };
-                        rec.queued = Some(Queued::Ready { order: now });
-                        txn.put_ready(&self.key, pos, &entry);
-                        meta.ready += 1;
-                        to_backlog.push((pos, entry));
+                        to_backlog.push(self.enqueue_ready(&mut rec, &mut txn, &mut meta, now));
                     }
                 }
             }
@@ -293,6 +362,7 @@ impl QueueActor {
             }
         };
         let mut rec = rec;
+        self.end_waiting(&rec, &mut txn);
         self.start_lease(&mut rec, identity, now, pos.order);
         txn.put_task(&self.key, &rec)?;
         txn.put_inflight(&self.key, &rec.task_id);
@@ -302,6 +372,7 @@ impl QueueActor {
             return Err(e);
         }
         self.track_lease(&rec);
+        self.fair.dispatched(pos.priority, pos.order);
         self.metrics.dispatched_backlog.inc();
         self.metrics
             .schedule_to_start
@@ -317,12 +388,19 @@ impl QueueActor {
         identity: &str,
     ) -> Result<Vec<TaskRecord>> {
         let now = now_ms();
+        let instant = Instant::now();
         let mut out = Vec::new();
         while out.len() < max && self.meta.ready > 0 {
+            if !self.throttle.has_token(instant) {
+                self.throttled = true;
+                self.metrics.rate_limited.inc();
+                break;
+            }
             let Some((pos, entry)) = self.backlog.take(&self.env.store, &self.key, accepts)? else {
                 break;
             };
             if let Some(rec) = self.lease_entry(pos, entry, identity, now)? {
+                self.throttle.try_take(instant);
                 out.push(rec);
             }
         }
@@ -368,7 +446,8 @@ impl QueueActor {
                 .collect();
             let mut served = false;
             for (id, types, max, identity) in candidates {
-                let accepts = |e: &Entry| runs_type(types.as_deref(), e);
+                let now = now_ms();
+                let accepts = |e: &Entry| eligible(types.as_deref(), &identity, e, now);
                 match self.lease_ready(&accepts, max, &identity) {
                     Ok(recs) if recs.is_empty() => continue,
                     Ok(recs) => {
@@ -393,7 +472,7 @@ impl QueueActor {
                     }
                 }
             }
-            if !served {
+            if !served || self.throttled {
                 return;
             }
         }
@@ -443,7 +522,7 @@ impl QueueActor {
 
     /// Plans what a failed attempt does to `rec`: retry (ready or delayed) or dead letter.
     fn plan_failure(
-        &self,
+        &mut self,
         rec: &mut TaskRecord,
         txn: &mut Txn,
         meta: &mut QueueMeta,
@@ -469,15 +548,7 @@ impl QueueActor {
         rec.state = TaskState::Pending;
         let delay = retry_after_ms.unwrap_or_else(|| rec.retry.backoff_ms(rec.attempt));
         if delay == 0 {
-            let pos = ReadyPos {
-                priority: rec.priority,
-                order: now,
-                seq: rec.seq,
-            };
-            let entry = entry_of(rec, now);
-            rec.queued = Some(Queued::Ready { order: now });
-            txn.put_ready(&self.key, pos, &entry);
-            meta.ready += 1;
+            let (pos, entry) = self.enqueue_ready(rec, txn, meta, now);
             AfterFailure::Ready(pos, entry)
         } else {
             let due = now.saturating_add(delay);
@@ -704,16 +775,8 @@ impl QueueActor {
             if rec.state != TaskState::Pending || rec.queued != Some(Queued::Delayed { due: at }) {
                 continue;
             }
-            let pos = ReadyPos {
-                priority: entry.priority,
-                order: at,
-                seq,
-            };
-            rec.queued = Some(Queued::Ready { order: at });
+            promoted.push(self.enqueue_ready(&mut rec, &mut txn, &mut meta, at));
             txn.put_task(&self.key, &rec)?;
-            txn.put_ready(&self.key, pos, &entry);
-            meta.ready += 1;
-            promoted.push((pos, entry));
         }
         self.commit(txn, meta)?;
         for (pos, entry) in promoted {
@@ -801,6 +864,7 @@ impl QueueActor {
                 log::error!("{}: promoting delayed tasks failed: {e}", self.key);
             }
         }
+        self.throttled = false;
         self.dispatch_waiting(ctx);
         self.watchers.retain(|_, w| {
             w.retain(|s| !s.is_closed());
@@ -827,6 +891,7 @@ impl QueueActor {
                 .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0),
             in_flight: self.leases.len() as i64,
             dead: self.meta.dead as i64,
+            mismatch: self.seen.mismatch(self.backlog.types()) as i64,
         });
         let idle_ms = self.env.config.queue_idle_timeout.as_millis() as u64;
         let idle_at = if self.is_idle(now) {
@@ -836,10 +901,30 @@ impl QueueActor {
             self.idle_since = None;
             None
         };
-        let next = [self.leases.next_deadline(), self.next_delayed, idle_at]
-            .into_iter()
-            .flatten()
-            .min();
+        // Parked pollers wait for a token, or for a routed task's fallback.
+        let serving = !self.waiters.is_empty() && self.meta.ready > 0;
+        let token_at = if serving && self.throttled {
+            self.throttle
+                .next_token_in(Instant::now())
+                .map(|d| now + d.as_millis() as u64 + 1)
+        } else {
+            None
+        };
+        let fallback_at = if serving {
+            self.backlog.next_fallback(now)
+        } else {
+            None
+        };
+        let next = [
+            self.leases.next_deadline(),
+            self.next_delayed,
+            idle_at,
+            token_at,
+            fallback_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(at) = next {
             self.arm(at, ctx);
         }
@@ -860,6 +945,172 @@ impl QueueActor {
         self.timer = Some((at, handle));
     }
 
+    fn rate_limit_view(&self) -> RateLimitView {
+        match self.throttle.limit() {
+            Some((l, source)) => RateLimitView {
+                max_tasks_per_second: Some(l.max_tasks_per_second),
+                burst: Some(l.burst),
+                source: source.as_str(),
+            },
+            None => RateLimitView {
+                max_tasks_per_second: None,
+                burst: None,
+                source: "none",
+            },
+        }
+    }
+
+    fn set_config(&mut self, limit: Option<RateLimit>) -> Result<RateLimitView> {
+        let meta = QueueMeta {
+            rate_limit: limit,
+            ..self.meta
+        };
+        self.commit(Txn::default(), meta)?;
+        self.apply_limit();
+        Ok(match limit {
+            Some(l) => RateLimitView {
+                max_tasks_per_second: Some(l.max_tasks_per_second),
+                burst: Some(l.burst),
+                source: Source::Api.as_str(),
+            },
+            None => RateLimitView {
+                max_tasks_per_second: None,
+                burst: None,
+                source: "none",
+            },
+        })
+    }
+
+    /// Puts dead letters back as pending with attempts reset; `None` = all of them.
+    fn redrive(&mut self, task_ids: Option<&[String]>) -> Result<usize> {
+        let now = now_ms();
+        let records: Vec<TaskRecord> = match task_ids {
+            Some(ids) => {
+                let mut recs = Vec::with_capacity(ids.len());
+                let mut missing = Vec::new();
+                for id in ids {
+                    match self.store().task(&self.key, id)? {
+                        Some(r) if r.state.is_dead_letter() => recs.push(r),
+                        _ => missing.push(id.as_str()),
+                    }
+                }
+                if !missing.is_empty() {
+                    return Err(Error::NotFound(format!(
+                        "not dead letters of {}: {}",
+                        self.key,
+                        missing.join(", ")
+                    )));
+                }
+                recs
+            }
+            None => {
+                let mut recs = Vec::new();
+                let mut before = None;
+                loop {
+                    let (ids, next) =
+                        self.store()
+                            .dead_letters(&self.key, before.as_deref(), 1000)?;
+                    for id in ids {
+                        if let Some(r) = self.store().task(&self.key, &id)? {
+                            if r.state.is_dead_letter() {
+                                recs.push(r);
+                            }
+                        }
+                    }
+                    match next {
+                        Some(n) => before = Some(n),
+                        None => break,
+                    }
+                }
+                recs
+            }
+        };
+        let mut txn = Txn::default();
+        let mut meta = self.meta;
+        let mut ready = Vec::with_capacity(records.len());
+        let mut seen = HashSet::new();
+        for mut rec in records {
+            if !seen.insert(rec.task_id.clone()) {
+                continue;
+            }
+            txn.del_dead(&self.key, rec.updated_at, rec.seq);
+            meta.dead = meta.dead.saturating_sub(1);
+            rec.attempt = 0;
+            rec.settled = None;
+            rec.updated_at = now;
+            // The schedule-to-start wait was used up; a redriven task waits as long as it must.
+            rec.schedule_to_start_timeout_ms = None;
+            ready.push(self.enqueue_ready(&mut rec, &mut txn, &mut meta, now));
+            txn.put_task(&self.key, &rec)?;
+        }
+        self.commit(txn, meta)?;
+        let n = ready.len();
+        for (pos, entry) in ready {
+            self.backlog.insert(pos, entry);
+        }
+        Ok(n)
+    }
+
+    /// Tasks whose schedule-to-start deadline passed before a first dispatch become
+    /// `timed_out` dead letters.
+    fn expire_waiting(&mut self, task_ids: &[String]) -> Result<()> {
+        let now = now_ms();
+        for task_id in task_ids {
+            let Some(mut rec) = self.store().task(&self.key, task_id)? else {
+                continue;
+            };
+            let Some(timeout) = rec.schedule_to_start_timeout_ms else {
+                continue;
+            };
+            let deadline = rec.added_at.saturating_add(timeout);
+            let mut txn = Txn::default();
+            let mut meta = self.meta;
+            txn.del_waiting(deadline, &self.key, task_id);
+            let waiting = rec.state == TaskState::Pending && rec.attempt == 0 && deadline <= now;
+            let mut removed = None;
+            if waiting {
+                match rec.queued {
+                    Some(Queued::Ready { order }) => {
+                        let pos = ReadyPos {
+                            priority: rec.priority,
+                            order,
+                            seq: rec.seq,
+                        };
+                        txn.del_ready(&self.key, pos);
+                        meta.ready = meta.ready.saturating_sub(1);
+                        removed = Some(pos);
+                    }
+                    Some(Queued::Delayed { due }) => {
+                        txn.del_delayed(&self.key, due, rec.seq);
+                        meta.delayed = meta.delayed.saturating_sub(1);
+                    }
+                    None => {}
+                }
+                rec.state = TaskState::TimedOut;
+                rec.queued = None;
+                rec.updated_at = now;
+                rec.last_error = Some(TaskError {
+                    message: format!(
+                        "schedule-to-start timeout: not dispatched within {timeout} ms"
+                    ),
+                    kind: Some("ScheduleToStartTimeout".into()),
+                });
+                txn.put_dead(&self.key, now, rec.seq, task_id);
+                meta.dead += 1;
+                txn.put_task(&self.key, &rec)?;
+            }
+            self.commit(txn, meta)?;
+            if waiting {
+                if let Some(pos) = removed {
+                    self.backlog.remove(&pos);
+                }
+                self.metrics.expired_schedule_to_start.inc();
+                self.notify(task_id);
+            }
+        }
+        Ok(())
+    }
+
     fn stats(&mut self) -> Stats {
         let now = now_ms();
         self.seen.prune(now);
@@ -875,11 +1126,7 @@ impl QueueActor {
             add_rate: self.add_rate.per_second(now),
             dispatch_rate: self.dispatch_rate.per_second(now),
             pollers: self.seen.list(),
-            rate_limit: RateLimitView {
-                max_tasks_per_second: None,
-                burst: None,
-                source: "none",
-            },
+            rate_limit: self.rate_limit_view(),
             registration_mismatch: self.seen.mismatch(self.backlog.types()),
             parked_polls: self.waiters.len(),
         }
@@ -945,8 +1192,16 @@ impl Handler<Poll> for QueueActor {
         if self.shutting_down {
             return Ok(PollOutcome::Now(Delivery::empty()));
         }
+        if let Some(rate) = msg.max_tasks_per_second {
+            // The latest poll wins; an API setting still overrides it.
+            self.worker_limit = Some(RateLimit {
+                max_tasks_per_second: rate,
+                burst: RateLimit::default_burst(rate),
+            });
+            self.apply_limit();
+        }
         let types = msg.task_types.clone();
-        let accepts = |e: &Entry| runs_type(types.as_deref(), e);
+        let accepts = |e: &Entry| eligible(types.as_deref(), &msg.identity, e, now);
         let recs = self.lease_ready(&accepts, msg.max_tasks, &msg.identity)?;
         let outcome = if !recs.is_empty() {
             PollOutcome::Now(self.delivery(recs, ctx))
@@ -1065,6 +1320,40 @@ impl Handler<Shutdown> for QueueActor {
         for w in self.waiters.drain() {
             self.metrics.polls_timeout.inc();
             let _ = w.tx.send(Delivery::empty());
+        }
+        self.after_change(ctx);
+    }
+}
+
+impl Handler<SetConfig> for QueueActor {
+    type Result = ResponseFuture<Result<RateLimitView>>;
+
+    fn handle(&mut self, msg: SetConfig, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.set_config(msg.rate_limit);
+        self.throttled = false;
+        self.dispatch_waiting(ctx);
+        self.after_change(ctx);
+        when_durable(self.env.store.clone(), result)
+    }
+}
+
+impl Handler<Redrive> for QueueActor {
+    type Result = ResponseFuture<Result<usize>>;
+
+    fn handle(&mut self, msg: Redrive, ctx: &mut Self::Context) -> Self::Result {
+        let result = self.redrive(msg.task_ids.as_deref());
+        self.dispatch_waiting(ctx);
+        self.after_change(ctx);
+        when_durable(self.env.store.clone(), result)
+    }
+}
+
+impl Handler<ExpireWaiting> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExpireWaiting, ctx: &mut Self::Context) {
+        if let Err(e) = self.expire_waiting(&msg.task_ids) {
+            log::error!("{}: schedule-to-start expiry failed: {e}", self.key);
         }
         self.after_change(ctx);
     }

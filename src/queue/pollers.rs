@@ -51,6 +51,11 @@ impl Delivery {
         }
     }
 
+    /// True when it carries no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
     /// The poller has the tasks now: they are its to settle.
     pub fn accept(mut self) -> Vec<Task> {
         self.owner = None;
@@ -76,9 +81,15 @@ impl Drop for Delivery {
     }
 }
 
-/// True when a poller that declared `task_types` (`None`: any) may run the task of `entry`.
-pub fn runs_type(task_types: Option<&[String]>, entry: &Entry) -> bool {
+/// True when a poller with `identity` that declared `task_types` (`None`: any) may be given
+/// the task of `entry` at `now_ms`: it runs the type, and the task is not routed to another
+/// worker (or its fallback time has passed).
+pub fn eligible(task_types: Option<&[String]>, identity: &str, entry: &Entry, now_ms: u64) -> bool {
     task_types.is_none_or(|types| types.contains(&entry.task_type))
+        && entry
+            .route
+            .as_ref()
+            .is_none_or(|r| r.identity == identity || r.fallback_at.is_some_and(|at| at <= now_ms))
 }
 
 /// One parked poll.
@@ -98,9 +109,9 @@ pub struct Waiter {
 }
 
 impl Waiter {
-    /// True when this poller may run the task.
-    pub fn accepts(&self, entry: &Entry) -> bool {
-        runs_type(self.task_types.as_deref(), entry)
+    /// True when this poller may be given the task now.
+    pub fn accepts(&self, entry: &Entry, now_ms: u64) -> bool {
+        eligible(self.task_types.as_deref(), &self.identity, entry, now_ms)
     }
 
     /// True while someone still waits for the answer.
@@ -152,11 +163,11 @@ impl Waiters {
     }
 
     /// Removes and returns the oldest live waiter that accepts `entry`.
-    pub fn take_for(&mut self, entry: &Entry, now: Instant) -> Option<Waiter> {
+    pub fn take_for(&mut self, entry: &Entry, now: Instant, now_ms: u64) -> Option<Waiter> {
         let i = self
             .queue
             .iter()
-            .position(|w| w.is_live(now) && w.accepts(entry))?;
+            .position(|w| w.is_live(now) && w.accepts(entry, now_ms))?;
         self.queue.remove(i)
     }
 

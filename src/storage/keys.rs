@@ -129,8 +129,17 @@ pub fn decode_expiry(raw: &[u8]) -> Option<(u64, QueueKey, String)> {
     Some((at, queue, String::from_utf8(rest.to_vec()).ok()?))
 }
 
+/// Routing of a task to one worker, as the indexes hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRoute {
+    /// Only a poller with this identity gets the task…
+    pub identity: String,
+    /// …until this instant (ms); `None` = never fall back.
+    pub fallback_at: Option<u64>,
+}
+
 /// What the ready and delayed indexes hold per task: enough to choose a task without reading
-/// its record (its type, for type-aware dispatch) and to find the record.
+/// its record (type for type-aware dispatch, route for routing) and to find the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Priority (needed when a delayed entry moves to the ready index).
@@ -141,18 +150,25 @@ pub struct Entry {
     pub task_id: String,
     /// When the task became ready, for the backlog age.
     pub ready_at: u64,
+    /// Routing to one worker, if any.
+    pub route: Option<EntryRoute>,
 }
 
 impl Entry {
-    /// `priority | ready_at | type length | type | task id`.
+    /// `priority | ready_at | type len | type | id len | id | [fallback_at | identity]`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(10 + self.task_type.len() + self.task_id.len());
+        let mut v = Vec::with_capacity(11 + self.task_type.len() + self.task_id.len());
         v.push(self.priority);
         v.extend_from_slice(&self.ready_at.to_be_bytes());
         // Names are at most 200 bytes of ASCII, so one length byte is enough.
         v.push(self.task_type.len() as u8);
         v.extend_from_slice(self.task_type.as_bytes());
+        v.push(self.task_id.len() as u8);
         v.extend_from_slice(self.task_id.as_bytes());
+        if let Some(r) = &self.route {
+            v.extend_from_slice(&r.fallback_at.unwrap_or(u64::MAX).to_be_bytes());
+            v.extend_from_slice(r.identity.as_bytes());
+        }
         v
     }
 
@@ -160,16 +176,31 @@ impl Entry {
     pub fn decode(raw: &[u8]) -> Option<Self> {
         let priority = *raw.first()?;
         let ready_at = u64::from_be_bytes(raw.get(1..9)?.try_into().ok()?);
-        let len = *raw.get(9)? as usize;
-        let task_type = std::str::from_utf8(raw.get(10..10 + len)?)
+        let type_len = *raw.get(9)? as usize;
+        let task_type = std::str::from_utf8(raw.get(10..10 + type_len)?)
             .ok()?
             .to_string();
-        let task_id = std::str::from_utf8(raw.get(10 + len..)?).ok()?.to_string();
+        let id_at = 10 + type_len;
+        let id_len = *raw.get(id_at)? as usize;
+        let task_id = std::str::from_utf8(raw.get(id_at + 1..id_at + 1 + id_len)?)
+            .ok()?
+            .to_string();
+        let rest = &raw[id_at + 1 + id_len..];
+        let route = if rest.is_empty() {
+            None
+        } else {
+            let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            Some(EntryRoute {
+                identity: std::str::from_utf8(&rest[8..]).ok()?.to_string(),
+                fallback_at: (at != u64::MAX).then_some(at),
+            })
+        };
         Some(Entry {
             priority,
             task_type,
             task_id,
             ready_at,
+            route,
         })
     }
 }
@@ -240,13 +271,21 @@ mod tests {
         let queue = q("n.s", "q:1");
         let k = expiry_key(42, &queue, "id-1");
         assert_eq!(decode_expiry(&k), Some((42, queue.clone(), "id-1".into())));
-        let e = Entry {
+        let mut e = Entry {
             priority: 2,
             task_type: "send-email".into(),
             task_id: "x".into(),
             ready_at: 7,
+            route: None,
         };
-        assert_eq!(Entry::decode(&e.encode()), Some(e));
+        assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        for fallback_at in [None, Some(99)] {
+            e.route = Some(EntryRoute {
+                identity: "host-3@4711 é".into(),
+                fallback_at,
+            });
+            assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        }
         assert_eq!(Entry::decode(&[1, 2]), None);
         let (due, seq) =
             decode_delayed(&delayed_key(&queue, 5, 6)[queue_prefix(&queue).len()..]).unwrap();

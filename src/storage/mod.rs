@@ -12,7 +12,8 @@
 //! - `inflight`: queue prefix + task id → (): leased tasks, requeued on recovery;
 //! - `dead`: queue prefix + time + seq → task id: dead letters, newest last;
 //! - `expiry`: time + queue prefix + task id → (): finished records to purge;
-//! - `queues`: queue prefix → [`QueueMeta`]: counters and settings of each queue.
+//! - `queues`: queue prefix → [`QueueMeta`]: counters and settings of each queue;
+//! - `waiting`: deadline + queue prefix + task id → (): schedule-to-start deadlines.
 
 pub mod commit;
 pub mod keys;
@@ -30,11 +31,13 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{QueueKey, Queued, TaskRecord, TaskState};
 pub use commit::GroupCommit;
-pub use keys::{Entry, ReadyPos};
+pub use keys::{Entry, EntryRoute, ReadyPos};
 
-/// Counters of one queue, kept in step by its actor in the same transaction as each change,
-/// so loading a queue never counts a large backlog.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+use crate::queue::throttle::RateLimit;
+
+/// Counters and settings of one queue, kept in step by its actor in the same transaction as
+/// each change, so loading a queue never counts a large backlog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueueMeta {
     /// Entries in the ready index.
     pub ready: u64,
@@ -44,13 +47,9 @@ pub struct QueueMeta {
     pub in_flight: u64,
     /// Dead letters.
     pub dead: u64,
-}
-
-impl QueueMeta {
-    /// True when the queue holds no pending, running or dead task.
-    pub fn is_empty(&self) -> bool {
-        *self == QueueMeta::default()
-    }
+    /// The dispatch limit set with `PUT {q}/config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Settings for opening the store.
@@ -74,6 +73,7 @@ pub struct Store {
     dead: Tree,
     expiry: Tree,
     queues: Tree,
+    waiting: Tree,
     commit: GroupCommit,
 }
 
@@ -97,6 +97,7 @@ impl Store {
             dead: tree("dead")?,
             expiry: tree("expiry")?,
             queues: tree("queues")?,
+            waiting: tree("waiting")?,
             commit: GroupCommit::start(db.clone(), opts.fsync, metrics),
             db,
         }))
@@ -128,17 +129,21 @@ impl Store {
             &self.dead,
             &self.expiry,
             &self.queues,
+            &self.waiting,
         )
-            .transaction(|(tasks, ready, delayed, inflight, dead, expiry, queues)| {
-                tasks.apply_batch(&txn.tasks)?;
-                ready.apply_batch(&txn.ready)?;
-                delayed.apply_batch(&txn.delayed)?;
-                inflight.apply_batch(&txn.inflight)?;
-                dead.apply_batch(&txn.dead)?;
-                expiry.apply_batch(&txn.expiry)?;
-                queues.apply_batch(&txn.queues)?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
+            .transaction(
+                |(tasks, ready, delayed, inflight, dead, expiry, queues, waiting)| {
+                    tasks.apply_batch(&txn.tasks)?;
+                    ready.apply_batch(&txn.ready)?;
+                    delayed.apply_batch(&txn.delayed)?;
+                    inflight.apply_batch(&txn.inflight)?;
+                    dead.apply_batch(&txn.dead)?;
+                    expiry.apply_batch(&txn.expiry)?;
+                    queues.apply_batch(&txn.queues)?;
+                    waiting.apply_batch(&txn.waiting)?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                },
+            )
             .map_err(|e| match e {
                 TransactionError::Storage(e) => Error::from(e),
                 TransactionError::Abort(()) => Error::Internal("transaction aborted".into()),
@@ -222,6 +227,19 @@ impl Store {
             }
         }
         Ok((due, None))
+    }
+
+    /// Schedule-to-start deadlines due at or before `now`, across all queues, at most `limit`.
+    pub fn due_waiting(&self, now: u64, limit: usize) -> Result<Vec<(QueueKey, String)>> {
+        let end = (now + 1).to_be_bytes().to_vec();
+        let mut out = Vec::new();
+        for item in self.waiting.range(..end).take(limit) {
+            let (k, _) = item?;
+            if let Some((_, queue, task_id)) = keys::decode_expiry(&k) {
+                out.push((queue, task_id));
+            }
+        }
+        Ok(out)
     }
 
     /// Task ids of the dead letters of `queue`, newest first, after the page token `before`.
@@ -389,6 +407,10 @@ pub fn entry_of(rec: &TaskRecord, ready_at: u64) -> Entry {
         task_type: rec.task_type.clone(),
         task_id: rec.task_id.clone(),
         ready_at,
+        route: rec.route_to.as_ref().map(|r| EntryRoute {
+            identity: r.identity.clone(),
+            fallback_at: r.fallback_after_ms.map(|f| ready_at.saturating_add(f)),
+        }),
     }
 }
 
@@ -418,6 +440,7 @@ pub struct Txn {
     dead: Batch,
     expiry: Batch,
     queues: Batch,
+    waiting: Batch,
 }
 
 impl Txn {
@@ -480,6 +503,17 @@ impl Txn {
     pub fn put_expiry(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
         self.expiry
             .insert(keys::expiry_key(at, queue, task_id), &[]);
+    }
+
+    /// Records a task's schedule-to-start deadline.
+    pub fn put_waiting(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
+        self.waiting
+            .insert(keys::expiry_key(at, queue, task_id), &[]);
+    }
+
+    /// Clears a task's schedule-to-start deadline.
+    pub fn del_waiting(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
+        self.waiting.remove(keys::expiry_key(at, queue, task_id));
     }
 
     /// Stores a queue's counters.

@@ -1,0 +1,242 @@
+//! Configuration capability: the TOML config file, `TASQ_*` environment variables and the
+//! command line (file < env < command line), exit code 2 naming the key on bad
+//! configuration, and settings that take effect (`max_payload_bytes`,
+//! `metrics.max_queue_series`).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use tempfile::TempDir;
+
+const A: &str = "activity";
+
+/// Writes `text` as a config file in a fresh temp dir (kept alive by the returned TempDir).
+fn config_file(text: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("tasq-config-")
+        .tempdir()
+        .expect("temp dir");
+    let path = dir.path().join("tasq.toml");
+    std::fs::write(&path, text).expect("write config");
+    (dir, path)
+}
+
+/// Runs the server with `config` and expects it to refuse: exit code 2, stderr naming `key`.
+fn assert_config_rejected(config: &str, key: &str) {
+    let (_dir, path) = config_file(config);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let (status, stderr) = run_to_exit(&["--config", &path], &[], Duration::from_secs(30));
+    let status = status.unwrap_or_else(|| {
+        panic!("server kept running with bad config {config:?}; stderr:\n{stderr}")
+    });
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "bad config {config:?} must exit 2, got {status:?}; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.contains(key)),
+        "stderr should name {key:?} for config {config:?}:\n{stderr}"
+    );
+}
+
+/// Adds a task whose body is exactly `size` bytes; returns the status.
+fn add_of_size(s: &TestServer, queue: &str, size: usize) -> (u16, serde_json::Value) {
+    raw_request(
+        s.base(),
+        "POST",
+        &format!("{}/tasks", q(NS, queue, A)),
+        task_body_of_size(size).into_bytes(),
+    )
+}
+
+#[test]
+fn unknown_config_key_exits_2_naming_the_key() {
+    assert_config_rejected("frobnicate_widgets = 3\n", "frobnicate_widgets");
+    assert_config_rejected("[metrics]\nmax_queue_seriez = 5\n", "max_queue_seriez");
+}
+
+#[test]
+fn bad_config_value_exits_2_naming_the_key() {
+    assert_config_rejected("max_payload_bytes = \"lots\"\n", "max_payload_bytes");
+    assert_config_rejected("durability = \"sometimes\"\n", "durability");
+    assert_config_rejected("queue_idle_timeout = \"whenever\"\n", "queue_idle_timeout");
+    assert_config_rejected(
+        "[metrics]\nmax_queue_series = \"many\"\n",
+        "max_queue_series",
+    );
+}
+
+#[test]
+fn bad_env_value_exits_2_naming_the_variable() {
+    let (status, stderr) = run_to_exit(
+        &[],
+        &[("TASQ_MAX_PAYLOAD_BYTES", "lots")],
+        Duration::from_secs(30),
+    );
+    let status = status.unwrap_or_else(|| panic!("server kept running; stderr:\n{stderr}"));
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(
+        stderr.to_ascii_lowercase().contains("max_payload_bytes"),
+        "stderr should name the setting:\n{stderr}"
+    );
+}
+
+#[test]
+fn env_max_payload_bytes_limits_bodies() {
+    let s = TestServer::start_with(&[], &[("TASQ_MAX_PAYLOAD_BYTES", "1000")]);
+    let queue = "config-env-payload";
+    let (status, body) = add_of_size(&s, queue, 2000);
+    assert_error(status, &body, 413, "payload_too_large");
+    assert_eq!(backlog(&s, NS, queue, A), 0);
+    let (status, body) = add_of_size(&s, queue, 500);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(backlog(&s, NS, queue, A), 1);
+}
+
+#[test]
+fn config_file_sets_max_payload_bytes() {
+    let (_dir, path) = config_file("max_payload_bytes = 500\n");
+    let path = path.to_str().unwrap().to_string();
+    let s = TestServer::start_with(&["--config", &path], &[]);
+    let queue = "config-file-payload";
+    let (status, body) = add_of_size(&s, queue, 1000);
+    assert_error(status, &body, 413, "payload_too_large");
+    let (status, body) = add_of_size(&s, queue, 400);
+    assert_eq!(status, 201, "{body}");
+}
+
+#[test]
+fn env_beats_config_file() {
+    let (_dir, path) = config_file("max_payload_bytes = 500\n");
+    let path = path.to_str().unwrap().to_string();
+    let s = TestServer::start_with(&["--config", &path], &[("TASQ_MAX_PAYLOAD_BYTES", "2000")]);
+    let queue = "config-env-beats-file";
+    let (status, body) = add_of_size(&s, queue, 1000);
+    assert_eq!(status, 201, "env 2000 beats file 500: {body}");
+    let (status, body) = add_of_size(&s, queue, 2500);
+    assert_error(status, &body, 413, "payload_too_large");
+    assert_eq!(backlog(&s, NS, queue, A), 1);
+}
+
+#[test]
+fn command_line_beats_env() {
+    let other = tempfile::Builder::new()
+        .prefix("tasq-other-data-")
+        .tempdir()
+        .expect("temp dir");
+    let other_path = other.path().to_str().unwrap().to_string();
+    let s = TestServer::start_with(
+        &[],
+        &[("TASQ_BIND", "127.0.0.1:1"), ("TASQ_DATA_DIR", &other_path)],
+    );
+    assert!(
+        !s.base().ends_with(":1"),
+        "--bind 127.0.0.1:0 must beat TASQ_BIND, listening on {}",
+        s.base()
+    );
+    let (status, _) = get(&s.url("/healthz"));
+    assert_eq!(status, 200);
+    add_task(
+        &s,
+        &q(NS, "config-cli-beats-env", A),
+        json!({"task_type": "t"}),
+    );
+    let used = std::fs::read_dir(s.data_dir()).expect("data dir").count();
+    assert!(used > 0, "--data-dir must hold the store");
+    let unused = std::fs::read_dir(other.path()).expect("other dir").count();
+    assert_eq!(unused, 0, "TASQ_DATA_DIR must lose to --data-dir");
+}
+
+#[test]
+fn config_with_many_keys_is_accepted_and_applied() {
+    let (_dir, path) = config_file(
+        r#"
+durability = "relaxed"
+max_payload_bytes = 4096
+queue_idle_timeout = "5m"
+completed_retention = "24h"
+shutdown_timeout = "10s"
+log_level = "warn"
+
+[metrics]
+max_queue_series = 100
+"#,
+    );
+    let path = path.to_str().unwrap().to_string();
+    let s = TestServer::start_with(&["--config", &path], &[]);
+    let queue = "config-many-keys";
+    let (status, body) = add_of_size(&s, queue, 5000);
+    assert_error(status, &body, 413, "payload_too_large");
+    let (status, body) = add_of_size(&s, queue, 3000);
+    assert_eq!(status, 201, "{body}");
+}
+
+#[test]
+fn shipped_example_config_names_every_key_and_is_accepted() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/tasq.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    for key in [
+        "bind",
+        "data_dir",
+        "durability",
+        "max_payload_bytes",
+        "queue_idle_timeout",
+        "completed_retention",
+        "backlog_window",
+        "shutdown_timeout",
+        "http_workers",
+        "queue_threads",
+        "cache_capacity_bytes",
+        "log_level",
+        "[metrics]",
+        "max_queue_series",
+    ] {
+        assert!(
+            text.contains(key),
+            "config/tasq.toml does not mention {key}"
+        );
+    }
+    // --bind and --data-dir from the harness beat whatever the file says.
+    let s = TestServer::start_with(&["--config", path.to_str().unwrap()], &[]);
+    let (status, _) = get(&s.url("/healthz"));
+    assert_eq!(status, 200);
+    add_task(&s, &q(NS, "config-shipped", A), json!({"task_type": "t"}));
+}
+
+#[test]
+fn max_queue_series_folds_extra_queues_into_other() {
+    let s = TestServer::start_with(&[], &[("TASQ_METRICS_MAX_QUEUE_SERIES", "2")]);
+    for i in 0..5 {
+        add_task(
+            &s,
+            &q(NS, &format!("config-series-{i}"), A),
+            json!({"task_type": "t"}),
+        );
+    }
+    let text = metrics_text(&s);
+    let samples: Vec<Sample> = parse_metrics(&text)
+        .into_iter()
+        .filter(|m| m.name == "tasq_tasks_added_total")
+        .collect();
+    let queues: BTreeSet<String> = samples
+        .iter()
+        .filter_map(|m| m.labels.get("task_queue").cloned())
+        .collect();
+    let real: Vec<&String> = queues.iter().filter(|q| q.as_str() != "_other").collect();
+    assert!(
+        real.len() <= 2,
+        "more than 2 queue series: {queues:?}\n{text}"
+    );
+    assert!(
+        queues.contains("_other"),
+        "extra queues must report as _other:\n{text}"
+    );
+    let total: f64 = samples.iter().map(|m| m.value).sum();
+    assert_eq!(total, 5.0, "no add may be lost from the metrics:\n{text}");
+}

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod poll;
 pub mod queues;
 pub mod tasks;
+pub mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         poll::configure(cfg);
         leases::configure(cfg);
         queues::configure(cfg);
+        ws::configure(cfg);
         cfg.default_service(web::to(not_found));
     }
 }

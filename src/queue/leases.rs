@@ -44,6 +44,11 @@ impl Leases {
         self.by_deadline.insert((expires_at, id));
     }
 
+    /// A lease by id.
+    pub fn get(&self, id: u64) -> Option<Lease> {
+        self.by_id.get(&id).cloned()
+    }
+
     /// Forgets a lease (settled, returned or expired).
     pub fn remove(&mut self, id: u64) -> Option<Lease> {
         let lease = self.by_id.remove(&id)?;

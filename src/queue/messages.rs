@@ -247,6 +247,47 @@ pub struct ExpireWaiting {
     pub task_ids: Vec<String>,
 }
 
+/// What the queue sends to a streaming worker's socket.
+#[derive(Debug)]
+pub enum SocketEvent {
+    /// A task leased to the socket.
+    Task(Box<crate::model::Task>),
+    /// The server is shutting down: close the socket.
+    Close,
+}
+
+/// A streaming worker connected: it becomes a long-lived poller with credit 0.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(actix::Addr<super::QueueActor>, u64)>")]
+pub struct OpenSocket {
+    /// Worker identity.
+    pub identity: String,
+    /// Declared task types; `None` = any.
+    pub task_types: Option<Vec<String>>,
+    /// Worker build id.
+    pub build_id: Option<String>,
+    /// Where tasks for the socket go.
+    pub tx: tokio::sync::mpsc::UnboundedSender<SocketEvent>,
+}
+
+/// A socket has spare capacity for `n` more tasks.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddCredit {
+    /// The socket.
+    pub socket_id: u64,
+    /// How many more.
+    pub n: u32,
+}
+
+/// A socket closed: its unsettled tasks go back to the queue at once, attempt counted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SocketClosed {
+    /// The socket.
+    pub socket_id: u64,
+}
+
 /// Answer every parked poll with no tasks and stop parking (graceful shutdown).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]

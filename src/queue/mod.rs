@@ -39,7 +39,7 @@ use backlog::Backlog;
 use fairness::FairClock;
 use leases::Leases;
 use messages::*;
-use pollers::{eligible, Delivery, PollersSeen, Waiter, Waiters};
+use pollers::{eligible, Delivery, PollersSeen, Sink, Waiter, Waiters};
 use rates::Rate;
 use throttle::{RateLimit, Source, Throttle};
 
@@ -71,6 +71,20 @@ struct Failure {
     error: TaskError,
     non_retryable: bool,
     retry_after_ms: Option<u64>,
+}
+
+/// A streaming worker's socket, a long-lived poller with credit.
+struct Socket {
+    identity: String,
+    task_types: Option<Vec<String>>,
+    build_id: Option<String>,
+    /// Tasks it may still be given: credit given, minus tasks out, plus leases ended.
+    credit: u32,
+    /// Leases of tasks sent on it and not yet ended.
+    outstanding: HashSet<u64>,
+    /// Its waiter is in the queue.
+    waiting: bool,
+    tx: tokio::sync::mpsc::UnboundedSender<SocketEvent>,
 }
 
 /// What happens to a task after a failed attempt.
@@ -106,6 +120,10 @@ pub struct QueueActor {
     /// A dispatch was held back by the throttle since the last timer.
     throttled: bool,
     fair: FairClock,
+    sockets: HashMap<u64, Socket>,
+    /// Which socket holds a lease.
+    lease_sockets: HashMap<u64, u64>,
+    next_socket: u64,
 }
 
 impl QueueActor {
@@ -139,6 +157,9 @@ impl QueueActor {
             worker_limit: None,
             throttled: false,
             fair: FairClock::default(),
+            sockets: HashMap::new(),
+            lease_sockets: HashMap::new(),
+            next_socket: 0,
             env,
         }
     }
@@ -409,21 +430,148 @@ impl QueueActor {
 
     /// Gives leased tasks to a waiter; if it went away meanwhile, they go back at once.
     fn deliver(&mut self, w: Waiter, recs: Vec<TaskRecord>, ctx: &mut Context<Self>) {
-        let delivery = self.delivery(recs, ctx);
-        if let Err(undelivered) = w.tx.send(delivery) {
-            let leases = undelivered.disarm();
-            self.return_tasks(&leases);
+        match w.sink {
+            Sink::Poll(tx) => {
+                let delivery = self.delivery(recs, ctx);
+                if let Err(undelivered) = tx.send(delivery) {
+                    let leases = undelivered.disarm();
+                    self.return_tasks(&leases);
+                }
+            }
+            Sink::Socket(id) => self.send_to_socket(id, w, recs),
         }
+    }
+
+    /// Sends leased tasks on a socket, spending its credit, and queues it again at the back
+    /// while credit is left.
+    fn send_to_socket(&mut self, socket_id: u64, mut w: Waiter, recs: Vec<TaskRecord>) {
+        let now = now_ms();
+        let mut unsent = Vec::new();
+        let Some(socket) = self.sockets.get_mut(&socket_id) else {
+            let leases: Vec<_> = recs.iter().filter_map(lease_of).collect();
+            self.return_tasks(&leases);
+            return;
+        };
+        for rec in &recs {
+            let (Some(task), Some((task_id, lease_id))) = (rec.to_task(&self.key), lease_of(rec))
+            else {
+                continue;
+            };
+            if socket.tx.send(SocketEvent::Task(Box::new(task))).is_err() {
+                unsent.push((task_id, lease_id));
+                continue;
+            }
+            socket.credit = socket.credit.saturating_sub(1);
+            socket.outstanding.insert(lease_id);
+            self.lease_sockets.insert(lease_id, socket_id);
+        }
+        self.metrics.polls_task.inc();
+        self.dispatch_rate
+            .add(now, (recs.len() - unsent.len()) as u32);
+        socket.waiting = socket.credit > 0 && unsent.is_empty();
+        if socket.waiting {
+            w.id = self.waiters.next_id();
+            self.waiters.push(w);
+        }
+        // A socket that went away: its SocketClosed releases what it held.
+        self.return_tasks(&unsent);
+    }
+
+    /// A lease ended (settled, expired, returned): a socket that held it gets its credit back.
+    fn lease_ended(&mut self, lease_id: u64) {
+        let Some(socket_id) = self.lease_sockets.remove(&lease_id) else {
+            return;
+        };
+        if let Some(socket) = self.sockets.get_mut(&socket_id) {
+            if socket.outstanding.remove(&lease_id) {
+                socket.credit = socket.credit.saturating_add(1);
+            }
+        }
+        self.queue_socket(socket_id);
+    }
+
+    /// Puts a socket with credit back among the waiters.
+    fn queue_socket(&mut self, socket_id: u64) {
+        let Some(socket) = self.sockets.get_mut(&socket_id) else {
+            return;
+        };
+        if socket.waiting || socket.credit == 0 {
+            return;
+        }
+        socket.waiting = true;
+        let w = Waiter {
+            id: self.waiters.next_id(),
+            identity: socket.identity.clone(),
+            task_types: socket.task_types.clone(),
+            max_tasks: 1,
+            deadline: far_future(),
+            sink: Sink::Socket(socket_id),
+        };
+        self.waiters.push(w);
+    }
+
+    /// A socket closed: every task still out on it goes back to the queue at once, as a failed
+    /// attempt (no backoff, but counted, so a task that kills its worker cannot loop forever).
+    fn close_socket(&mut self, socket_id: u64) {
+        let Some(socket) = self.sockets.remove(&socket_id) else {
+            return;
+        };
+        self.waiters.remove_socket(socket_id);
+        let now = now_ms();
+        for lease_id in socket.outstanding {
+            self.lease_sockets.remove(&lease_id);
+            let Some(lease) = self.leases.get(lease_id) else {
+                continue;
+            };
+            let failure = Failure {
+                error: TaskError {
+                    message: "the worker's connection closed before it settled the task".into(),
+                    kind: Some("WorkerDisconnected".into()),
+                },
+                non_retryable: false,
+                retry_after_ms: Some(0),
+            };
+            if let Err(e) = self.fail_lease(lease_id, &lease.task_id, failure, now) {
+                log::error!("{}: releasing {} failed: {e}", self.key, lease.task_id);
+            }
+        }
+    }
+
+    /// Ends a running lease as a failed attempt (expiry, closed socket); false when the lease
+    /// was not running any more.
+    fn fail_lease(
+        &mut self,
+        lease_id: u64,
+        task_id: &str,
+        failure: Failure,
+        now: u64,
+    ) -> Result<bool> {
+        let Some(mut rec) = self.store().task(&self.key, task_id)? else {
+            self.leases.remove(lease_id);
+            self.lease_ended(lease_id);
+            return Ok(false);
+        };
+        if rec.state != TaskState::Running || rec.lease.as_ref().is_none_or(|l| l.id != lease_id) {
+            self.leases.remove(lease_id);
+            self.lease_ended(lease_id);
+            return Ok(false);
+        }
+        let mut txn = Txn::default();
+        let mut meta = self.meta;
+        let after = self.plan_failure(&mut rec, &mut txn, &mut meta, failure, now);
+        txn.put_task(&self.key, &rec)?;
+        self.commit(txn, meta)?;
+        self.leases.remove(lease_id);
+        self.lease_ended(lease_id);
+        self.apply_failure(&rec.task_id, after);
+        Ok(true)
     }
 
     fn delivery(&mut self, recs: Vec<TaskRecord>, ctx: &mut Context<Self>) -> Delivery {
         let now = now_ms();
         self.metrics.polls_task.inc();
         self.dispatch_rate.add(now, recs.len() as u32);
-        let leases = recs
-            .iter()
-            .filter_map(|r| r.lease.as_ref().map(|l| (r.task_id.clone(), l.id)))
-            .collect();
+        let leases = recs.iter().filter_map(lease_of).collect();
         let tasks = recs.iter().filter_map(|r| r.to_task(&self.key)).collect();
         Delivery::new(tasks, leases, ctx.address())
     }
@@ -454,12 +602,7 @@ impl QueueActor {
                         match self.waiters.remove(id) {
                             Some(w) => self.deliver(w, recs, ctx),
                             None => {
-                                let leases: Vec<_> = recs
-                                    .iter()
-                                    .filter_map(|r| {
-                                        r.lease.as_ref().map(|l| (r.task_id.clone(), l.id))
-                                    })
-                                    .collect();
+                                let leases: Vec<_> = recs.iter().filter_map(lease_of).collect();
                                 self.return_tasks(&leases);
                             }
                         }
@@ -516,6 +659,7 @@ impl QueueActor {
         meta.ready += 1;
         self.commit(txn, meta)?;
         self.leases.remove(lease_id);
+        self.lease_ended(lease_id);
         self.backlog.insert(pos, entry);
         Ok(())
     }
@@ -642,6 +786,7 @@ impl QueueActor {
         txn.put_task(&self.key, &rec)?;
         self.commit(txn, meta)?;
         self.leases.remove(msg.lease_id);
+        self.lease_ended(msg.lease_id);
         self.metrics
             .task_run
             .observe(now.saturating_sub(dispatched_at) as f64 / 1000.0);
@@ -788,59 +933,44 @@ impl QueueActor {
     /// Ends leases whose deadline passed: each is a failed attempt, retried per policy.
     fn expire_leases(&mut self, now: u64) -> Result<()> {
         for lease_id in self.leases.expired(now) {
-            let Some(lease) = self.leases.remove(lease_id) else {
+            let Some(lease) = self.leases.get(lease_id) else {
                 continue;
             };
-            let Some(mut rec) = self.store().task(&self.key, &lease.task_id)? else {
+            let Some(rec) = self.store().task(&self.key, &lease.task_id)? else {
+                self.leases.remove(lease_id);
                 continue;
             };
-            let Some(active) = rec.lease.clone().filter(|l| l.id == lease_id) else {
-                continue;
-            };
-            if rec.state != TaskState::Running {
-                continue;
-            }
-            let by_heartbeat = active
-                .heartbeat_deadline
-                .is_some_and(|h| h < active.close_deadline && h <= now);
-            let (counter, message) = if by_heartbeat {
+            let by_heartbeat = rec
+                .lease
+                .as_ref()
+                .filter(|l| l.id == lease_id)
+                .is_some_and(|l| l.heartbeat_deadline.is_some_and(|h| h < l.close_deadline));
+            let (message, kind) = if by_heartbeat {
                 (
-                    &self.metrics.expired_heartbeat,
                     "heartbeat timeout: no heartbeat in time",
+                    "HeartbeatTimeout",
                 )
             } else {
                 (
-                    &self.metrics.expired_start_to_close,
                     "start-to-close timeout: the lease ran out",
+                    "StartToCloseTimeout",
                 )
             };
-            counter.inc();
-            let error = TaskError {
-                message: message.into(),
-                kind: Some(
-                    if by_heartbeat {
-                        "HeartbeatTimeout"
-                    } else {
-                        "StartToCloseTimeout"
-                    }
-                    .into(),
-                ),
-            };
-            let mut txn = Txn::default();
-            let mut meta = self.meta;
             let failure = Failure {
-                error,
+                error: TaskError {
+                    message: message.into(),
+                    kind: Some(kind.into()),
+                },
                 non_retryable: false,
                 retry_after_ms: None,
             };
-            let after = self.plan_failure(&mut rec, &mut txn, &mut meta, failure, now);
-            txn.put_task(&self.key, &rec)?;
-            if let Err(e) = self.commit(txn, meta) {
-                self.leases
-                    .insert(lease_id, lease.task_id, lease.expires_at);
-                return Err(e);
+            if self.fail_lease(lease_id, &lease.task_id, failure, now)? {
+                if by_heartbeat {
+                    self.metrics.expired_heartbeat.inc();
+                } else {
+                    self.metrics.expired_start_to_close.inc();
+                }
             }
-            self.apply_failure(&rec.task_id, after);
         }
         Ok(())
     }
@@ -848,6 +978,7 @@ impl QueueActor {
     fn is_idle(&self, now: u64) -> bool {
         let idle_ms = self.env.config.queue_idle_timeout.as_millis() as u64;
         self.waiters.is_empty()
+            && self.sockets.is_empty()
             && self.leases.is_empty()
             && self.meta.ready == 0
             && self.watchers.is_empty()
@@ -1113,6 +1244,16 @@ impl QueueActor {
 
     fn stats(&mut self) -> Stats {
         let now = now_ms();
+        for socket in self.sockets.values() {
+            // An open socket is a live poller, however long ago it connected.
+            self.seen.saw(
+                &socket.identity,
+                now,
+                socket.task_types.clone(),
+                socket.build_id.clone(),
+                None,
+            );
+        }
         self.seen.prune(now);
         Stats {
             backlog_count: self.meta.ready,
@@ -1152,6 +1293,16 @@ impl Actor for QueueActor {
             generation: self.generation,
         });
     }
+}
+
+/// (task id, lease id) of a running record.
+fn lease_of(rec: &TaskRecord) -> Option<(String, u64)> {
+    rec.lease.as_ref().map(|l| (rec.task_id.clone(), l.id))
+}
+
+/// A deadline no socket waiter reaches (sockets wait until they close).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// Wraps an answer that promises durability: resolves once the group commit covers it.
@@ -1214,7 +1365,7 @@ impl Handler<Poll> for QueueActor {
                 task_types: msg.task_types,
                 max_tasks: msg.max_tasks,
                 deadline,
-                tx,
+                sink: Sink::Poll(tx),
             });
             PollOutcome::Parked {
                 owner: ctx.address(),
@@ -1318,8 +1469,13 @@ impl Handler<Shutdown> for QueueActor {
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
         self.shutting_down = true;
         for w in self.waiters.drain() {
-            self.metrics.polls_timeout.inc();
-            let _ = w.tx.send(Delivery::empty());
+            if let Sink::Poll(tx) = w.sink {
+                self.metrics.polls_timeout.inc();
+                let _ = tx.send(Delivery::empty());
+            }
+        }
+        for socket in self.sockets.values() {
+            let _ = socket.tx.send(SocketEvent::Close);
         }
         self.after_change(ctx);
     }
@@ -1355,6 +1511,66 @@ impl Handler<ExpireWaiting> for QueueActor {
         if let Err(e) = self.expire_waiting(&msg.task_ids) {
             log::error!("{}: schedule-to-start expiry failed: {e}", self.key);
         }
+        self.after_change(ctx);
+    }
+}
+
+impl Handler<OpenSocket> for QueueActor {
+    type Result = Result<(Addr<QueueActor>, u64)>;
+
+    fn handle(&mut self, msg: OpenSocket, ctx: &mut Self::Context) -> Self::Result {
+        let now = now_ms();
+        if self.shutting_down {
+            return Err(Error::Unavailable("the server is shutting down".into()));
+        }
+        self.seen.saw(
+            &msg.identity,
+            now,
+            msg.task_types.clone(),
+            msg.build_id.clone(),
+            None,
+        );
+        if !self.meta_stored {
+            self.commit(Txn::default(), self.meta)?;
+        }
+        self.next_socket += 1;
+        let id = self.next_socket;
+        self.sockets.insert(
+            id,
+            Socket {
+                identity: msg.identity,
+                task_types: msg.task_types,
+                build_id: msg.build_id,
+                credit: 0,
+                outstanding: HashSet::new(),
+                waiting: false,
+                tx: msg.tx,
+            },
+        );
+        self.after_change(ctx);
+        Ok((ctx.address(), id))
+    }
+}
+
+impl Handler<AddCredit> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddCredit, ctx: &mut Self::Context) {
+        if let Some(socket) = self.sockets.get_mut(&msg.socket_id) {
+            socket.credit = socket.credit.saturating_add(msg.n);
+            self.queue_socket(msg.socket_id);
+            self.dispatch_waiting(ctx);
+        }
+        self.after_change(ctx);
+    }
+}
+
+impl Handler<SocketClosed> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SocketClosed, ctx: &mut Self::Context) {
+        self.close_socket(msg.socket_id);
+        self.dispatch_waiting(ctx);
         self.after_change(ctx);
     }
 }

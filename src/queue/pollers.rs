@@ -105,7 +105,16 @@ pub struct Waiter {
     /// When the poll gives up.
     pub deadline: Instant,
     /// Where the tasks go.
-    pub tx: oneshot::Sender<Delivery>,
+    pub sink: Sink,
+}
+
+/// Where a waiter's tasks go.
+pub enum Sink {
+    /// A parked HTTP poll, answered once.
+    Poll(oneshot::Sender<Delivery>),
+    /// A streaming worker's socket (by id), which takes one task per turn while it has credit
+    /// and then waits again at the back, so sockets and polls share dispatch in arrival order.
+    Socket(u64),
 }
 
 impl Waiter {
@@ -116,7 +125,10 @@ impl Waiter {
 
     /// True while someone still waits for the answer.
     pub fn is_live(&self, now: Instant) -> bool {
-        !self.tx.is_closed() && now < self.deadline
+        match &self.sink {
+            Sink::Poll(tx) => !tx.is_closed() && now < self.deadline,
+            Sink::Socket(_) => true,
+        }
     }
 }
 
@@ -160,6 +172,12 @@ impl Waiters {
         let before = self.queue.len();
         self.queue.retain(|w| w.is_live(now));
         before - self.queue.len()
+    }
+
+    /// Removes the waiter of socket `socket_id`, if it is waiting.
+    pub fn remove_socket(&mut self, socket_id: u64) {
+        self.queue
+            .retain(|w| !matches!(w.sink, Sink::Socket(id) if id == socket_id));
     }
 
     /// Removes and returns the oldest live waiter that accepts `entry`.

@@ -1,0 +1,349 @@
+//! Streaming workers: `GET {q}/connect`, a WebSocket with credit-based flow control.
+//!
+//! The socket is a long-lived poller in the queue actor: the actor pushes a task whenever the
+//! socket has credit, and never has more unsettled tasks out on it than the credit given.
+//! Settles on the socket go through the same actor messages as HTTP and are acknowledged with
+//! a `settled` frame once durable. When the socket closes (cleanly, by a network drop, or after
+//! missed pongs) the actor puts its unsettled tasks back at once, attempt counted.
+
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use super::{queue_key, AppState, QUEUE_PATH};
+use crate::error::{Error, Result};
+use crate::model::{validate_identity, validate_name, LeaseToken, TaskError};
+use crate::queue::messages::{
+    AddCredit, Heartbeat, OpenSocket, Settle, SettleOp, SocketClosed, SocketEvent,
+};
+use crate::queue::QueueActor;
+
+/// How often the server pings.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A socket that answered no ping for this long is closed and released.
+const PONG_TIMEOUT: Duration = Duration::from_secs(45);
+/// Largest `n` of one credit frame.
+const MAX_CREDIT: i64 = 1000;
+
+/// Mounts the streaming route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource(format!("{QUEUE_PATH}/connect")).route(web::get().to(connect)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectQuery {
+    identity: String,
+    task_types: Option<String>,
+    build_id: Option<String>,
+}
+
+async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+    query: web::Query<ConnectQuery>,
+) -> Result<HttpResponse> {
+    let (ns, queue, ty) = path.into_inner();
+    let key = queue_key(&ns, &queue, &ty)?;
+    let q = query.into_inner();
+    validate_identity(&q.identity)?;
+    let task_types = match q.task_types.as_deref() {
+        None => None,
+        Some(list) => {
+            let types: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect();
+            for t in &types {
+                validate_name("task_types[]", t)?;
+            }
+            (!types.is_empty()).then_some(types)
+        }
+    };
+    if let Some(b) = &q.build_id {
+        validate_name("build_id", b)?;
+    }
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| Error::invalid(format!("not a WebSocket upgrade: {e}")))?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let open = OpenSocket {
+        identity: q.identity,
+        task_types,
+        build_id: q.build_id,
+        tx,
+    };
+    let (owner, socket_id) = state.queues.call(&key, open).await??;
+    let limit = state.config.max_payload_bytes;
+    let stream = stream
+        .max_frame_size(limit)
+        .aggregate_continuations()
+        .max_continuation_size(limit);
+    let conn = Connection {
+        state: state.into_inner(),
+        owner,
+        socket_id,
+        session,
+    };
+    actix_rt::spawn(conn.run(stream, rx));
+    Ok(response)
+}
+
+/// One open socket.
+struct Connection {
+    state: std::sync::Arc<AppState>,
+    owner: Addr<QueueActor>,
+    socket_id: u64,
+    session: Session,
+}
+
+impl Connection {
+    async fn run(
+        mut self,
+        mut stream: actix_ws::AggregatedMessageStream,
+        mut rx: mpsc::UnboundedReceiver<SocketEvent>,
+    ) {
+        self.state.metrics.websocket_connections.inc();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        let mut last_pong = Instant::now();
+        let reason = loop {
+            tokio::select! {
+                frame = stream.next() => match frame {
+                    None => break None,
+                    Some(Err(ProtocolError::Overflow)) => break Some(CloseReason {
+                        code: CloseCode::Size,
+                        description: Some(format!(
+                            "a frame is over max_payload_bytes ({})",
+                            self.state.config.max_payload_bytes
+                        )),
+                    }),
+                    Some(Err(e)) => break Some(CloseReason {
+                        code: CloseCode::Protocol,
+                        description: Some(e.to_string()),
+                    }),
+                    Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text),
+                    Some(Ok(AggregatedMessage::Binary(_))) => self.send_error(
+                        None,
+                        &Error::invalid("binary frames are not supported; send JSON text frames"),
+                    ),
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        let _ = self.session.pong(&bytes).await;
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => last_pong = Instant::now(),
+                    Some(Ok(AggregatedMessage::Close(reason))) => break reason,
+                },
+                event = rx.recv() => match event {
+                    Some(SocketEvent::Task(task)) => {
+                        if !self.send_tasks(task, &mut rx).await {
+                            break None;
+                        }
+                    }
+                    Some(SocketEvent::Close) | None => break Some(CloseReason {
+                        code: CloseCode::Away,
+                        description: Some("the server is shutting down".into()),
+                    }),
+                },
+                _ = ping.tick() => {
+                    if last_pong.elapsed() > PONG_TIMEOUT {
+                        break Some(CloseReason {
+                            code: CloseCode::Policy,
+                            description: Some("no pong for 45 s".into()),
+                        });
+                    }
+                    if self.session.ping(b"").await.is_err() {
+                        break None;
+                    }
+                }
+            }
+        };
+        // Release first: the tasks go back even if the close frame cannot be written.
+        self.owner.do_send(SocketClosed {
+            socket_id: self.socket_id,
+        });
+        self.state.metrics.websocket_connections.dec();
+        let _ = self.session.close(reason).await;
+    }
+
+    /// Sends a task and every other one already waiting, once their dispatch is durable (one
+    /// group commit covers the batch). False when the socket is gone.
+    async fn send_tasks(
+        &mut self,
+        first: Box<crate::model::Task>,
+        rx: &mut mpsc::UnboundedReceiver<SocketEvent>,
+    ) -> bool {
+        let mut tasks = vec![first];
+        let mut close = false;
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                SocketEvent::Task(t) => tasks.push(t),
+                SocketEvent::Close => close = true,
+            }
+        }
+        if let Err(e) = self.state.store.durable().await {
+            self.send_error(None, &e);
+            return false;
+        }
+        for task in tasks {
+            let frame = json!({ "op": "task", "task": task }).to_string();
+            if self.session.text(frame).await.is_err() {
+                return false;
+            }
+        }
+        !close
+    }
+
+    fn send_error(&self, lease: Option<&str>, e: &Error) {
+        let frame = error_frame(lease, e);
+        let mut session = self.session.clone();
+        actix_rt::spawn(async move {
+            let _ = session.text(frame).await;
+        });
+    }
+
+    /// Handles one client frame. Settles run concurrently, each answering on the socket when
+    /// done, so a slow flush never holds up reading.
+    fn on_text(&self, text: &str) {
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return self.send_error(None, &Error::invalid(format!("not JSON: {e}"))),
+        };
+        let lease = value
+            .get("lease")
+            .and_then(|l| l.as_str())
+            .map(str::to_string);
+        let op = value.get("op").and_then(|o| o.as_str()).unwrap_or("");
+        match op {
+            "credit" => match frame::<CreditFrame>(value) {
+                Ok(c) if (1..=MAX_CREDIT).contains(&c.n) => self.owner.do_send(AddCredit {
+                    socket_id: self.socket_id,
+                    n: c.n as u32,
+                }),
+                Ok(c) => self.send_error(
+                    None,
+                    &Error::invalid(format!("credit n must be 1–{MAX_CREDIT}, got {}", c.n)),
+                ),
+                Err(e) => self.send_error(None, &e),
+            },
+            "complete" | "fail" | "heartbeat" => {
+                let state = self.state.clone();
+                let mut session = self.session.clone();
+                let op = op.to_string();
+                actix_rt::spawn(async move {
+                    let frame = match settle(&state, &op, value).await {
+                        Ok(frame) => frame,
+                        Err(e) => error_frame(lease.as_deref(), &e),
+                    };
+                    let _ = session.text(frame).await;
+                });
+            }
+            other => self.send_error(
+                lease.as_deref(),
+                &Error::invalid(format!(
+                    "unknown op {other:?}; expected credit, complete, fail or heartbeat"
+                )),
+            ),
+        }
+    }
+}
+
+fn error_frame(lease: Option<&str>, e: &Error) -> String {
+    json!({
+        "op": "error",
+        "lease": lease,
+        "error": { "code": e.code(), "message": e.to_string() },
+    })
+    .to_string()
+}
+
+fn frame<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::invalid(format!("bad frame: {e}")))
+}
+
+fn raw(value: Option<serde_json::Value>) -> Option<Box<RawValue>> {
+    value.and_then(|v| RawValue::from_string(v.to_string()).ok())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditFrame {
+    #[allow(dead_code)]
+    op: String,
+    n: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettleFrame {
+    #[allow(dead_code)]
+    op: String,
+    lease: String,
+    result: Option<serde_json::Value>,
+    error: Option<TaskError>,
+    #[serde(default)]
+    non_retryable: bool,
+    retry_after_ms: Option<u64>,
+    details: Option<serde_json::Value>,
+}
+
+/// Runs a complete / fail / heartbeat frame and returns the frame that answers it.
+async fn settle(state: &AppState, op: &str, value: serde_json::Value) -> Result<String> {
+    let f: SettleFrame = frame(value)?;
+    let token = LeaseToken::decode(&f.lease)?;
+    let queue = token.queue.clone();
+    if op == "heartbeat" {
+        let msg = Heartbeat {
+            task_id: token.task_id,
+            lease_id: token.lease_id,
+            details: raw(f.details),
+        };
+        let answer = state.queues.call(&queue, msg).await??;
+        return Ok(json!({
+            "op": "heartbeat",
+            "lease": f.lease,
+            "lease_expires_at": answer.lease_expires_at,
+            "cancel_requested": answer.cancel_requested,
+        })
+        .to_string());
+    }
+    let op = if op == "complete" {
+        SettleOp::Complete {
+            result: raw(f.result)
+                .unwrap_or_else(|| raw(Some(serde_json::Value::Null)).expect("null")),
+        }
+    } else {
+        SettleOp::Fail {
+            error: f.error.unwrap_or(TaskError {
+                message: "failed".into(),
+                kind: None,
+            }),
+            non_retryable: f.non_retryable,
+            retry_after_ms: f.retry_after_ms,
+        }
+    };
+    let msg = Settle {
+        task_id: token.task_id,
+        lease_id: token.lease_id,
+        op,
+    };
+    let answer = state.queues.call(&queue, msg).await??;
+    Ok(json!({
+        "op": "settled",
+        "lease": f.lease,
+        "state": answer.state,
+        "task_id": answer.task_id,
+        "next_attempt_at": answer.next_attempt_at,
+    })
+    .to_string())
+}

@@ -253,7 +253,7 @@ mod tests {
             };
             txn.put_ready(q, pos, &entry(i as u64, ty, *priority));
         }
-        store.commit(&txn).unwrap();
+        store.commit(txn).unwrap();
     }
 
     fn drain(b: &mut Backlog, store: &Store, q: &QueueKey) -> Vec<String> {

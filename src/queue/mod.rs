@@ -237,7 +237,7 @@ impl QueueActor {
     /// Writes `txn` with the queue's new counters; memory changes only after it succeeds.
     fn commit(&mut self, mut txn: Txn, meta: QueueMeta) -> Result<()> {
         txn.put_meta(&self.key, &meta)?;
-        self.env.store.commit(&txn)?;
+        self.env.store.commit(txn)?;
         self.meta = meta;
         self.meta_stored = true;
         Ok(())

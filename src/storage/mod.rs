@@ -5,7 +5,9 @@
 //! [`Txn`], a set of writes applied atomically across trees. A shared store for several nodes
 //! can later implement the same operations.
 //!
-//! Trees (one per key space, keys in `keys`):
+//! Key spaces (keys in `keys`), each a one-byte prefix in one sled tree, so that every change
+//! is one atomic `apply_batch` on one tree: a crash never leaves a record without its index
+//! entry, and a batch costs far less than a transaction across several trees.
 //! - `tasks`: queue prefix + task id → [`TaskRecord`] (JSON);
 //! - `ready`: queue prefix + priority + order + seq → [`Entry`]: the dispatch index;
 //! - `delayed`: queue prefix + due + seq → [`Entry`]: delayed tasks and retry backoff;
@@ -24,8 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Batch, Transactional, Tree};
+use sled::{Batch, IVec, Tree};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -66,15 +67,79 @@ pub struct StoreOptions {
 /// The open database and its trees.
 pub struct Store {
     db: sled::Db,
-    tasks: Tree,
-    ready: Tree,
-    delayed: Tree,
-    inflight: Tree,
-    dead: Tree,
-    expiry: Tree,
-    queues: Tree,
-    waiting: Tree,
+    tree: Tree,
+    tasks: Space,
+    delayed: Space,
+    inflight: Space,
+    dead: Space,
+    expiry: Space,
+    queues: Space,
+    waiting: Space,
+    ready: Space,
     commit: GroupCommit,
+}
+
+/// The one-byte prefix of each key space.
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum Prefix {
+    Tasks = b't',
+    Ready = b'r',
+    Delayed = b'd',
+    Inflight = b'i',
+    Dead = b'x',
+    Expiry = b'e',
+    Queues = b'q',
+    Waiting = b'w',
+}
+
+/// One key space: the keys of one prefix in the shared tree, read without the prefix.
+struct Space {
+    tree: Tree,
+    prefix: u8,
+}
+
+type Item = sled::Result<(IVec, IVec)>;
+
+impl Space {
+    fn key(&self, k: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(k.len() + 1);
+        v.push(self.prefix);
+        v.extend_from_slice(k);
+        v
+    }
+
+    fn get(&self, k: &[u8]) -> sled::Result<Option<IVec>> {
+        self.tree.get(self.key(k))
+    }
+
+    fn bound(&self, b: Bound<Vec<u8>>, start: bool) -> Bound<Vec<u8>> {
+        match b {
+            Bound::Included(k) => Bound::Included(self.key(&k)),
+            Bound::Excluded(k) => Bound::Excluded(self.key(&k)),
+            Bound::Unbounded if start => Bound::Included(vec![self.prefix]),
+            Bound::Unbounded => Bound::Excluded(vec![self.prefix + 1]),
+        }
+    }
+
+    /// Keys in `range` (given without the prefix), returned without the prefix.
+    fn range(
+        &self,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    ) -> impl DoubleEndedIterator<Item = Item> {
+        let range = (self.bound(range.0, true), self.bound(range.1, false));
+        self.tree
+            .range(range)
+            .map(|item| item.map(|(k, v)| (IVec::from(&k[1..]), v)))
+    }
+
+    fn scan_prefix(&self, p: &[u8]) -> impl DoubleEndedIterator<Item = Item> {
+        self.range((Bound::Included(p.to_vec()), Bound::Excluded(prefix_end(p))))
+    }
+
+    fn iter(&self) -> impl DoubleEndedIterator<Item = Item> {
+        self.range((Bound::Unbounded, Bound::Unbounded))
+    }
 }
 
 impl Store {
@@ -88,17 +153,22 @@ impl Store {
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| Error::Unavailable(format!("cannot open the store in {dir:?}: {e}")))?;
-        let tree = |name: &str| db.open_tree(name).map_err(Error::from);
+        let tree = db.open_tree("tasq")?;
+        let space = |p: Prefix| Space {
+            tree: tree.clone(),
+            prefix: p as u8,
+        };
         Ok(Arc::new(Store {
-            tasks: tree("tasks")?,
-            ready: tree("ready")?,
-            delayed: tree("delayed")?,
-            inflight: tree("inflight")?,
-            dead: tree("dead")?,
-            expiry: tree("expiry")?,
-            queues: tree("queues")?,
-            waiting: tree("waiting")?,
+            tasks: space(Prefix::Tasks),
+            ready: space(Prefix::Ready),
+            delayed: space(Prefix::Delayed),
+            inflight: space(Prefix::Inflight),
+            dead: space(Prefix::Dead),
+            expiry: space(Prefix::Expiry),
+            queues: space(Prefix::Queues),
+            waiting: space(Prefix::Waiting),
             commit: GroupCommit::start(db.clone(), opts.fsync, metrics),
+            tree,
             db,
         }))
     }
@@ -120,39 +190,14 @@ impl Store {
     }
 
     /// Applies a set of writes atomically.
-    pub fn commit(&self, txn: &Txn) -> Result<()> {
-        (
-            &self.tasks,
-            &self.ready,
-            &self.delayed,
-            &self.inflight,
-            &self.dead,
-            &self.expiry,
-            &self.queues,
-            &self.waiting,
-        )
-            .transaction(
-                |(tasks, ready, delayed, inflight, dead, expiry, queues, waiting)| {
-                    tasks.apply_batch(&txn.tasks)?;
-                    ready.apply_batch(&txn.ready)?;
-                    delayed.apply_batch(&txn.delayed)?;
-                    inflight.apply_batch(&txn.inflight)?;
-                    dead.apply_batch(&txn.dead)?;
-                    expiry.apply_batch(&txn.expiry)?;
-                    queues.apply_batch(&txn.queues)?;
-                    waiting.apply_batch(&txn.waiting)?;
-                    Ok::<_, ConflictableTransactionError<()>>(())
-                },
-            )
-            .map_err(|e| match e {
-                TransactionError::Storage(e) => Error::from(e),
-                TransactionError::Abort(()) => Error::Internal("transaction aborted".into()),
-            })
+    pub fn commit(&self, txn: Txn) -> Result<()> {
+        self.tree.apply_batch(txn.batch)?;
+        Ok(())
     }
 
     /// Reads one task record.
     pub fn task(&self, queue: &QueueKey, task_id: &str) -> Result<Option<TaskRecord>> {
-        match self.tasks.get(keys::task_key(queue, task_id))? {
+        match self.tasks.get(&keys::task_key(queue, task_id))? {
             None => Ok(None),
             Some(raw) => decode_record(&raw).map(Some),
         }
@@ -160,7 +205,7 @@ impl Store {
 
     /// Reads a queue's counters (zero for a queue never used).
     pub fn meta(&self, queue: &QueueKey) -> Result<Option<QueueMeta>> {
-        match self.queues.get(keys::queue_prefix(queue))? {
+        match self.queues.get(&keys::queue_prefix(queue))? {
             None => Ok(None),
             Some(raw) => serde_json::from_slice(&raw)
                 .map(Some)
@@ -233,7 +278,11 @@ impl Store {
     pub fn due_waiting(&self, now: u64, limit: usize) -> Result<Vec<(QueueKey, String)>> {
         let end = (now + 1).to_be_bytes().to_vec();
         let mut out = Vec::new();
-        for item in self.waiting.range(..end).take(limit) {
+        for item in self
+            .waiting
+            .range((Bound::Unbounded, Bound::Excluded(end)))
+            .take(limit)
+        {
             let (k, _) = item?;
             if let Some((_, queue, task_id)) = keys::decode_expiry(&k) {
                 out.push((queue, task_id));
@@ -353,7 +402,7 @@ impl Store {
         for (queue, meta) in &metas {
             txn.put_meta(queue, meta)?;
         }
-        self.commit(&txn)?;
+        self.commit(txn)?;
         self.flush()?;
         Ok(n)
     }
@@ -362,10 +411,14 @@ impl Store {
     pub fn purge_expired(&self, now: u64, limit: usize) -> Result<usize> {
         let end = (now + 1).to_be_bytes().to_vec();
         let mut n = 0;
-        for item in self.expiry.range(..end).take(limit) {
+        for item in self
+            .expiry
+            .range((Bound::Unbounded, Bound::Excluded(end)))
+            .take(limit)
+        {
             let (k, _) = item?;
             let mut txn = Txn::default();
-            txn.expiry.remove(k.clone());
+            txn.remove(Prefix::Expiry, &k);
             if let Some((_, queue, task_id)) = keys::decode_expiry(&k) {
                 // A record that changed since (redriven, re-added) is not finished any more.
                 if let Some(rec) = self.task(&queue, &task_id)? {
@@ -375,7 +428,7 @@ impl Store {
                     }
                 }
             }
-            self.commit(&txn)?;
+            self.commit(txn)?;
         }
         Ok(n)
     }
@@ -396,7 +449,7 @@ impl Store {
 
     /// Number of task records stored (for tests and diagnostics).
     pub fn task_count(&self) -> usize {
-        self.tasks.len()
+        self.tasks.iter().count()
     }
 }
 
@@ -433,94 +486,105 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// Writes to apply atomically with [`Store::commit`], in domain terms.
 #[derive(Default)]
 pub struct Txn {
-    tasks: Batch,
-    ready: Batch,
-    delayed: Batch,
-    inflight: Batch,
-    dead: Batch,
-    expiry: Batch,
-    queues: Batch,
-    waiting: Batch,
+    batch: Batch,
 }
 
 impl Txn {
+    fn insert(&mut self, space: Prefix, key: &[u8], value: impl Into<IVec>) {
+        let mut k = Vec::with_capacity(key.len() + 1);
+        k.push(space as u8);
+        k.extend_from_slice(key);
+        self.batch.insert(k, value);
+    }
+
+    fn remove(&mut self, space: Prefix, key: &[u8]) {
+        let mut k = Vec::with_capacity(key.len() + 1);
+        k.push(space as u8);
+        k.extend_from_slice(key);
+        self.batch.remove(k);
+    }
+
     /// Stores a task record.
     pub fn put_task(&mut self, queue: &QueueKey, rec: &TaskRecord) -> Result<()> {
         let raw = serde_json::to_vec(rec)
             .map_err(|e| Error::Internal(format!("cannot encode a task record: {e}")))?;
-        self.tasks.insert(keys::task_key(queue, &rec.task_id), raw);
+        self.insert(Prefix::Tasks, &keys::task_key(queue, &rec.task_id), raw);
         Ok(())
     }
 
     /// Deletes a task record.
     pub fn delete_task(&mut self, queue: &QueueKey, task_id: &str) {
-        self.tasks.remove(keys::task_key(queue, task_id));
+        self.remove(Prefix::Tasks, &keys::task_key(queue, task_id));
     }
 
     /// Adds a ready index entry.
     pub fn put_ready(&mut self, queue: &QueueKey, pos: ReadyPos, entry: &Entry) {
-        self.ready.insert(pos.key(queue), entry.encode());
+        self.insert(Prefix::Ready, &pos.key(queue), entry.encode());
     }
 
     /// Removes a ready index entry.
     pub fn del_ready(&mut self, queue: &QueueKey, pos: ReadyPos) {
-        self.ready.remove(pos.key(queue));
+        self.remove(Prefix::Ready, &pos.key(queue));
     }
 
     /// Adds a delayed index entry.
     pub fn put_delayed(&mut self, queue: &QueueKey, due: u64, seq: u64, entry: &Entry) {
-        self.delayed
-            .insert(keys::delayed_key(queue, due, seq), entry.encode());
+        self.insert(
+            Prefix::Delayed,
+            &keys::delayed_key(queue, due, seq),
+            entry.encode(),
+        );
     }
 
     /// Removes a delayed index entry.
     pub fn del_delayed(&mut self, queue: &QueueKey, due: u64, seq: u64) {
-        self.delayed.remove(keys::delayed_key(queue, due, seq));
+        self.remove(Prefix::Delayed, &keys::delayed_key(queue, due, seq));
     }
 
     /// Marks a task leased.
     pub fn put_inflight(&mut self, queue: &QueueKey, task_id: &str) {
-        self.inflight.insert(keys::task_key(queue, task_id), &[]);
+        self.insert(Prefix::Inflight, &keys::task_key(queue, task_id), &[]);
     }
 
     /// Unmarks a leased task.
     pub fn del_inflight(&mut self, queue: &QueueKey, task_id: &str) {
-        self.inflight.remove(keys::task_key(queue, task_id));
+        self.remove(Prefix::Inflight, &keys::task_key(queue, task_id));
     }
 
     /// Lists a dead letter.
     pub fn put_dead(&mut self, queue: &QueueKey, at: u64, seq: u64, task_id: &str) {
-        self.dead
-            .insert(keys::dead_key(queue, at, seq), task_id.as_bytes());
+        self.insert(
+            Prefix::Dead,
+            &keys::dead_key(queue, at, seq),
+            task_id.as_bytes(),
+        );
     }
 
     /// Unlists a dead letter.
     pub fn del_dead(&mut self, queue: &QueueKey, at: u64, seq: u64) {
-        self.dead.remove(keys::dead_key(queue, at, seq));
+        self.remove(Prefix::Dead, &keys::dead_key(queue, at, seq));
     }
 
     /// Schedules the purge of a finished record.
     pub fn put_expiry(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
-        self.expiry
-            .insert(keys::expiry_key(at, queue, task_id), &[]);
+        self.insert(Prefix::Expiry, &keys::expiry_key(at, queue, task_id), &[]);
     }
 
     /// Records a task's schedule-to-start deadline.
     pub fn put_waiting(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
-        self.waiting
-            .insert(keys::expiry_key(at, queue, task_id), &[]);
+        self.insert(Prefix::Waiting, &keys::expiry_key(at, queue, task_id), &[]);
     }
 
     /// Clears a task's schedule-to-start deadline.
     pub fn del_waiting(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
-        self.waiting.remove(keys::expiry_key(at, queue, task_id));
+        self.remove(Prefix::Waiting, &keys::expiry_key(at, queue, task_id));
     }
 
     /// Stores a queue's counters.
     pub fn put_meta(&mut self, queue: &QueueKey, meta: &QueueMeta) -> Result<()> {
         let raw = serde_json::to_vec(meta)
             .map_err(|e| Error::Internal(format!("cannot encode queue counters: {e}")))?;
-        self.queues.insert(keys::queue_prefix(queue), raw);
+        self.insert(Prefix::Queues, &keys::queue_prefix(queue), raw);
         Ok(())
     }
 }

@@ -4,18 +4,26 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{AppState, MaybeJson};
+use super::{AppState, MaybeJson, Role, RouteSpec};
 use crate::error::Result;
 use crate::model::{LeaseToken, TaskError};
 use crate::queue::messages::{Heartbeat, Settle, SettleOp};
+use actix_web::http::Method;
 
-/// Mounts the lease routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/leases/{lease}/complete").route(web::post().to(complete)))
-        .service(web::resource("/api/v1/leases/{lease}/fail").route(web::post().to(fail)))
-        .service(
-            web::resource("/api/v1/leases/{lease}/heartbeat").route(web::post().to(heartbeat)),
-        );
+/// The lease routes.
+pub fn routes() -> Vec<RouteSpec> {
+    let at = |op: &str| format!("/api/v1/leases/{{lease}}/{op}");
+    vec![
+        RouteSpec::new(Method::POST, at("complete"), Role::Worker, || {
+            web::post().to(complete)
+        }),
+        RouteSpec::new(Method::POST, at("fail"), Role::Worker, || {
+            web::post().to(fail)
+        }),
+        RouteSpec::new(Method::POST, at("heartbeat"), Role::Worker, || {
+            web::post().to(heartbeat)
+        }),
+    ]
 }
 
 #[derive(Default, Deserialize)]

@@ -18,6 +18,7 @@ use std::time::Instant;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::Method;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::web::{self, BytesMut};
 use actix_web::{FromRequest, HttpRequest, ResponseError};
@@ -86,14 +87,93 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 web::QueryConfig::default()
                     .error_handler(|e, _| Error::invalid(format!("bad query string: {e}")).into()),
             );
-        ops::configure(cfg);
-        tasks::configure(cfg);
-        poll::configure(cfg);
-        leases::configure(cfg);
-        queues::configure(cfg);
-        ws::configure(cfg);
+        // Every method of one path must sit in one resource: actix picks the resource by path.
+        let mut by_path: Vec<(String, Vec<RouteSpec>)> = Vec::new();
+        for route in routes() {
+            match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+                Some((_, list)) => list.push(route),
+                None => by_path.push((route.path.clone(), vec![route])),
+            }
+        }
+        for (path, list) in by_path {
+            let mut resource = web::resource(path);
+            for route in list {
+                resource = resource.route((route.handler)());
+            }
+            cfg.service(resource);
+        }
         cfg.default_service(web::to(not_found));
     }
+}
+
+/// Who may call a route when auth is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Anyone (health probes).
+    Public,
+    /// `/metrics`, guarded by its own token when one is set.
+    Metrics,
+    /// Add, batch, status, cancel.
+    Producer,
+    /// Poll, connect, settle.
+    Worker,
+    /// Config, dead letters, describe, list.
+    Admin,
+}
+
+/// One route of the API: the single table that both mounts the routes and tells which role
+/// each needs, so the two cannot drift apart (the OpenAPI test reads it too).
+pub struct RouteSpec {
+    /// HTTP method.
+    pub method: Method,
+    /// Path pattern as mounted (actix syntax, the `route` label of the HTTP metrics).
+    pub path: String,
+    /// Path as the contract writes it, where it differs from the mounted pattern.
+    pub contract_path: String,
+    /// Role needed when auth is on.
+    pub role: Role,
+    handler: fn() -> actix_web::Route,
+}
+
+impl RouteSpec {
+    /// A route mounted at `path`.
+    pub fn new(
+        method: Method,
+        path: impl Into<String>,
+        role: Role,
+        handler: fn() -> actix_web::Route,
+    ) -> Self {
+        let path = path.into();
+        RouteSpec {
+            method,
+            contract_path: path.clone(),
+            path,
+            role,
+            handler,
+        }
+    }
+
+    /// Names the route in the contract by another path than its mounted pattern.
+    pub fn in_contract_as(mut self, path: impl Into<String>) -> Self {
+        self.contract_path = path.into();
+        self
+    }
+}
+
+/// Every route the server mounts.
+pub fn routes() -> Vec<RouteSpec> {
+    [
+        ops::routes(),
+        tasks::routes(),
+        poll::routes(),
+        leases::routes(),
+        queues::routes(),
+        ws::routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Builds the app that `tasq serve` runs: the API plus its middleware.

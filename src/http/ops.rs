@@ -3,14 +3,23 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, Role, RouteSpec};
 use crate::error::Error;
+use actix_web::http::Method;
 
-/// Mounts the operations routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+/// The operations routes.
+pub fn routes() -> Vec<RouteSpec> {
+    vec![
+        RouteSpec::new(Method::GET, "/healthz", Role::Public, || {
+            web::get().to(healthz)
+        }),
+        RouteSpec::new(Method::GET, "/readyz", Role::Public, || {
+            web::get().to(readyz)
+        }),
+        RouteSpec::new(Method::GET, "/metrics", Role::Metrics, || {
+            web::get().to(metrics)
+        }),
+    ]
 }
 
 async fn healthz() -> HttpResponse {

@@ -10,7 +10,7 @@ use actix::Addr;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::{queue_key, AppState, JsonBody, QUEUE_PATH};
+use super::{queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
 use crate::model::{
     present, validate_identity, validate_name, Task, MAX_POLL_TASKS, MAX_POLL_WAIT_MS,
@@ -18,13 +18,19 @@ use crate::model::{
 use crate::queue::messages::{ForgetWaiter, GaveUp, Poll, PollOutcome};
 use crate::queue::pollers::Delivery;
 use crate::queue::QueueActor;
+use actix_web::http::Method;
 
 /// Default `wait_ms` of a poll.
 pub const DEFAULT_POLL_WAIT_MS: u64 = 60_000;
 
-/// Mounts the poll route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(format!("{QUEUE_PATH}/poll")).route(web::post().to(poll)));
+/// The poll route.
+pub fn routes() -> Vec<RouteSpec> {
+    vec![RouteSpec::new(
+        Method::POST,
+        format!("{QUEUE_PATH}/poll"),
+        Role::Worker,
+        || web::post().to(poll),
+    )]
 }
 
 #[derive(Deserialize)]

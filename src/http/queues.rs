@@ -6,28 +6,51 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{queue_key, AppState, JsonBody, QUEUE_PATH};
+use super::{queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::model::{present, validate_name, QueueKey, QueueType};
 use crate::queue::messages::{Describe, Redrive, SetConfig};
 use crate::queue::throttle::RateLimit;
+use actix_web::http::Method;
 
 /// Largest page of the queue list.
 const MAX_LIST_LIMIT: usize = 1000;
 
-/// Mounts the queue routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/namespaces/{namespace}/task-queues/{queue}")
-            .route(web::get().to(describe)),
-    )
-    .service(web::resource("/api/v1/namespaces/{namespace}/task-queues").route(web::get().to(list)))
-    .service(web::resource(format!("{QUEUE_PATH}/config")).route(web::put().to(set_config)))
-    .service(web::resource(format!("{QUEUE_PATH}/dead-letters")).route(web::get().to(dead_letters)))
-    .service(
-        web::resource(format!("{QUEUE_PATH}/dead-letters/redrive")).route(web::post().to(redrive)),
-    );
+/// The queue routes.
+pub fn routes() -> Vec<RouteSpec> {
+    vec![
+        RouteSpec::new(
+            Method::GET,
+            "/api/v1/namespaces/{namespace}/task-queues/{queue}",
+            Role::Admin,
+            || web::get().to(describe),
+        ),
+        RouteSpec::new(
+            Method::GET,
+            "/api/v1/namespaces/{namespace}/task-queues",
+            Role::Admin,
+            || web::get().to(list),
+        ),
+        RouteSpec::new(
+            Method::PUT,
+            format!("{QUEUE_PATH}/config"),
+            Role::Admin,
+            || web::put().to(set_config),
+        ),
+        RouteSpec::new(
+            Method::GET,
+            format!("{QUEUE_PATH}/dead-letters"),
+            Role::Admin,
+            || web::get().to(dead_letters),
+        ),
+        RouteSpec::new(
+            Method::POST,
+            format!("{QUEUE_PATH}/dead-letters/redrive"),
+            Role::Admin,
+            || web::post().to(redrive),
+        ),
+    ]
 }
 
 type QueuePath = web::Path<(String, String, String)>;

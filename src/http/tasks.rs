@@ -7,22 +7,35 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{decode, queue_key, AppState, JsonBody, QUEUE_PATH};
+use super::{decode, queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
 use crate::model::{
     validate_name, AddTaskRequest, NewTask, QueueKey, TaskRecord, MAX_BATCH, MAX_STATUS_WAIT_MS,
 };
 use crate::queue::messages::{AddTasks, Cancel, Watch, WatchTask};
+use actix_web::http::Method;
 
-/// Mounts the task routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(format!("{QUEUE_PATH}/tasks")).route(web::post().to(add)))
-        .service(
-            web::resource(format!("{QUEUE_PATH}/tasks/{{task_id}}"))
-                .route(web::get().to(status))
-                .route(web::delete().to(cancel))
-                .route(web::post().to(add_batch)),
-        );
+/// The task routes.
+pub fn routes() -> Vec<RouteSpec> {
+    let task = format!("{QUEUE_PATH}/tasks/{{task_id}}");
+    vec![
+        RouteSpec::new(
+            Method::POST,
+            format!("{QUEUE_PATH}/tasks"),
+            Role::Producer,
+            || web::post().to(add),
+        ),
+        // `POST .../tasks/batch` shares the pattern of `.../tasks/{task_id}`, so that a task
+        // may still be called "batch"; the handler answers 404 for any other id.
+        RouteSpec::new(Method::POST, &task, Role::Producer, || {
+            web::post().to(add_batch)
+        })
+        .in_contract_as(format!("{QUEUE_PATH}/tasks/batch")),
+        RouteSpec::new(Method::GET, &task, Role::Producer, || web::get().to(status)),
+        RouteSpec::new(Method::DELETE, &task, Role::Producer, || {
+            web::delete().to(cancel)
+        }),
+    ]
 }
 
 type QueuePath = web::Path<(String, String, String)>;

@@ -18,13 +18,14 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::{queue_key, AppState, QUEUE_PATH};
+use super::{queue_key, AppState, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
 use crate::model::{validate_identity, validate_name, LeaseToken, TaskError};
 use crate::queue::messages::{
     AddCredit, Heartbeat, OpenSocket, Settle, SettleOp, SocketClosed, SocketEvent,
 };
 use crate::queue::QueueActor;
+use actix_web::http::Method;
 
 /// How often the server pings.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -33,9 +34,14 @@ const PONG_TIMEOUT: Duration = Duration::from_secs(45);
 /// Largest `n` of one credit frame.
 const MAX_CREDIT: i64 = 1000;
 
-/// Mounts the streaming route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(format!("{QUEUE_PATH}/connect")).route(web::get().to(connect)));
+/// The streaming route.
+pub fn routes() -> Vec<RouteSpec> {
+    vec![RouteSpec::new(
+        Method::GET,
+        format!("{QUEUE_PATH}/connect"),
+        Role::Worker,
+        || web::get().to(connect),
+    )]
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::auth::AuthConfig;
+
 /// `fsync` or `relaxed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +35,60 @@ impl Default for MetricsConfig {
         MetricsConfig {
             max_queue_series: 1000,
         }
+    }
+}
+
+/// Bounds on what clients may hold; past each, requests answer 429 `resource_exhausted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Polls parked at once in one queue.
+    pub max_parked_polls_per_queue: usize,
+    /// Polls parked at once in the whole server.
+    pub max_parked_polls: usize,
+    /// Open WebSocket connections.
+    pub max_websockets: usize,
+    /// Tasks leased at once in one queue; polls past it answer 429.
+    pub max_in_flight_per_queue: usize,
+    /// Open connections from one client address.
+    pub max_connections_per_client: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_parked_polls_per_queue: 10_000,
+            max_parked_polls: 100_000,
+            max_websockets: 10_000,
+            max_in_flight_per_queue: 100_000,
+            max_connections_per_client: 4096,
+        }
+    }
+}
+
+/// Store bounds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Above this many bytes on disk, adds answer 429 while dispatch and settles go on, so a
+    /// full disk drains; 0 = no bound.
+    pub max_bytes: u64,
+}
+
+/// HTTPS and WSS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; empty = plain HTTP.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+}
+
+impl TlsConfig {
+    /// True when both files are set.
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty() && !self.key.is_empty()
     }
 }
 
@@ -69,6 +125,14 @@ pub struct Config {
     pub log_level: String,
     /// Metrics settings.
     pub metrics: MetricsConfig,
+    /// API keys.
+    pub auth: AuthConfig,
+    /// HTTPS.
+    pub tls: TlsConfig,
+    /// Client bounds.
+    pub limits: LimitsConfig,
+    /// Store bounds.
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -87,6 +151,10 @@ impl Default for Config {
             cache_capacity_bytes: 64 << 20,
             log_level: "info".into(),
             metrics: MetricsConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -103,6 +171,8 @@ pub struct Overrides {
     pub bind: Option<SocketAddr>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--insecure`: serve a non-loopback address with auth off.
+    pub insecure: bool,
 }
 
 impl Config {
@@ -151,6 +221,13 @@ impl Config {
             config.data_dir = dir.clone();
         }
         config.validate()?;
+        if !config.auth.enabled && !config.bind.ip().is_loopback() && !overrides.insecure {
+            return Err(ConfigError(format!(
+                "config key `auth.enabled`: refusing to serve {} with auth off; turn auth on, \
+                 bind a loopback address, or pass --insecure",
+                config.bind
+            )));
+        }
         Ok(config)
     }
 
@@ -170,6 +247,30 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
+        }
+        if let Err((key, why)) = self.auth.validate() {
+            return bad(&key, why);
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return bad("tls.cert", "tls.cert and tls.key must be set together");
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            (
+                "limits.max_parked_polls_per_queue",
+                l.max_parked_polls_per_queue,
+            ),
+            ("limits.max_parked_polls", l.max_parked_polls),
+            ("limits.max_websockets", l.max_websockets),
+            ("limits.max_in_flight_per_queue", l.max_in_flight_per_queue),
+            (
+                "limits.max_connections_per_client",
+                l.max_connections_per_client,
+            ),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
         }
         Ok(())
     }
@@ -328,6 +429,7 @@ mod tests {
             &Overrides {
                 bind: Some("127.0.0.1:3".parse().unwrap()),
                 data_dir: None,
+                insecure: false,
             },
         )
         .unwrap();
@@ -335,6 +437,56 @@ mod tests {
         assert_eq!(c.bind.port(), 3);
         assert_eq!(c.metrics.max_queue_series, 9);
         assert_eq!(c.queue_idle_timeout, Duration::from_secs(2));
+    }
+
+    /// Every key of a table, as dotted paths.
+    fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        if let Some(t) = v.as_table() {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                keys(&path, v, out);
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn shipped_config_documents_every_key_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tasq.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let shipped: toml::Value = toml::from_str(&text).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let (mut a, mut b) = (vec![], vec![]);
+        keys("", &shipped, &mut a);
+        keys("", &defaults, &mut b);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "config/tasq.toml must list exactly the settings");
+        let loaded = Config::load(Some(path.as_ref()), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(
+            toml::Value::try_from(loaded).unwrap(),
+            defaults,
+            "config/tasq.toml must hold the defaults"
+        );
+    }
+
+    #[test]
+    fn non_loopback_without_auth_needs_insecure() {
+        let open = Overrides {
+            bind: Some("0.0.0.0:7280".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let e = Config::load(None, env(&[]), &open).unwrap_err().to_string();
+        assert!(e.contains("--insecure"), "{e}");
+        let insecure = Overrides {
+            insecure: true,
+            ..open.clone()
+        };
+        assert!(Config::load(None, env(&[]), &insecure).is_ok());
     }
 
     #[test]

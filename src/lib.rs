@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: API keys per namespace and role, checked in constant time, reloadable.
 //! - [`config`]: every setting, its default, and loading (file < `TASQ_*` env < command line).
 //! - [`error`]: the one error type and its stable codes (`invalid_argument`, `lease_lost`…).
 //! - [`model`]: queue keys, task specs and validation, stored records, lease tokens.
@@ -19,6 +20,7 @@
 //! Tests in `tests/` drive the real binary over real HTTP; `config/tasq.toml` documents every
 //! setting; `docs/` holds the API and metrics contracts.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -33,6 +33,7 @@ pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> crate::error::Resul
             fsync: config.durability == Durability::Fsync,
             cache_capacity_bytes: config.cache_capacity_bytes,
             temporary: false,
+            max_bytes: config.storage.max_bytes,
         },
         metrics,
     )?;
@@ -43,8 +44,18 @@ pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> crate::error::Resul
     Ok(store)
 }
 
-/// Runs the server until SIGTERM / SIGINT. Must run inside an actix system.
-pub async fn run(config: Config) -> std::io::Result<()> {
+/// Where the configuration came from, to read it again on SIGHUP.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// `--config FILE`.
+    pub file: Option<std::path::PathBuf>,
+    /// The command line's settings.
+    pub overrides: crate::config::Overrides,
+}
+
+/// Runs the server until SIGTERM / SIGINT; SIGHUP reloads the API keys from `source`.
+/// Must run inside an actix system.
+pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     let config = Arc::new(config);
     let metrics = Metrics::new(config.metrics.max_queue_series);
     let store = open_store(&config, metrics.clone()).map_err(std::io::Error::other)?;
@@ -52,23 +63,34 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         store: store.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
+        parked: Arc::default(),
     }));
     let lifecycle = Arc::new(Lifecycle::default());
+    let auth = Arc::new(crate::auth::Auth::new(&config.auth));
+    actix_rt::spawn(reload_keys_on_hangup(auth.clone(), source));
     let state = AppState {
         queues: queues.clone(),
         store: store.clone(),
         config: config.clone(),
         metrics,
         lifecycle: lifecycle.clone(),
+        auth,
     };
+    let clients = crate::http::ClientConnections::new(config.limits.max_connections_per_client);
     let server = HttpServer::new(move || create_app(state.clone()))
+        .on_connect(move |conn, data| clients.on_connect(conn, data))
         .workers(config.http_threads())
         .disable_signals()
         // A poller that hangs up must be noticed at once: with half-closed connections
         // refused, actix drops the handler future on EOF, which unparks the poll.
         .h1_allow_half_closed(false)
-        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
-        .bind(config.bind)?;
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+    let (server, scheme) = if config.tls.enabled() {
+        let tls = tls_config(&config.tls)?;
+        (server.bind_rustls_0_23(config.bind, tls)?, "https")
+    } else {
+        (server.bind(config.bind)?, "http")
+    };
     let addr: SocketAddr = server.addrs().first().copied().unwrap_or(config.bind);
     let server = server.run();
     lifecycle.set_ready();
@@ -77,7 +99,7 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         config.data_dir.display(),
         config.durability
     );
-    println!("tasq listening on http://{addr}");
+    println!("tasq listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
 
     actix_rt::spawn(purge_loop(store.clone()));
@@ -93,6 +115,34 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     store.flush().map_err(std::io::Error::other)?;
     log::info!("stopped; store flushed");
     Ok(())
+}
+
+/// Loads the PEM certificate chain and key for HTTPS and WSS.
+fn tls_config(tls: &crate::config::TlsConfig) -> std::io::Result<rustls::ServerConfig> {
+    let bad = |what: &str, path: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("config key `tls.{what}`: cannot load {path}: {e}"))
+    };
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&tls.cert).map_err(|e| bad("cert", &tls.cert, &e))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| bad("cert", &tls.cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("cert", &tls.cert, &"no certificate in the file"));
+    }
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(&tls.key).map_err(|e| bad("key", &tls.key, &e))?,
+    ))
+    .map_err(|e| bad("key", &tls.key, &e))?
+    .ok_or_else(|| bad("key", &tls.key, &"no private key in the file"))?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| bad("key", &tls.key, &e))
 }
 
 async fn purge_loop(store: Arc<Store>) {
@@ -121,6 +171,24 @@ async fn purge_loop(store: Arc<Store>) {
             log::info!("purged {purged} finished task records past their retention");
         }
         tokio::time::sleep(PURGE_EVERY).await;
+    }
+}
+
+/// SIGHUP: reads the configuration again and swaps in its API keys; open connections stay.
+async fn reload_keys_on_hangup(auth: Arc<crate::auth::Auth>, source: ConfigSource) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        log::error!("cannot listen for SIGHUP; API keys will not reload");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match Config::load(source.file.as_deref(), std::env::vars(), &source.overrides) {
+            Ok(c) => {
+                auth.reload(&c.auth);
+                log::info!("SIGHUP: reloaded {} API keys", c.auth.keys.len());
+            }
+            Err(e) => log::error!("SIGHUP: keeping the current API keys: {e}"),
+        }
     }
 }
 

@@ -17,19 +17,22 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use actix_web::http::Method;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::web::{self, BytesMut};
+use actix_web::HttpMessage;
 use actix_web::{FromRequest, HttpRequest, ResponseError};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::{QueueKey, QueueType};
+use crate::model::{LeaseToken, QueueKey, QueueType};
 use crate::registry::Queues;
 use crate::storage::Store;
 
@@ -73,6 +76,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Ready / stopping.
     pub lifecycle: Arc<Lifecycle>,
+    /// API keys.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// Mounts the whole API (routes, body limits, error shapes, metrics) on `cfg`.
@@ -120,6 +125,18 @@ pub enum Role {
     Worker,
     /// Config, dead letters, describe, list.
     Admin,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Public => "public",
+            Role::Metrics => "metrics",
+            Role::Producer => "producer",
+            Role::Worker => "worker",
+            Role::Admin => "admin",
+        })
+    }
 }
 
 /// One route of the API: the single table that both mounts the routes and tells which role
@@ -202,12 +219,16 @@ async fn gatekeeper(
     let started = Instant::now();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let method = req.method().as_str().to_owned();
-    let res = match &state {
-        Some(s) if req.path().starts_with("/api/") && !s.lifecycle.serving() => {
-            let e = Error::Unavailable("the server is starting or shutting down".into());
-            req.into_response(e.error_response())
-        }
-        _ => next.call(req).await?.map_into_boxed_body(),
+    let refused = match &state {
+        Some(s) if req.path().starts_with("/api/") && !s.lifecycle.serving() => Some(
+            Error::Unavailable("the server is starting or shutting down".into()),
+        ),
+        Some(s) => authorize(s, &req).err(),
+        None => None,
+    };
+    let res = match refused {
+        Some(e) => req.into_response(e.error_response()),
+        None => next.call(req).await?.map_into_boxed_body(),
     };
     if let Some(s) = state {
         let route = res
@@ -225,6 +246,136 @@ async fn gatekeeper(
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)
+}
+
+/// Counts open connections per client address (`limits.max_connections_per_client`).
+#[derive(Debug)]
+pub struct ClientConnections {
+    open: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+    max: usize,
+}
+
+/// A connection's place in [`ClientConnections`], kept in the connection's data and given
+/// back when the connection closes.
+#[derive(Debug)]
+pub struct ConnectionTicket {
+    owner: Arc<ClientConnections>,
+    ip: std::net::IpAddr,
+    /// The client had too many connections open when this one came.
+    pub over: bool,
+}
+
+impl ClientConnections {
+    /// A counter allowing `max` connections per address.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(ClientConnections {
+            open: std::sync::Mutex::new(HashMap::new()),
+            max,
+        })
+    }
+
+    /// For `HttpServer::on_connect`: counts the connection and leaves its ticket in the
+    /// connection data, where [`gatekeeper`] finds it.
+    pub fn on_connect(
+        self: &Arc<Self>,
+        conn: &dyn std::any::Any,
+        data: &mut actix_web::dev::Extensions,
+    ) {
+        let Some(ip) = conn
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .and_then(|s| s.peer_addr().ok())
+            .map(|a| a.ip())
+        else {
+            return;
+        };
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_default();
+        *n += 1;
+        data.insert(ConnectionTicket {
+            owner: self.clone(),
+            ip,
+            over: *n > self.max,
+        });
+    }
+}
+
+impl Drop for ConnectionTicket {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The role each (method, pattern) needs, from the route table.
+fn role_of(method: &Method, pattern: &str) -> Option<Role> {
+    static ROLES: OnceLock<HashMap<(Method, String), Role>> = OnceLock::new();
+    ROLES
+        .get_or_init(|| {
+            routes()
+                .into_iter()
+                .map(|r| ((r.method, r.path), r.role))
+                .collect()
+        })
+        .get(&(method.clone(), pattern.to_string()))
+        .copied()
+}
+
+/// The namespace a request acts on: from the queue path, or from the lease token.
+fn namespace_of(path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix("/api/v1/namespaces/") {
+        return rest.split('/').next().map(str::to_string);
+    }
+    let lease = path.strip_prefix("/api/v1/leases/")?.split('/').next()?;
+    LeaseToken::decode(lease)
+        .ok()
+        .map(|t| t.queue.namespace().to_string())
+}
+
+/// With auth on, checks the bearer key against the route's role and namespace, and leaves
+/// the grant in the request for handlers that act on more than one request (WebSocket).
+fn authorize(state: &AppState, req: &ServiceRequest) -> Result<()> {
+    if req.conn_data::<ConnectionTicket>().is_some_and(|t| t.over) {
+        return Err(Error::ResourceExhausted {
+            message: format!(
+                "too many connections from this address (limits.max_connections_per_client = {})",
+                state.config.limits.max_connections_per_client
+            ),
+            retry_after_secs: 1,
+        });
+    }
+    let Some(pattern) = req.match_pattern() else {
+        return Ok(());
+    };
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match role_of(req.method(), &pattern) {
+        None | Some(Role::Public) => Ok(()),
+        Some(Role::Metrics) => state.auth.check_metrics(header),
+        Some(role) if state.auth.enabled() => {
+            let grant = state.auth.authenticate(header)?;
+            match namespace_of(req.path()) {
+                Some(ns) => grant.allows(role, &ns)?,
+                // An undecodable lease is answered lease_lost by its handler; the key must
+                // still hold the role.
+                None if grant.has_role(role) => {}
+                None => {
+                    return Err(Error::PermissionDenied(format!(
+                        "this key may not act as {role}"
+                    )))
+                }
+            }
+            req.extensions_mut().insert(grant);
+            Ok(())
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse> {

@@ -9,7 +9,9 @@
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+
+use crate::auth::Grant;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -81,6 +83,14 @@ async fn connect(
     if let Some(b) = &q.build_id {
         validate_name("build_id", b)?;
     }
+    let max = state.config.limits.max_websockets;
+    if state.metrics.websocket_connections.get() >= max as i64 {
+        return Err(Error::ResourceExhausted {
+            message: format!("{max} WebSocket connections are open (limits.max_websockets)"),
+            retry_after_secs: 1,
+        });
+    }
+    let grant = req.extensions().get::<Grant>().cloned();
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| Error::invalid(format!("not a WebSocket upgrade: {e}")))?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -101,6 +111,7 @@ async fn connect(
         owner,
         socket_id,
         session,
+        grant,
     };
     actix_rt::spawn(conn.run(stream, rx));
     Ok(response)
@@ -112,6 +123,8 @@ struct Connection {
     owner: Addr<QueueActor>,
     socket_id: u64,
     session: Session,
+    /// The key the socket connected with (auth on): settles on it are checked against it.
+    grant: Option<Grant>,
 }
 
 impl Connection {
@@ -246,8 +259,9 @@ impl Connection {
                 let state = self.state.clone();
                 let mut session = self.session.clone();
                 let op = op.to_string();
+                let grant = self.grant.clone();
                 actix_rt::spawn(async move {
-                    let frame = match settle(&state, &op, value).await {
+                    let frame = match settle(&state, grant.as_ref(), &op, value).await {
                         Ok(frame) => frame,
                         Err(e) => error_frame(lease.as_deref(), &e),
                     };
@@ -304,9 +318,18 @@ struct SettleFrame {
 }
 
 /// Runs a complete / fail / heartbeat frame and returns the frame that answers it.
-async fn settle(state: &AppState, op: &str, value: serde_json::Value) -> Result<String> {
+async fn settle(
+    state: &AppState,
+    grant: Option<&Grant>,
+    op: &str,
+    value: serde_json::Value,
+) -> Result<String> {
     let f: SettleFrame = frame(value)?;
     let token = LeaseToken::decode(&f.lease)?;
+    if let Some(g) = grant {
+        // A lease taken in one namespace cannot be settled with a key for another.
+        g.allows(Role::Worker, token.queue.namespace())?;
+    }
     let queue = token.queue.clone();
     if op == "heartbeat" {
         let msg = Heartbeat {

@@ -227,6 +227,7 @@ mod tests {
                 fsync: false,
                 cache_capacity_bytes: 1 << 20,
                 temporary: true,
+                max_bytes: 0,
             },
             Metrics::new(10),
         )

@@ -39,7 +39,7 @@ use backlog::Backlog;
 use fairness::FairClock;
 use leases::Leases;
 use messages::*;
-use pollers::{eligible, Delivery, PollersSeen, Sink, Waiter, Waiters};
+use pollers::{eligible, Delivery, PollersSeen, Sink, Slot, Waiter, Waiters};
 use rates::Rate;
 use throttle::{RateLimit, Source, Throttle};
 
@@ -54,6 +54,8 @@ pub struct Env {
     pub config: Arc<Config>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Polls parked in all queues (bounded by `limits.max_parked_polls`).
+    pub parked: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Sent to the registry when a queue actor stops, so it forgets that address.
@@ -270,6 +272,11 @@ impl QueueActor {
         tasks: &[crate::model::NewTask],
         ctx: &mut Context<Self>,
     ) -> Result<Vec<AddResult>> {
+        if self.env.store.is_full() {
+            return Err(exhausted(
+                "the store is over storage.max_bytes; adds resume as tasks drain".into(),
+            ));
+        }
         let now = now_ms();
         let instant = Instant::now();
         let mut txn = Txn::default();
@@ -302,7 +309,9 @@ impl QueueActor {
                 first_due = Some(first_due.map_or(due, |d| d.min(due)));
             } else {
                 let entry = entry_of(&rec, now);
-                let waiter = if self.shutting_down || self.waiters.is_empty() {
+                let full = self.leases.len() + sync.len()
+                    >= self.env.config.limits.max_in_flight_per_queue;
+                let waiter = if self.shutting_down || self.waiters.is_empty() || full {
                     None
                 } else if !self.throttle.has_token(instant) {
                     self.throttled = true;
@@ -411,7 +420,8 @@ impl QueueActor {
         let now = now_ms();
         let instant = Instant::now();
         let mut out = Vec::new();
-        while out.len() < max && self.meta.ready > 0 {
+        let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
+        while out.len() < max && self.meta.ready > 0 && self.leases.len() < max_in_flight {
             if !self.throttle.has_token(instant) {
                 self.throttled = true;
                 self.metrics.rate_limited.inc();
@@ -506,6 +516,7 @@ impl QueueActor {
             max_tasks: 1,
             deadline: far_future(),
             sink: Sink::Socket(socket_id),
+            slot: None,
         };
         self.waiters.push(w);
     }
@@ -1295,6 +1306,14 @@ impl Actor for QueueActor {
     }
 }
 
+/// A 429 asking the client to come back in a second.
+fn exhausted(message: String) -> Error {
+    Error::ResourceExhausted {
+        message,
+        retry_after_secs: 1,
+    }
+}
+
 /// (task id, lease id) of a running record.
 fn lease_of(rec: &TaskRecord) -> Option<(String, u64)> {
     rec.lease.as_ref().map(|l| (rec.task_id.clone(), l.id))
@@ -1351,12 +1370,32 @@ impl Handler<Poll> for QueueActor {
             });
             self.apply_limit();
         }
+        let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
+        if self.leases.len() >= max_in_flight {
+            return Err(exhausted(format!(
+                "{} already has {max_in_flight} tasks in flight (limits.max_in_flight_per_queue)",
+                self.key
+            )));
+        }
         let types = msg.task_types.clone();
         let accepts = |e: &Entry| eligible(types.as_deref(), &msg.identity, e, now);
         let recs = self.lease_ready(&accepts, msg.max_tasks, &msg.identity)?;
         let outcome = if !recs.is_empty() {
             PollOutcome::Now(self.delivery(recs, ctx))
         } else if let Some(deadline) = msg.park_until {
+            let limits = &self.env.config.limits;
+            if self.waiters.polls() >= limits.max_parked_polls_per_queue {
+                return Err(exhausted(format!(
+                    "{} already has {} parked polls (limits.max_parked_polls_per_queue)",
+                    self.key, limits.max_parked_polls_per_queue
+                )));
+            }
+            let slot = Slot::take(&self.env.parked, limits.max_parked_polls).ok_or_else(|| {
+                exhausted(format!(
+                    "the server already has {} parked polls (limits.max_parked_polls)",
+                    limits.max_parked_polls
+                ))
+            })?;
             let (tx, rx) = oneshot::channel();
             let id = self.waiters.next_id();
             self.waiters.push(Waiter {
@@ -1366,6 +1405,7 @@ impl Handler<Poll> for QueueActor {
                 max_tasks: msg.max_tasks,
                 deadline,
                 sink: Sink::Poll(tx),
+                slot: Some(slot),
             });
             PollOutcome::Parked {
                 owner: ctx.address(),

@@ -92,6 +92,31 @@ pub fn eligible(task_types: Option<&[String]>, identity: &str, entry: &Entry, no
             .is_none_or(|r| r.identity == identity || r.fallback_at.is_some_and(|at| at <= now_ms))
 }
 
+/// One of a bounded number of places, given back when dropped (parked polls in total).
+pub struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    /// Takes a place if fewer than `max` are taken.
+    pub fn take(
+        taken: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        max: usize,
+    ) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(taken.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// One parked poll.
 pub struct Waiter {
     /// Unique within the actor.
@@ -106,6 +131,8 @@ pub struct Waiter {
     pub deadline: Instant,
     /// Where the tasks go.
     pub sink: Sink,
+    /// Its place among the server's parked polls (none for sockets).
+    pub slot: Option<Slot>,
 }
 
 /// Where a waiter's tasks go.
@@ -172,6 +199,14 @@ impl Waiters {
         let before = self.queue.len();
         self.queue.retain(|w| w.is_live(now));
         before - self.queue.len()
+    }
+
+    /// Number of parked HTTP polls (sockets not counted).
+    pub fn polls(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|w| matches!(w.sink, Sink::Poll(_)))
+            .count()
     }
 
     /// Removes the waiter of socket `socket_id`, if it is waiting.

@@ -62,6 +62,8 @@ pub struct StoreOptions {
     pub cache_capacity_bytes: u64,
     /// A temporary store, deleted when closed (tests, embedders).
     pub temporary: bool,
+    /// Above this many bytes on disk the store reports itself full (0 = never).
+    pub max_bytes: u64,
 }
 
 /// The open database and its trees.
@@ -77,6 +79,7 @@ pub struct Store {
     waiting: Space,
     ready: Space,
     commit: GroupCommit,
+    full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The one-byte prefix of each key space.
@@ -168,9 +171,15 @@ impl Store {
             queues: space(Prefix::Queues),
             waiting: space(Prefix::Waiting),
             commit: GroupCommit::start(db.clone(), opts.fsync, metrics),
+            full: watch_size(&db, opts.max_bytes),
             tree,
             db,
         }))
+    }
+
+    /// True while the store is over `storage.max_bytes`: adds are refused, the rest goes on.
+    pub fn is_full(&self) -> bool {
+        self.full.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A unique, increasing sequence number (sled's id generator survives restarts).
@@ -451,6 +460,42 @@ impl Store {
     pub fn task_count(&self) -> usize {
         self.tasks.iter().count()
     }
+}
+
+/// Checks the store's size on disk every second against `max_bytes` (0: never full). The
+/// thread holds only a weak handle, so it ends when the store is dropped.
+fn watch_size(db: &sled::Db, max_bytes: u64) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let full = Arc::new(AtomicBool::new(false));
+    if max_bytes == 0 {
+        return full;
+    }
+    let flag = Arc::downgrade(&full);
+    let db = db.clone();
+    let spawned = std::thread::Builder::new()
+        .name("tasq-disk-watch".into())
+        .spawn(move || {
+            while let Some(flag) = flag.upgrade() {
+                match db.size_on_disk() {
+                    Ok(size) => {
+                        let over = size > max_bytes;
+                        if flag.swap(over, Ordering::Relaxed) != over {
+                            log::warn!(
+                                "store is {size} bytes: adds are {} (storage.max_bytes = {max_bytes})",
+                                if over { "refused" } else { "accepted again" }
+                            );
+                        }
+                    }
+                    Err(e) => log::error!("cannot read the store's size: {e}"),
+                }
+                drop(flag);
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot watch the store's size: {e}");
+    }
+    full
 }
 
 /// The index entry of a pending record that became ready at `ready_at`.

@@ -14,15 +14,22 @@
 //! - [`registry`]: the registry actor that spawns, supervises and forgets queue actors.
 //! - [`http`]: the actix-web API, one module per resource; JSON bodies and errors.
 //! - [`metrics`]: every Prometheus metric on one explicit registry.
-//! - [`server`]: start-up (open, recover, serve), the purge task and graceful shutdown.
+//! - [`embed`]: the embedding API ([`Tasq`]): start the actor system in-process (own data dir
+//!   or a temporary store), then add, poll, settle, describe; mount the HTTP API on your own
+//!   actix-web `App`. `tasq serve` starts through it too.
+//! - [`server`]: `tasq serve`: the embedding start-up plus the HTTP server and signals.
+//! - [`cli`]: the command-line client in the same binary (`tasq task|queue|dead-letters`) and
+//!   the shell worker (`tasq worker QUEUE --exec CMD`), over HTTP.
 //! - [`clock`]: epoch milliseconds and RFC 3339.
 //!
 //! Tests in `tests/` drive the real binary over real HTTP; `config/tasq.toml` documents every
 //! setting; `docs/` holds the API and metrics contracts.
 
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -33,4 +40,6 @@ pub mod server;
 pub mod storage;
 
 pub use config::Config;
+pub use embed::{Failure, PollSpec, TaskInfo, TaskSpec, Tasq};
 pub use error::Error;
+pub use model::{QueueKey, QueueType, Task};

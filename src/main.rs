@@ -1,12 +1,18 @@
-//! The `tasq` binary: parse the command line, load the configuration, serve.
+//! The `tasq` binary: parse the command line, then serve (`tasq`, `tasq serve`) or run a
+//! client subcommand (`tasq task|queue|dead-letters|worker`, see [`tasq::cli`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use tasq::cli::dead_letters::DeadLetterCommand;
+use tasq::cli::queue::QueueCommand;
+use tasq::cli::task::TaskCommand;
+use tasq::cli::worker::WorkerArgs;
+use tasq::cli::{CliResult, ClientArgs};
 use tasq::config::{Config, Overrides};
 
-/// tasq: a task-queue server with long-polling workers and a durable store.
+/// tasq: a task-queue server with long-polling workers and a durable store, and its client.
 #[derive(Parser)]
 #[command(name = "tasq", version, about)]
 struct Cli {
@@ -17,10 +23,38 @@ struct Cli {
     serve: ServeArgs,
 }
 
+/// A client command group: its subcommands and where they send their requests
+/// (`--server`, `--namespace`, `--api-key`, `--json` may come anywhere after the group name).
+#[derive(Args)]
+struct Group<C: Subcommand> {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: C,
+}
+
+/// `tasq worker`: where to poll, and the worker's own arguments.
+#[derive(Args)]
+struct WorkerCommand {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
     Serve(ServeArgs),
+    /// Add tasks, show their status, cancel them.
+    Task(Group<TaskCommand>),
+    /// Describe, list and configure task queues.
+    Queue(Group<QueueCommand>),
+    /// List and redrive dead letters (tasks that failed for good or timed out).
+    #[command(name = "dead-letters")]
+    DeadLetters(Group<DeadLetterCommand>),
+    /// Run a shell command per task of a queue (payload on stdin, task fields in TASQ_* env).
+    Worker(WorkerCommand),
     /// API keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -80,18 +114,29 @@ struct ServeArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+    let result: CliResult = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
         Some(Command::Key(KeyCommand::New {
             namespaces,
             roles,
             name,
         })) => {
             new_key(&namespaces, &roles, name);
-            return;
+            Ok(())
         }
-        None => cli.serve,
+        Some(Command::Task(g)) => tasq::cli::task::run(&g.client, g.command),
+        Some(Command::Queue(g)) => tasq::cli::queue::run(&g.client, g.command),
+        Some(Command::DeadLetters(g)) => tasq::cli::dead_letters::run(&g.client, g.command),
+        Some(Command::Worker(w)) => tasq::cli::worker::run(&w.client, w.worker),
     };
+    if let Err(e) = result {
+        eprintln!("tasq: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+fn serve(args: ServeArgs) -> CliResult {
     let overrides = Overrides {
         bind: args.bind,
         data_dir: args.data_dir,
@@ -114,4 +159,5 @@ fn main() {
         eprintln!("tasq: {e}");
         std::process::exit(1);
     }
+    Ok(())
 }

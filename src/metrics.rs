@@ -58,9 +58,20 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric on a registry of its own.
     pub fn new(max_queue_series: usize) -> Arc<Self> {
-        let registry = Registry::new();
+        Self::with_registry(max_queue_series, Registry::new())
+            .expect("a new registry holds no metric yet, so no name clashes")
+    }
+
+    /// Creates every metric and registers it on `registry`, e.g. an embedder's own, so one
+    /// scrape of that registry shows tasq's metrics beside the embedder's. `/metrics` then
+    /// renders the whole registry. Fails when a metric of the same name is registered there
+    /// already (for example by a second `Metrics` on the same registry).
+    pub fn with_registry(
+        max_queue_series: usize,
+        registry: Registry,
+    ) -> Result<Arc<Self>, prometheus::Error> {
         let latency = exponential_buckets(0.0005, 2.0, 18).expect("valid buckets");
         let q = &QUEUE_LABELS;
         let with =
@@ -233,9 +244,9 @@ impl Metrics {
             Box::new(build_info),
         ];
         for c in collectors {
-            m.registry.register(c).expect("metric names are unique");
+            m.registry.register(c)?;
         }
-        Arc::new(m)
+        Ok(Arc::new(m))
     }
 
     /// The registry, to gather or to merge into an embedder's own.

@@ -1,48 +1,21 @@
-//! Start-up, background work and graceful shutdown.
+//! `tasq serve`: start-up, HTTP(S) serving, key reloads and graceful shutdown.
 //!
-//! Start: open the store, put back tasks that were in flight at a crash, start the registry,
-//! bind, then print `tasq listening on http://ADDR` (tests and scripts wait for that line).
-//! SIGTERM / SIGINT: `/readyz` and new API requests answer 503, parked polls are answered
-//! `{"tasks": []}`, in-flight requests finish, the store is flushed, and `run` returns.
+//! Start: the embedding start-up ([`crate::embed`]: open the store, put back tasks that were in
+//! flight at a crash, start the registry and the purge of old records), then bind and print
+//! `tasq listening on http://ADDR` (or `https://`; tests and scripts wait for that line).
+//! SIGHUP reloads the API keys. SIGTERM / SIGINT: `/readyz` and new API requests answer 503,
+//! parked polls are answered `{"tasks": []}`, in-flight requests finish, the store is flushed,
+//! and `run` returns.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::HttpServer;
 
-use crate::clock::now_ms;
-use crate::config::{Config, Durability};
-use crate::http::{create_app, AppState, Lifecycle};
-use crate::metrics::Metrics;
-use crate::queue::Env;
-use crate::registry::Queues;
-use crate::storage::{Store, StoreOptions};
-
-/// How often finished records are purged.
-const PURGE_EVERY: Duration = Duration::from_secs(60);
-/// Records purged per storage pass.
-const PURGE_BATCH: usize = 10_000;
-
-/// Opens the store and recovers it: tasks in flight at a crash go back to their queues.
-pub fn open_store(config: &Config, metrics: Arc<Metrics>) -> crate::error::Result<Arc<Store>> {
-    let store = Store::open(
-        &config.data_dir,
-        &StoreOptions {
-            fsync: config.durability == Durability::Fsync,
-            cache_capacity_bytes: config.cache_capacity_bytes,
-            temporary: false,
-            max_bytes: config.storage.max_bytes,
-        },
-        metrics,
-    )?;
-    let requeued = store.recover_in_flight()?;
-    if requeued > 0 {
-        log::info!("recovery: {requeued} tasks in flight at the last stop are ready again");
-    }
-    Ok(store)
-}
+use crate::config::Config;
+use crate::embed::Tasq;
+use crate::http::create_app;
 
 /// Where the configuration came from, to read it again on SIGHUP.
 #[derive(Debug, Clone, Default)]
@@ -55,27 +28,14 @@ pub struct ConfigSource {
 
 /// Runs the server until SIGTERM / SIGINT; SIGHUP reloads the API keys from `source`.
 /// Must run inside an actix system.
+///
+/// The state is built by the embedding start-up ([`Tasq::start`]); this adds the HTTP server,
+/// TLS, the per-client connection limit, the ready line and the signal handling.
 pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
-    let config = Arc::new(config);
-    let metrics = Metrics::new(config.metrics.max_queue_series);
-    let store = open_store(&config, metrics.clone()).map_err(std::io::Error::other)?;
-    let queues = Queues::start(Arc::new(Env {
-        store: store.clone(),
-        config: config.clone(),
-        metrics: metrics.clone(),
-        parked: Arc::default(),
-    }));
-    let lifecycle = Arc::new(Lifecycle::default());
-    let auth = Arc::new(crate::auth::Auth::new(&config.auth));
-    actix_rt::spawn(reload_keys_on_hangup(auth.clone(), source));
-    let state = AppState {
-        queues: queues.clone(),
-        store: store.clone(),
-        config: config.clone(),
-        metrics,
-        lifecycle: lifecycle.clone(),
-        auth,
-    };
+    let tasq = Tasq::start(config).await.map_err(std::io::Error::other)?;
+    let config = tasq.config().clone();
+    let state = tasq.app_state();
+    actix_rt::spawn(reload_keys_on_hangup(state.auth.clone(), source));
     let clients = crate::http::ClientConnections::new(config.limits.max_connections_per_client);
     let server = HttpServer::new(move || create_app(state.clone()))
         .on_connect(move |conn, data| clients.on_connect(conn, data))
@@ -93,7 +53,6 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     };
     let addr: SocketAddr = server.addrs().first().copied().unwrap_or(config.bind);
     let server = server.run();
-    lifecycle.set_ready();
     log::info!(
         "serving on {addr}, store in {}, durability {:?}",
         config.data_dir.display(),
@@ -102,17 +61,21 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     println!("tasq listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
 
-    actix_rt::spawn(purge_loop(store.clone()));
     let handle = server.handle();
+    let stopping = tasq.clone();
     actix_rt::spawn(async move {
         wait_for_signal().await;
         log::info!("shutting down");
-        lifecycle.set_stopping();
-        queues.shutdown_all().await;
+        // New requests answer 503 and parked polls are answered empty at once; then the
+        // requests still running finish.
+        if let Err(e) = stopping.shutdown().await {
+            log::error!("flushing the store on shutdown failed: {e}");
+        }
         handle.stop(true).await;
     });
     server.await?;
-    store.flush().map_err(std::io::Error::other)?;
+    // Writes of the requests that finished during the stop are flushed too.
+    tasq.flush().await.map_err(std::io::Error::other)?;
     log::info!("stopped; store flushed");
     Ok(())
 }
@@ -143,35 +106,6 @@ fn tls_config(tls: &crate::config::TlsConfig) -> std::io::Result<rustls::ServerC
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .map_err(|e| bad("key", &tls.key, &e))
-}
-
-async fn purge_loop(store: Arc<Store>) {
-    loop {
-        let s = store.clone();
-        let purged = tokio::task::spawn_blocking(move || {
-            let mut total = 0;
-            loop {
-                match s.purge_expired(now_ms(), PURGE_BATCH) {
-                    Ok(n) => {
-                        total += n;
-                        if n < PURGE_BATCH {
-                            return total;
-                        }
-                    }
-                    Err(e) => {
-                        log::error!("purging finished tasks failed: {e}");
-                        return total;
-                    }
-                }
-            }
-        })
-        .await
-        .unwrap_or(0);
-        if purged > 0 {
-            log::info!("purged {purged} finished task records past their retention");
-        }
-        tokio::time::sleep(PURGE_EVERY).await;
-    }
 }
 
 /// SIGHUP: reads the configuration again and swaps in its API keys; open connections stay.

@@ -1,0 +1,259 @@
+//! `tasq task add | get | cancel`.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Map, Value};
+
+use super::client::{queue_path, task_path};
+use super::table::{clip, text, Table};
+use super::{millis, parse_duration, print_json, CliError, CliResult, ClientArgs, QueueArg};
+use crate::model::MAX_STATUS_WAIT_MS;
+
+/// `tasq task …`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum TaskCommand {
+    /// Add a task.
+    Add(AddArgs),
+    /// Show a task's status (optionally waiting until it ends).
+    Get(GetArgs),
+    /// Cancel a task: a pending one is never dispatched; a running one is asked to stop.
+    Cancel(CancelArgs),
+}
+
+/// `tasq task add QUEUE TASK_TYPE [PAYLOAD|-]`.
+#[derive(Args, Debug, Clone)]
+pub struct AddArgs {
+    #[command(flatten)]
+    queue: QueueArg,
+    /// What kind of work (workers filter on it).
+    task_type: String,
+    /// JSON payload; `-` reads it from standard input. Default `null`.
+    payload: Option<String>,
+    /// Idempotency key; adding an existing id changes nothing.
+    #[arg(long = "id", value_name = "ID")]
+    task_id: Option<String>,
+    /// 1 (first) … 5 (last).
+    #[arg(long)]
+    priority: Option<i64>,
+    /// Do not dispatch before this long from now (`5s`, `2m`).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    delay: Option<Duration>,
+    /// Lease length per attempt (default 60s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    start_to_close: Option<Duration>,
+    /// The lease also ends this long after the last heartbeat.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    heartbeat_timeout: Option<Duration>,
+    /// Longest wait in the queue, then the task times out (a dead letter).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    schedule_to_start: Option<Duration>,
+    /// Attempts in all (0 = unlimited, the default).
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Fairness key (tenant).
+    #[arg(long)]
+    fairness_key: Option<String>,
+    /// Header `NAME=VALUE`, delivered to the worker; repeatable.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    headers: Vec<String>,
+}
+
+/// `tasq task get QUEUE ID [--wait]`.
+#[derive(Args, Debug, Clone)]
+pub struct GetArgs {
+    #[command(flatten)]
+    queue: QueueArg,
+    /// Task id.
+    id: String,
+    /// Wait until the task is completed, failed, timed out or cancelled.
+    #[arg(long)]
+    wait: bool,
+    /// With `--wait`: give up after this long and show the status then (default: no limit).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "wait")]
+    timeout: Option<Duration>,
+}
+
+/// `tasq task cancel QUEUE ID`.
+#[derive(Args, Debug, Clone)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    queue: QueueArg,
+    /// Task id.
+    id: String,
+}
+
+/// Runs a `tasq task` subcommand.
+pub fn run(args: &ClientArgs, cmd: TaskCommand) -> CliResult {
+    match cmd {
+        TaskCommand::Add(a) => add(args, a),
+        TaskCommand::Get(a) => get(args, a),
+        TaskCommand::Cancel(a) => cancel(args, a),
+    }
+}
+
+/// Reads the payload argument: JSON text, `-` for standard input, absent for `null`.
+fn payload(arg: Option<&str>) -> CliResult<Value> {
+    let text = match arg {
+        None => return Ok(Value::Null),
+        Some("-") => {
+            let mut buf = String::new();
+            std::io::stdin()
+                .read_to_string(&mut buf)
+                .map_err(|e| CliError::usage(format!("cannot read the payload from stdin: {e}")))?;
+            buf
+        }
+        Some(text) => text.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::usage(format!(
+            "the payload is not JSON ({e}); a plain string must be quoted, e.g. '\"hello\"'"
+        ))
+    })
+}
+
+fn add(args: &ClientArgs, a: AddArgs) -> CliResult {
+    let key = args.key(&a.queue.queue, a.queue.kind)?;
+    let mut body = Map::new();
+    body.insert("task_type".into(), json!(a.task_type));
+    body.insert("payload".into(), payload(a.payload.as_deref())?);
+    let mut opt = |name: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            body.insert(name.into(), v);
+        }
+    };
+    opt("task_id", a.task_id.map(Value::from));
+    opt("priority", a.priority.map(Value::from));
+    opt("delay_ms", a.delay.map(|d| json!(millis(d))));
+    opt(
+        "start_to_close_timeout_ms",
+        a.start_to_close.map(|d| json!(millis(d))),
+    );
+    opt(
+        "heartbeat_timeout_ms",
+        a.heartbeat_timeout.map(|d| json!(millis(d))),
+    );
+    opt(
+        "schedule_to_start_timeout_ms",
+        a.schedule_to_start.map(|d| json!(millis(d))),
+    );
+    opt(
+        "retry",
+        a.max_attempts.map(|n| json!({ "max_attempts": n })),
+    );
+    opt("fairness_key", a.fairness_key.map(Value::from));
+    if !a.headers.is_empty() {
+        let mut headers = Map::new();
+        for h in &a.headers {
+            let (name, value) = h
+                .split_once('=')
+                .ok_or_else(|| CliError::usage(format!("--header {h:?} is not NAME=VALUE")))?;
+            headers.insert(name.to_string(), json!(value));
+        }
+        body.insert("headers".into(), Value::Object(headers));
+    }
+    let answer = args.client().post(
+        &format!("{}/tasks", queue_path(&key)),
+        &Value::Object(body),
+        Duration::ZERO,
+    )?;
+    if args.json {
+        print_json(&answer);
+    } else if answer["duplicate"] == json!(true) {
+        println!(
+            "task {} exists already in {key}; nothing changed",
+            text(&answer["task_id"])
+        );
+    } else {
+        println!("added task {} to {key}", text(&answer["task_id"]));
+    }
+    Ok(())
+}
+
+fn is_terminal(state: &Value) -> bool {
+    !matches!(state.as_str(), Some("pending") | Some("running") | None)
+}
+
+fn get(args: &ClientArgs, a: GetArgs) -> CliResult {
+    let key = args.key(&a.queue.queue, a.queue.kind)?;
+    let path = task_path(&key, &a.id).map_err(CliError::Local)?;
+    let client = args.client();
+    let deadline = a.timeout.map(|t| Instant::now() + t);
+    let status = loop {
+        let wait = if a.wait {
+            let left = deadline.map_or(Duration::from_millis(MAX_STATUS_WAIT_MS), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            left.min(Duration::from_millis(MAX_STATUS_WAIT_MS))
+        } else {
+            Duration::ZERO
+        };
+        let url = if wait.is_zero() {
+            path.clone()
+        } else {
+            format!("{path}?wait_ms={}", millis(wait))
+        };
+        let status = client.get(&url, wait)?;
+        let done = !a.wait
+            || is_terminal(&status["state"])
+            || deadline.is_some_and(|d| Instant::now() >= d);
+        if done {
+            break status;
+        }
+    };
+    print_status(args, &status);
+    Ok(())
+}
+
+fn cancel(args: &ClientArgs, a: CancelArgs) -> CliResult {
+    let key = args.key(&a.queue.queue, a.queue.kind)?;
+    let path = task_path(&key, &a.id).map_err(CliError::Local)?;
+    let status = args.client().delete(&path)?;
+    if args.json {
+        print_json(&status);
+        return Ok(());
+    }
+    match status["state"].as_str() {
+        Some("cancelled") => println!("task {} is cancelled", a.id),
+        Some("running") => println!(
+            "task {} is running; its worker is asked to stop (at its next heartbeat)",
+            a.id
+        ),
+        Some(other) => println!("task {} had ended already ({other}); nothing changed", a.id),
+        None => print_status(args, &status),
+    }
+    Ok(())
+}
+
+/// Prints a task status as `field  value` lines, or as JSON.
+fn print_status(args: &ClientArgs, status: &Value) {
+    if args.json {
+        print_json(status);
+        return;
+    }
+    let mut t = Table::new(&["FIELD", "VALUE"]);
+    for field in [
+        "task_id",
+        "task_type",
+        "state",
+        "attempt",
+        "added_at",
+        "updated_at",
+    ] {
+        t.row(vec![field.into(), text(&status[field])]);
+    }
+    t.row(vec!["result".into(), clip(&text(&status["result"]), 500)]);
+    let error = match &status["last_error"] {
+        Value::Null => "-".to_string(),
+        e => match (e["type"].as_str(), e["message"].as_str()) {
+            (Some(kind), Some(m)) => format!("{kind}: {m}"),
+            (None, Some(m)) => m.to_string(),
+            _ => e.to_string(),
+        },
+    };
+    t.row(vec!["last_error".into(), clip(&error, 500)]);
+    // The header row is noise for a two-column record.
+    let rendered = t.render();
+    print!("{}", rendered.split_once('\n').map_or("", |(_, rest)| rest));
+}

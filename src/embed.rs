@@ -1,0 +1,956 @@
+//! The embedding API: run tasq inside your own Rust process, with no HTTP in between.
+//!
+//! [`Tasq`] starts the same actor system that `tasq serve` runs (the store, the registry of
+//! queue actors, the purge of old records) in the current actix system, and offers the HTTP
+//! API's operations as async methods with the same semantics and the same errors
+//! ([`crate::Error`], whose [`code`](crate::Error::code) is the HTTP API's code):
+//!
+//! | HTTP | here |
+//! | --- | --- |
+//! | `POST {q}/tasks`, `POST {q}/tasks/batch` | [`Tasq::add`], [`Tasq::add_batch`] |
+//! | `POST {q}/poll` (long poll) | [`Tasq::poll`] |
+//! | `POST /api/v1/leases/{lease}/complete`, `fail`, `heartbeat` | [`Tasq::complete`], [`Tasq::fail`], [`Tasq::heartbeat`] |
+//! | `GET {q}/tasks/{id}` (`?wait_ms`) | [`Tasq::status`], [`Tasq::wait`] |
+//! | `DELETE {q}/tasks/{id}` | [`Tasq::cancel`] |
+//! | `GET /api/v1/namespaces/{ns}/task-queues/{name}` | [`Tasq::describe`] (one type) |
+//!
+//! The store is a data directory ([`Config::data_dir`]), or a temporary one that is deleted
+//! when the handle goes away ([`Builder::temporary`], for tests). The HTTP API can be mounted
+//! on the embedder's own actix-web `App` ([`Tasq::configure`]), and the metrics can be
+//! registered on the embedder's own Prometheus registry ([`Builder::metrics_registry`]).
+//! `tasq serve` itself starts through [`Builder::start`] and only adds the HTTP server and
+//! signal handling on top (see [`crate::server`]).
+//!
+//! ```
+//! use serde_json::json;
+//! use tasq::{Config, PollSpec, QueueKey, QueueType, Tasq, TaskSpec};
+//!
+//! actix_rt::System::new().block_on(async {
+//!     let tasq = Tasq::builder(Config::default()).temporary().start().await?;
+//!     let queue = QueueKey::new("default", "emails", QueueType::Activity)?;
+//!
+//!     // Produce.
+//!     let added = tasq
+//!         .add(&queue, TaskSpec::new("send-email").payload(json!({"to": "a@example.com"})))
+//!         .await?;
+//!
+//!     // Work: a long poll that answers as soon as a task is there.
+//!     let tasks = tasq.poll(&queue, PollSpec::new("worker-1")).await?;
+//!     assert_eq!(tasks[0].task_id, added.task_id);
+//!     tasq.complete(&tasks[0].lease, json!({"sent": true})).await?;
+//!
+//!     let info = tasq.status(&queue, &added.task_id).await?;
+//!     assert_eq!(info.state, tasq::model::TaskState::Completed);
+//!     tasq.shutdown().await
+//! })?;
+//! # Ok::<(), tasq::Error>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::web::ServiceConfig;
+use prometheus::Registry;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::auth::Auth;
+use crate::clock::{now_ms, rfc3339};
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::http::{decode, AppState, Lifecycle};
+use crate::metrics::Metrics;
+use crate::model::{
+    validate_identity, validate_name, AddTaskRequest, LeaseToken, NewTask, QueueKey, RetryPolicy,
+    RouteTo, Task, TaskError, TaskRecord, TaskState, MAX_BATCH, MAX_POLL_TASKS, MAX_POLL_WAIT_MS,
+};
+use crate::queue::messages::{
+    AddResult, AddTasks, Cancel, Describe, ForgetWaiter, GaveUp, Heartbeat, HeartbeatAnswer, Poll,
+    PollOutcome, Settle, SettleOp, Settlement, Stats, Watch, WatchTask,
+};
+use crate::queue::pollers::Delivery;
+use crate::queue::{Env, QueueActor};
+use crate::registry::Queues;
+use crate::storage::{Store, StoreOptions};
+
+/// How often finished records past their retention are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Records purged per storage pass.
+const PURGE_BATCH: usize = 10_000;
+/// Default wait of a [`PollSpec`], as for the HTTP poll.
+pub const DEFAULT_POLL_WAIT: Duration = Duration::from_millis(60_000);
+
+/// Settings for starting a [`Tasq`]; made by [`Tasq::builder`].
+#[derive(Debug)]
+pub struct Builder {
+    config: Config,
+    temporary: bool,
+    registry: Option<Registry>,
+}
+
+impl Builder {
+    /// Uses a temporary store (on `/dev/shm` where it exists, so in memory) that is deleted
+    /// when the last handle is dropped; [`Config::data_dir`] is then ignored. For tests.
+    pub fn temporary(mut self) -> Self {
+        self.temporary = true;
+        self
+    }
+
+    /// Keeps the store in `dir` instead of [`Config::data_dir`].
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self.temporary = false;
+        self
+    }
+
+    /// Registers tasq's metrics on `registry` (e.g. the embedder's own) instead of a registry
+    /// of tasq's own. Starting fails if that registry holds a metric of the same name.
+    pub fn metrics_registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Opens the store (putting back tasks that were in flight at a crash), starts the queue
+    /// registry and the purge of old records, and answers a ready handle.
+    ///
+    /// Must run inside an actix system (`#[actix_web::main]`, `#[actix_rt::main]` or
+    /// `actix_rt::System::new().block_on(…)`); elsewhere it answers `unavailable`.
+    pub async fn start(self) -> Result<Tasq> {
+        if actix::System::try_current().is_none() {
+            return Err(Error::Unavailable(
+                "tasq must start inside an actix system: use #[actix_web::main], \
+                 #[actix_rt::main] or actix_rt::System::new().block_on(...)"
+                    .into(),
+            ));
+        }
+        let config = Arc::new(self.config);
+        let metrics = match self.registry {
+            Some(registry) => Metrics::with_registry(config.metrics.max_queue_series, registry)
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "cannot register tasq's metrics on that registry: {e}"
+                    ))
+                })?,
+            None => Metrics::new(config.metrics.max_queue_series),
+        };
+        let store = open_store(&config, self.temporary, metrics.clone())?;
+        let queues = Queues::start(Arc::new(Env {
+            store: store.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            parked: Arc::default(),
+        }));
+        let auth = Arc::new(Auth::new(&config.auth));
+        let lifecycle = Arc::new(Lifecycle::default());
+        lifecycle.set_ready();
+        let purge = actix_rt::spawn(purge_loop(store.clone()));
+        Ok(Tasq {
+            inner: Arc::new(Inner {
+                state: AppState {
+                    queues,
+                    store,
+                    config,
+                    metrics,
+                    lifecycle,
+                    auth,
+                },
+                purge: Mutex::new(Some(purge)),
+            }),
+        })
+    }
+}
+
+/// A running tasq: the handle through which an embedder adds, polls and settles tasks.
+///
+/// Cheap to clone; every clone drives the same queues. See the [module doc](self) for the
+/// mapping to the HTTP API and a complete example.
+#[derive(Clone)]
+pub struct Tasq {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: AppState,
+    purge: Mutex<Option<actix_rt::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Tasq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tasq")
+            .field("data_dir", &self.inner.state.config.data_dir)
+            .field("serving", &self.inner.state.lifecycle.serving())
+            .finish()
+    }
+}
+
+impl Tasq {
+    /// Settings for starting tasq with `config` (see [`Builder`]).
+    pub fn builder(config: Config) -> Builder {
+        Builder {
+            config,
+            temporary: false,
+            registry: None,
+        }
+    }
+
+    /// Starts tasq with `config`, its store in `config.data_dir`. Shorthand for
+    /// `Tasq::builder(config).start()`.
+    pub async fn start(config: Config) -> Result<Tasq> {
+        Tasq::builder(config).start().await
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.state.config
+    }
+
+    /// Its metrics; [`Metrics::registry`] is the registry they are on and
+    /// [`Metrics::render`] the text `/metrics` serves.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.state.metrics
+    }
+
+    /// What the HTTP handlers need, e.g. for [`crate::http::create_app`].
+    pub fn app_state(&self) -> AppState {
+        self.inner.state.clone()
+    }
+
+    /// Mounts the whole HTTP API (`/api/v1/…`, `/metrics`, `/healthz`, `/readyz`) on an
+    /// actix-web `App` of the embedder's: `App::new().configure(tasq.configure())`.
+    ///
+    /// Only the routes are mounted: the middleware of [`crate::http::create_app`] (tasq's own
+    /// `App`) is not, so API keys are **not checked** (`auth.enabled` has no effect on these
+    /// routes), requests are not refused with 503 while shutting down, and HTTP request
+    /// metrics are not recorded. Guard the routes yourself, or serve `create_app` instead.
+    ///
+    /// ```
+    /// use actix_web::{test, web, App};
+    /// use tasq::{Config, Tasq};
+    ///
+    /// actix_rt::System::new().block_on(async {
+    ///     let tasq = Tasq::builder(Config::default()).temporary().start().await.unwrap();
+    ///     let app = test::init_service(
+    ///         App::new()
+    ///             .route("/hello", web::get().to(|| async { "hi" }))
+    ///             .configure(tasq.configure()),
+    ///     )
+    ///     .await;
+    ///     let req = test::TestRequest::get().uri("/healthz").to_request();
+    ///     assert!(test::call_service(&app, req).await.status().is_success());
+    ///     tasq.shutdown().await.unwrap();
+    /// });
+    /// ```
+    pub fn configure(&self) -> impl FnOnce(&mut ServiceConfig) {
+        crate::http::configure(self.app_state())
+    }
+
+    /// Answers `unavailable` once shutting down, like the HTTP API's 503.
+    fn check(&self) -> Result<&Queues> {
+        if self.inner.state.lifecycle.serving() {
+            Ok(&self.inner.state.queues)
+        } else {
+            Err(Error::Unavailable("tasq is shutting down".into()))
+        }
+    }
+
+    /// Adds one task, answered once it is on disk (with `durability = "fsync"`). A `task_id`
+    /// that exists already in the queue changes nothing and answers `duplicate: true`.
+    pub async fn add(&self, queue: &QueueKey, task: TaskSpec) -> Result<AddResult> {
+        let task = task.validate()?;
+        let mut results = self
+            .check()?
+            .call(
+                queue,
+                AddTasks {
+                    tasks: Arc::new(vec![task]),
+                },
+            )
+            .await??;
+        results
+            .pop()
+            .ok_or_else(|| Error::Internal("the queue answered no result".into()))
+    }
+
+    /// Adds 1–1000 tasks, all or nothing: one invalid task rejects the batch (the error names
+    /// its index). Results come in order.
+    pub async fn add_batch(
+        &self,
+        queue: &QueueKey,
+        tasks: impl IntoIterator<Item = TaskSpec>,
+    ) -> Result<Vec<AddResult>> {
+        let tasks = tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.validate()
+                    .map_err(|e| Error::invalid(format!("tasks[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if tasks.is_empty() || tasks.len() > MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "tasks must hold 1–{MAX_BATCH} tasks, got {}",
+                tasks.len()
+            )));
+        }
+        self.check()?
+            .call(
+                queue,
+                AddTasks {
+                    tasks: Arc::new(tasks),
+                },
+            )
+            .await?
+    }
+
+    /// Long-polls for up to `max_tasks` tasks: answers as soon as at least one can be given,
+    /// or an empty list once `wait` passes (or tasq shuts down). Waiting polls are served in
+    /// arrival order, exactly as HTTP polls (they share the queue).
+    ///
+    /// Dropping the future gives up the poll: the queue forgets it, and tasks already on
+    /// their way to it go back to the queue at once, as for an HTTP client that hangs up.
+    pub async fn poll(&self, queue: &QueueKey, poll: PollSpec) -> Result<Vec<Task>> {
+        let msg = poll.validate(Instant::now())?;
+        poll_and_wait(self.check()?, &self.inner.state.store, queue, msg).await
+    }
+
+    /// Completes the task held with `lease`, answered once on disk. Repeating it answers the
+    /// same; an expired or superseded lease is [`Error::LeaseLost`].
+    pub async fn complete(&self, lease: &str, result: Value) -> Result<Settlement> {
+        let result = to_raw(&result)?;
+        self.settle(lease, SettleOp::Complete { result }).await
+    }
+
+    /// Fails the attempt held with `lease`; the task is retried per its retry policy unless
+    /// the failure is non-retryable or its attempts are used up (then it is a dead letter).
+    pub async fn fail(&self, lease: &str, failure: Failure) -> Result<Settlement> {
+        let op = SettleOp::Fail {
+            error: failure.error,
+            non_retryable: failure.non_retryable,
+            retry_after_ms: failure.retry_after.map(|d| d.as_millis() as u64),
+        };
+        self.settle(lease, op).await
+    }
+
+    async fn settle(&self, lease: &str, op: SettleOp) -> Result<Settlement> {
+        let queues = self.check()?;
+        let token = LeaseToken::decode(lease)?;
+        let msg = Settle {
+            task_id: token.task_id,
+            lease_id: token.lease_id,
+            op,
+        };
+        queues.call(&token.queue, msg).await?
+    }
+
+    /// Extends the lease (when the task has a heartbeat timeout) and keeps `details` with the
+    /// task. The answer tells whether a cancel was asked for.
+    pub async fn heartbeat(&self, lease: &str, details: Option<Value>) -> Result<HeartbeatAnswer> {
+        let queues = self.check()?;
+        let token = LeaseToken::decode(lease)?;
+        let msg = Heartbeat {
+            task_id: token.task_id,
+            lease_id: token.lease_id,
+            details: details.as_ref().map(to_raw).transpose()?,
+        };
+        queues.call(&token.queue, msg).await?
+    }
+
+    /// The status of a task; an unknown id is [`Error::NotFound`].
+    pub async fn status(&self, queue: &QueueKey, task_id: &str) -> Result<TaskInfo> {
+        self.check()?;
+        validate_name("task_id", task_id)?;
+        self.read_status(queue, task_id)
+    }
+
+    /// Like [`Tasq::status`], but first waits until the task is in a terminal state
+    /// (completed, failed, timed out, cancelled) or `timeout` passes.
+    pub async fn wait(
+        &self,
+        queue: &QueueKey,
+        task_id: &str,
+        timeout: Duration,
+    ) -> Result<TaskInfo> {
+        let queues = self.check()?;
+        validate_name("task_id", task_id)?;
+        let watch = queues
+            .call(
+                queue,
+                WatchTask {
+                    task_id: task_id.to_string(),
+                },
+            )
+            .await??;
+        match watch {
+            Watch::Now(rec) => return status_of(queue, task_id, rec.map(|r| *r)),
+            Watch::Later(rx) => {
+                let _ = tokio::time::timeout(timeout, rx).await;
+            }
+        }
+        self.read_status(queue, task_id)
+    }
+
+    fn read_status(&self, queue: &QueueKey, task_id: &str) -> Result<TaskInfo> {
+        status_of(queue, task_id, self.inner.state.store.task(queue, task_id)?)
+    }
+
+    /// Cancels a task: a pending one becomes `cancelled` and is never dispatched; a running
+    /// one is marked, so its next heartbeat answers `cancel_requested: true`.
+    pub async fn cancel(&self, queue: &QueueKey, task_id: &str) -> Result<TaskInfo> {
+        let queues = self.check()?;
+        validate_name("task_id", task_id)?;
+        let rec = queues
+            .call(
+                queue,
+                Cancel {
+                    task_id: task_id.to_string(),
+                },
+            )
+            .await??;
+        Ok(TaskInfo::from(&rec))
+    }
+
+    /// The statistics of one queue (one type of a name): backlog, age, pollers, rates.
+    pub async fn describe(&self, queue: &QueueKey) -> Result<Stats> {
+        self.check()?.call(queue, Describe).await?
+    }
+
+    /// Shuts down gracefully: every later call (and HTTP API request) answers `unavailable`,
+    /// parked polls are answered with no tasks, the purge stops and the store is flushed.
+    /// Calling it again does no harm.
+    pub async fn shutdown(&self) -> Result<()> {
+        let state = &self.inner.state;
+        state.lifecycle.set_stopping();
+        state.queues.shutdown_all().await;
+        let purge = self
+            .inner
+            .purge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = purge {
+            handle.abort();
+        }
+        self.flush().await
+    }
+
+    /// Flushes the store to disk now.
+    pub async fn flush(&self) -> Result<()> {
+        let store = self.inner.state.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| Error::Internal(format!("flushing the store failed: {e}")))?
+    }
+}
+
+/// A task to add: the fields of the HTTP add body, with the same defaults and validation.
+///
+/// ```
+/// use std::time::Duration;
+/// use serde_json::json;
+/// use tasq::TaskSpec;
+///
+/// let spec = TaskSpec::new("send-email")
+///     .payload(json!({"to": "a@example.com"}))
+///     .task_id("order-17-email")
+///     .priority(1)
+///     .delay(Duration::from_secs(5))
+///     .start_to_close_timeout(Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskSpec {
+    task_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fairness_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fairness_weight: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule_to_start_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_to_close_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<RetryPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route_to: Option<RouteTo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<String, String>>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl TaskSpec {
+    /// A task of type `task_type`, with a `null` payload and every other field defaulted.
+    pub fn new(task_type: impl Into<String>) -> Self {
+        TaskSpec {
+            task_type: task_type.into(),
+            payload: None,
+            task_id: None,
+            priority: None,
+            fairness_key: None,
+            fairness_weight: None,
+            delay_ms: None,
+            schedule_to_start_timeout_ms: None,
+            start_to_close_timeout_ms: None,
+            heartbeat_timeout_ms: None,
+            retry: None,
+            route_to: None,
+            headers: None,
+        }
+    }
+
+    /// Any JSON payload, delivered to the worker as is.
+    pub fn payload(mut self, payload: Value) -> Self {
+        self.payload = Some(payload);
+        self
+    }
+
+    /// An idempotency key: adding an id that exists already in the queue changes nothing.
+    /// Generated (a UUID) when not set.
+    pub fn task_id(mut self, id: impl Into<String>) -> Self {
+        self.task_id = Some(id.into());
+        self
+    }
+
+    /// 1 (first) … 5 (last); default 3.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(i64::from(priority));
+        self
+    }
+
+    /// Dispatch fairly across fairness keys, by `weight` (0.001–1000, default 1.0).
+    pub fn fairness(mut self, key: impl Into<String>, weight: f64) -> Self {
+        self.fairness_key = Some(key.into());
+        self.fairness_weight = Some(weight);
+        self
+    }
+
+    /// Not dispatched before now + `delay`.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay_ms = Some(ms(delay));
+        self
+    }
+
+    /// Longest wait in the queue; past it the task is `timed_out` (a dead letter).
+    pub fn schedule_to_start_timeout(mut self, timeout: Duration) -> Self {
+        self.schedule_to_start_timeout_ms = Some(ms(timeout));
+        self
+    }
+
+    /// Lease length of each attempt (at least 100 ms; default 60 s).
+    pub fn start_to_close_timeout(mut self, timeout: Duration) -> Self {
+        self.start_to_close_timeout_ms = Some(ms(timeout));
+        self
+    }
+
+    /// The lease also ends this long after the last heartbeat.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout_ms = Some(ms(timeout));
+        self
+    }
+
+    /// The retry policy (default: unlimited attempts, 1 s initial backoff doubling to 100 s).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Only the poller with `identity` gets the task until `fallback_after` passes (`None`:
+    /// never fall back), then any poller.
+    pub fn route_to(
+        mut self,
+        identity: impl Into<String>,
+        fallback_after: Option<Duration>,
+    ) -> Self {
+        self.route_to = Some(RouteTo {
+            identity: identity.into(),
+            fallback_after_ms: fallback_after.map(ms),
+        });
+        self
+    }
+
+    /// A string header, delivered as is.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name.into(), value.into());
+        self
+    }
+
+    /// Applies the HTTP API's validation and defaults, by going through the same request type.
+    fn validate(&self) -> Result<NewTask> {
+        let body = serde_json::to_vec(self)
+            .map_err(|e| Error::invalid(format!("the task does not encode as JSON: {e}")))?;
+        decode::<AddTaskRequest>(&body)?.validate()
+    }
+}
+
+/// A long poll: the fields of the HTTP poll body.
+///
+/// ```
+/// use std::time::Duration;
+/// use tasq::PollSpec;
+///
+/// let poll = PollSpec::new("host-3@4711")
+///     .max_tasks(10)
+///     .wait(Duration::from_secs(5))
+///     .task_types(["send-email"]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PollSpec {
+    identity: String,
+    max_tasks: u32,
+    wait: Duration,
+    task_types: Option<Vec<String>>,
+    build_id: Option<String>,
+    max_tasks_per_second: Option<f64>,
+}
+
+impl PollSpec {
+    /// A poll by the worker `identity` for one task, waiting up to 60 s.
+    pub fn new(identity: impl Into<String>) -> Self {
+        PollSpec {
+            identity: identity.into(),
+            max_tasks: 1,
+            wait: DEFAULT_POLL_WAIT,
+            task_types: None,
+            build_id: None,
+            max_tasks_per_second: None,
+        }
+    }
+
+    /// Most tasks to take (1–100).
+    pub fn max_tasks(mut self, n: u32) -> Self {
+        self.max_tasks = n;
+        self
+    }
+
+    /// How long to wait for a task (0–300 s); zero answers at once.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Only tasks of these types (this worker's registrations); default any type.
+    pub fn task_types<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
+        self.task_types = Some(types.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The worker's build id, shown by describe.
+    pub fn build_id(mut self, build_id: impl Into<String>) -> Self {
+        self.build_id = Some(build_id.into());
+        self
+    }
+
+    /// A dispatch limit for the whole queue, requested by this worker.
+    pub fn max_tasks_per_second(mut self, rate: f64) -> Self {
+        self.max_tasks_per_second = Some(rate);
+        self
+    }
+
+    /// The same checks as the HTTP poll.
+    fn validate(self, park_from: Instant) -> Result<Poll> {
+        validate_identity(&self.identity)?;
+        if !(1..=MAX_POLL_TASKS).contains(&self.max_tasks) {
+            return Err(Error::invalid(format!(
+                "max_tasks must be 1–{MAX_POLL_TASKS}, got {}",
+                self.max_tasks
+            )));
+        }
+        let wait_ms = ms(self.wait);
+        if wait_ms > MAX_POLL_WAIT_MS {
+            return Err(Error::invalid(format!(
+                "wait_ms must be 0–{MAX_POLL_WAIT_MS}, got {wait_ms}"
+            )));
+        }
+        if let Some(types) = &self.task_types {
+            for t in types {
+                validate_name("task_types[]", t)?;
+            }
+        }
+        if let Some(b) = &self.build_id {
+            validate_name("build_id", b)?;
+        }
+        if self
+            .max_tasks_per_second
+            .is_some_and(|r| !r.is_finite() || r < 0.0)
+        {
+            return Err(Error::invalid(
+                "max_tasks_per_second must be a number ≥ 0 or null",
+            ));
+        }
+        Ok(Poll {
+            identity: self.identity,
+            max_tasks: self.max_tasks as usize,
+            task_types: self.task_types,
+            build_id: self.build_id,
+            max_tasks_per_second: self.max_tasks_per_second,
+            park_until: (wait_ms > 0).then(|| park_from + Duration::from_millis(wait_ms)),
+        })
+    }
+}
+
+/// A failed attempt, for [`Tasq::fail`]: the fields of the HTTP fail body.
+///
+/// ```
+/// use std::time::Duration;
+/// use tasq::Failure;
+///
+/// let retry_soon = Failure::new("mail server busy").retry_after(Duration::from_secs(2));
+/// let give_up = Failure::new("no such address").kind("BadAddress").non_retryable();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Failure {
+    error: TaskError,
+    non_retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// A retryable failure with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Failure {
+            error: TaskError {
+                message: message.into(),
+                kind: None,
+            },
+            non_retryable: false,
+            retry_after: None,
+        }
+    }
+
+    /// The error's type (free text, the HTTP `error.type`).
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.error.kind = Some(kind.into());
+        self
+    }
+
+    /// No retry: the task becomes a dead letter (`failed`) now.
+    pub fn non_retryable(mut self) -> Self {
+        self.non_retryable = true;
+        self
+    }
+
+    /// Retry after `wait` instead of the retry policy's backoff.
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+}
+
+/// The status of a task, as `GET {q}/tasks/{id}` answers it (and serialized the same way).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInfo {
+    /// The task id.
+    pub task_id: String,
+    /// The task type.
+    pub task_type: String,
+    /// Where the task is in its life.
+    pub state: TaskState,
+    /// Attempts dispatched so far.
+    pub attempt: u32,
+    /// When it was added (RFC 3339).
+    pub added_at: String,
+    /// Its last change (RFC 3339).
+    pub updated_at: String,
+    /// The result of a completed task.
+    pub result: Option<Box<RawValue>>,
+    /// The error of the last failed attempt.
+    pub last_error: Option<TaskError>,
+}
+
+impl From<&TaskRecord> for TaskInfo {
+    fn from(rec: &TaskRecord) -> Self {
+        TaskInfo {
+            task_id: rec.task_id.clone(),
+            task_type: rec.task_type.clone(),
+            state: rec.state,
+            attempt: rec.attempt,
+            added_at: rfc3339(rec.added_at),
+            updated_at: rfc3339(rec.updated_at),
+            result: rec.result.clone(),
+            last_error: rec.last_error.clone(),
+        }
+    }
+}
+
+fn status_of(queue: &QueueKey, task_id: &str, rec: Option<TaskRecord>) -> Result<TaskInfo> {
+    match rec {
+        Some(rec) => Ok(TaskInfo::from(&rec)),
+        None => Err(Error::NotFound(format!("no task {task_id:?} in {queue}"))),
+    }
+}
+
+fn to_raw(value: &Value) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| Error::invalid(format!("the value does not encode as JSON: {e}")))
+}
+
+/// Tells the queue actor to forget a parked poll whose waiter went away (future dropped).
+struct ParkGuard {
+    owner: Option<Addr<QueueActor>>,
+    waiter_id: u64,
+}
+
+impl ParkGuard {
+    fn finish(mut self, reason: Option<GaveUp>) {
+        if let (Some(owner), Some(reason)) = (self.owner.take(), reason) {
+            owner.do_send(ForgetWaiter {
+                waiter_id: self.waiter_id,
+                reason,
+            });
+        }
+    }
+}
+
+impl Drop for ParkGuard {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            owner.do_send(ForgetWaiter {
+                waiter_id: self.waiter_id,
+                reason: GaveUp::Cancelled,
+            });
+        }
+    }
+}
+
+/// Takes the tasks once their dispatch (attempt counted) is on disk, as the HTTP poll does; if
+/// the caller gives up meanwhile, the delivery is dropped and its tasks go back to the queue.
+async fn accept(store: &Store, delivery: Delivery) -> Result<Vec<Task>> {
+    if !delivery.is_empty() {
+        store.durable().await?;
+    }
+    Ok(delivery.accept())
+}
+
+/// Sends `msg` to the queue and, when it parks, waits on the future (not on an actor timer)
+/// until its deadline: the semantics of the HTTP long poll.
+async fn poll_and_wait(
+    queues: &Queues,
+    store: &Store,
+    key: &QueueKey,
+    msg: Poll,
+) -> Result<Vec<Task>> {
+    let park_until = msg.park_until;
+    match queues.call(key, msg).await?? {
+        PollOutcome::Now(delivery) => accept(store, delivery).await,
+        PollOutcome::Parked {
+            owner,
+            waiter_id,
+            mut rx,
+        } => {
+            let guard = ParkGuard {
+                owner: Some(owner),
+                waiter_id,
+            };
+            let deadline = park_until.unwrap_or_else(Instant::now);
+            let delivery = match tokio::time::timeout_at(deadline.into(), &mut rx).await {
+                Ok(Ok(d)) => Some(d),
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    // Time is up; a delivery sent at the last instant is still taken.
+                    rx.close();
+                    rx.try_recv().ok()
+                }
+            };
+            match delivery {
+                Some(d) => {
+                    guard.finish(None);
+                    accept(store, d).await
+                }
+                None => {
+                    guard.finish(Some(GaveUp::Timeout));
+                    Ok(Vec::new())
+                }
+            }
+        }
+    }
+}
+
+/// Opens the store and recovers it: tasks in flight at a crash go back to their queues.
+fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result<Arc<Store>> {
+    let dir = if temporary {
+        temporary_dir()
+    } else {
+        config.data_dir.clone()
+    };
+    let store = Store::open(
+        &dir,
+        &StoreOptions {
+            fsync: config.durability == Durability::Fsync,
+            cache_capacity_bytes: config.cache_capacity_bytes,
+            temporary,
+            max_bytes: config.storage.max_bytes,
+        },
+        metrics,
+    )?;
+    let requeued = store.recover_in_flight()?;
+    if requeued > 0 {
+        log::info!("recovery: {requeued} tasks in flight at the last stop are ready again");
+    }
+    Ok(store)
+}
+
+/// A fresh path for a temporary store, which sled deletes when the store closes. On Linux it
+/// is on `/dev/shm` (memory), as sled's own temporary stores are.
+fn temporary_dir() -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!(
+        "tasq-embedded-{}-{}-{}",
+        std::process::id(),
+        now_ms(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Purges finished records past their retention, every [`PURGE_EVERY`].
+async fn purge_loop(store: Arc<Store>) {
+    loop {
+        let s = store.clone();
+        let purged = tokio::task::spawn_blocking(move || {
+            let mut total = 0;
+            loop {
+                match s.purge_expired(now_ms(), PURGE_BATCH) {
+                    Ok(n) => {
+                        total += n;
+                        if n < PURGE_BATCH {
+                            return total;
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("purging finished tasks failed: {e}");
+                        return total;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or(0);
+        if purged > 0 {
+            log::info!("purged {purged} finished task records past their retention");
+        }
+        tokio::time::sleep(PURGE_EVERY).await;
+    }
+}

@@ -21,12 +21,15 @@
 //! - [`cli`]: the command-line client in the same binary (`tasq task|queue|dead-letters`) and
 //!   the shell worker (`tasq worker QUEUE --exec CMD`), over HTTP.
 //! - [`clock`]: epoch milliseconds and RFC 3339.
+//! - `client` (feature `client`, on by default): `Worker`, a streaming worker over WebSocket.
 //!
 //! Tests in `tests/` drive the real binary over real HTTP; `config/tasq.toml` documents every
 //! setting; `docs/` holds the API and metrics contracts.
 
 pub mod auth;
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod embed;

@@ -48,8 +48,22 @@ impl TestServer {
     }
 
     /// Starts a server with extra command-line arguments (appended after
-    /// `serve --bind 127.0.0.1:0 --data-dir DIR`) and extra environment variables.
+    /// `serve --bind 127.0.0.1:0 --data-dir DIR`; a `--bind` among them replaces the default)
+    /// and extra environment variables.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let server = Self::start_unready(args, env);
+        server.wait_ready();
+        server
+    }
+
+    /// Like [`TestServer::start_with`], but returns as soon as the server printed its
+    /// "listening on" line, without probing `/readyz` over plain HTTP: for an HTTPS server
+    /// ([`TestServer::base`] then starts with `https://`), whose readiness the caller checks
+    /// with its own TLS client. (`restart` still probes over plain HTTP.)
+    ///
+    /// As with `start_with`, `args` may hold its own `--bind ADDR`, which then replaces the
+    /// default `127.0.0.1:0`; a wildcard address (`0.0.0.0`) is reached via `127.0.0.1`.
+    pub fn start_unready(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tasq-test-")
             .tempdir()
@@ -61,16 +75,14 @@ impl TestServer {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let (child, base) = spawn_server(dir.path(), &args, &env, 0);
-        let server = TestServer {
+        TestServer {
             dir,
             child,
             base,
             args,
             env,
             starts: 1,
-        };
-        server.wait_ready();
-        server
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -212,6 +224,16 @@ fn apply_env(cmd: &mut Command, env: &[(String, String)]) {
     }
 }
 
+/// Adds `--bind 127.0.0.1:0` unless the test's own arguments choose the address.
+fn default_bind<S: AsRef<str>>(cmd: &mut Command, args: &[S]) {
+    if !args
+        .iter()
+        .any(|a| a.as_ref() == "--bind" || a.as_ref().starts_with("--bind="))
+    {
+        cmd.arg("--bind").arg("127.0.0.1:0");
+    }
+}
+
 /// Spawns `tasq serve`, waits for the "listening on" line and returns the child and base URL.
 fn spawn_server(
     dir: &Path,
@@ -223,12 +245,9 @@ fn spawn_server(
     let log_path = dir.join(format!("stderr-{n}.log"));
     let log = File::create(&log_path).expect("create stderr log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tasq"));
-    cmd.arg("serve")
-        .arg("--bind")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(args);
+    cmd.arg("serve");
+    default_bind(&mut cmd, args);
+    cmd.arg("--data-dir").arg(&data).args(args);
     apply_env(&mut cmd, env);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -259,9 +278,12 @@ fn spawn_server(
     });
     match rx.recv_timeout(START_TIMEOUT) {
         Ok(url) => {
-            let base = url.trim_end_matches('/').to_string();
+            // A wildcard listener is talked to over loopback only.
+            let base = url
+                .trim_end_matches('/')
+                .replace("://0.0.0.0:", "://127.0.0.1:");
             assert!(
-                base.starts_with("http://"),
+                base.starts_with("http://") || base.starts_with("https://"),
                 "unexpected listening URL {base:?}"
             );
             (child, base)
@@ -281,8 +303,9 @@ fn spawn_server(
 }
 
 /// Runs `tasq serve --bind 127.0.0.1:0 --data-dir <tmp> ARGS` expecting it to exit on its own
-/// (bad configuration). Returns the exit status (None if it was still running after
-/// `timeout`, in which case it is killed) and its stderr.
+/// (bad configuration); a `--bind` in `ARGS` replaces the default address. Returns the exit
+/// status (None if it was still running after `timeout`, in which case it is killed) and its
+/// stderr.
 pub fn run_to_exit(
     args: &[&str],
     env: &[(&str, &str)],
@@ -301,12 +324,9 @@ pub fn run_to_exit(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tasq"));
-    cmd.arg("serve")
-        .arg("--bind")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(args);
+    cmd.arg("serve");
+    default_bind(&mut cmd, args);
+    cmd.arg("--data-dir").arg(&data).args(args);
     apply_env(&mut cmd, &env);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

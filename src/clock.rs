@@ -15,7 +15,10 @@ pub fn now_ms() -> u64 {
 
 /// Formats an epoch-milliseconds instant as RFC 3339 UTC, e.g. `2026-11-22T08:00:00.123Z`.
 pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    // RFC 3339 stops at year 9999; later instants (never reached by validated durations)
+    // show as its last millisecond rather than failing.
+    const LAST: u64 = 253_402_300_799_999;
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.min(LAST))).to_string()
 }
 
 #[cfg(test)]
@@ -26,5 +29,6 @@ mod tests {
     fn formats_with_millis() {
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -158,6 +158,7 @@ impl Builder {
                     metrics,
                     lifecycle,
                     auth,
+                    websockets: Arc::default(),
                 },
                 purge: Mutex::new(Some(purge)),
             }),
@@ -223,10 +224,11 @@ impl Tasq {
     /// Mounts the whole HTTP API (`/api/v1/…`, `/metrics`, `/healthz`, `/readyz`) on an
     /// actix-web `App` of the embedder's: `App::new().configure(tasq.configure())`.
     ///
-    /// Only the routes are mounted: the middleware of [`crate::http::create_app`] (tasq's own
-    /// `App`) is not, so API keys are **not checked** (`auth.enabled` has no effect on these
-    /// routes), requests are not refused with 503 while shutting down, and HTTP request
-    /// metrics are not recorded. Guard the routes yourself, or serve `create_app` instead.
+    /// Only the routes are mounted. Wrap the `App` with [`crate::http::gatekeeper`]
+    /// (`.wrap(actix_web::middleware::from_fn(tasq::http::gatekeeper))`, as
+    /// [`crate::http::create_app`] does) to check API keys and client bounds, refuse requests
+    /// with 503 while shutting down and record HTTP metrics; without it, `auth.enabled` has no
+    /// effect on these routes.
     ///
     /// ```
     /// use actix_web::{test, web, App};
@@ -664,8 +666,8 @@ impl PollSpec {
         self
     }
 
-    /// The same checks as the HTTP poll.
-    fn validate(self, park_from: Instant) -> Result<Poll> {
+    /// The checks of every poll (HTTP and embedded), giving the actor's message.
+    pub(crate) fn validate(self, park_from: Instant) -> Result<Poll> {
         validate_identity(&self.identity)?;
         if !(1..=MAX_POLL_TASKS).contains(&self.max_tasks) {
             return Err(Error::invalid(format!(
@@ -841,7 +843,7 @@ async fn accept(store: &Store, delivery: Delivery) -> Result<Vec<Task>> {
 
 /// Sends `msg` to the queue and, when it parks, waits on the future (not on an actor timer)
 /// until its deadline: the semantics of the HTTP long poll.
-async fn poll_and_wait(
+pub(crate) async fn poll_and_wait(
     queues: &Queues,
     store: &Store,
     key: &QueueKey,

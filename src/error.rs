@@ -1,7 +1,7 @@
 //! One error type for the whole server, with the stable codes of the API contract.
 //!
 //! Every non-2xx answer has the body `{"error": {"code", "message"}}`; the code → status table
-//! lives in [`Error::code`] and [`Error::status`] and nowhere else.
+//! lives in [`Error::code`] and the `ResponseError::status_code` impl below, nowhere else.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};

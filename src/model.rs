@@ -36,6 +36,20 @@ pub const MAX_POLL_TASKS: u32 = 100;
 /// Largest batch of tasks in one add.
 pub const MAX_BATCH: usize = 1000;
 
+/// Longest duration any `_ms` field may hold: ten years. Longer ones are surely mistakes, and
+/// the bound keeps every deadline a representable instant.
+pub const MAX_DURATION_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// Checks a duration field against [`MAX_DURATION_MS`].
+pub fn check_duration(field: &str, ms: u64) -> Result<u64> {
+    if ms > MAX_DURATION_MS {
+        return Err(Error::invalid(format!(
+            "{field} must be at most {MAX_DURATION_MS} (ten years), got {ms}"
+        )));
+    }
+    Ok(ms)
+}
+
 /// Checks a name: 1–200 characters from `A–Z a–z 0–9 . _ - : @`.
 pub fn validate_name(what: &str, value: &str) -> Result<()> {
     if value.is_empty() || value.chars().count() > MAX_NAME_LEN {
@@ -215,7 +229,10 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     fn from_request(r: RetryRequest) -> Result<Self> {
         let d = RetryPolicy::default();
-        let initial = r.initial_interval_ms.unwrap_or(d.initial_interval_ms);
+        let initial = check_duration(
+            "retry.initial_interval_ms",
+            r.initial_interval_ms.unwrap_or(d.initial_interval_ms),
+        )?;
         if initial == 0 {
             return Err(Error::invalid(
                 "retry.initial_interval_ms must be at least 1",
@@ -228,9 +245,10 @@ impl RetryPolicy {
             ));
         }
         // Temporal's default: the maximum interval is 100 times the initial one.
-        let maximum = r
-            .maximum_interval_ms
-            .unwrap_or_else(|| initial.saturating_mul(100));
+        let maximum = match r.maximum_interval_ms {
+            Some(m) => check_duration("retry.maximum_interval_ms", m)?,
+            None => initial.saturating_mul(100).min(MAX_DURATION_MS),
+        };
         if maximum < initial {
             return Err(Error::invalid(
                 "retry.maximum_interval_ms must be at least retry.initial_interval_ms",
@@ -361,9 +379,23 @@ impl AddTaskRequest {
                 "fairness_weight must be 0.001–1000, got {fairness_weight}"
             )));
         }
-        let start_to_close = self
-            .start_to_close_timeout_ms
-            .unwrap_or(DEFAULT_START_TO_CLOSE_MS);
+        let start_to_close = check_duration(
+            "start_to_close_timeout_ms",
+            self.start_to_close_timeout_ms
+                .unwrap_or(DEFAULT_START_TO_CLOSE_MS),
+        )?;
+        for (field, value) in [
+            ("delay_ms", self.delay_ms),
+            (
+                "schedule_to_start_timeout_ms",
+                self.schedule_to_start_timeout_ms,
+            ),
+            ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
+        ] {
+            if let Some(v) = value {
+                check_duration(field, v)?;
+            }
+        }
         if start_to_close < MIN_START_TO_CLOSE_MS {
             return Err(Error::invalid(format!(
                 "start_to_close_timeout_ms must be at least {MIN_START_TO_CLOSE_MS}, got {start_to_close}"
@@ -381,11 +413,15 @@ impl AddTaskRequest {
             Some(r) => {
                 validate_identity(&r.identity)
                     .map_err(|e| Error::invalid(format!("route_to.{e}")))?;
+                let fallback_after_ms = r
+                    .fallback_after_ms
+                    .unwrap_or(Some(DEFAULT_FALLBACK_AFTER_MS));
+                if let Some(f) = fallback_after_ms {
+                    check_duration("route_to.fallback_after_ms", f)?;
+                }
                 Some(RouteTo {
                     identity: r.identity,
-                    fallback_after_ms: r
-                        .fallback_after_ms
-                        .unwrap_or(Some(DEFAULT_FALLBACK_AFTER_MS)),
+                    fallback_after_ms,
                 })
             }
             None => None,
@@ -824,6 +860,10 @@ mod tests {
             r#"{"task_type":"t","fairness_weight":0}"#,
             r#"{"task_type":"t","start_to_close_timeout_ms":99}"#,
             r#"{"task_type":"bad name"}"#,
+            r#"{"task_type":"t","start_to_close_timeout_ms":18446744073709551615}"#,
+            r#"{"task_type":"t","heartbeat_timeout_ms":18446744073709551615}"#,
+            r#"{"task_type":"t","delay_ms":1000000000000000}"#,
+            r#"{"task_type":"t","retry":{"initial_interval_ms":18446744073709551615}}"#,
         ] {
             let req: AddTaskRequest = serde_json::from_str(body).unwrap();
             assert!(req.validate().is_err(), "{body}");

@@ -1119,3 +1119,22 @@ fn list_pages_every_queue_with_tasks_config_or_pollers_loaded_or_not() {
     check(&entries, false);
     assert_eq!(loaded_queues(&s), 2.0, "listing loaded queues");
 }
+
+#[test]
+fn a_page_token_from_another_namespace_is_refused() {
+    let s = TestServer::start();
+    add_task(&s, &q("other", "private-q", A), json!({"task_type": "t"}));
+    add_task(&s, &q("zzz", "mine", A), json!({"task_type": "t"}));
+    // base64url of "other": a storage key outside namespace zzz.
+    let (status, body) = get(&s.url("/api/v1/namespaces/zzz/task-queues?page_token=b3RoZXI"));
+    assert_error(status, &body, 400, "invalid_argument");
+    let (status, body) = get(&s.url("/api/v1/namespaces/zzz/task-queues"));
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<_> = body["task_queues"]
+        .as_array()
+        .expect("task_queues")
+        .iter()
+        .map(|e| e["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("mine")]);
+}

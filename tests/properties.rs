@@ -23,6 +23,7 @@ use serde_json::{json, Map, Value};
 
 use tasq::model::{
     validate_identity, validate_name, AddTaskRequest, LeaseToken, QueueKey, QueueType,
+    MAX_DURATION_MS,
 };
 use tasq::storage::keys::{self, Entry, EntryRoute, ReadyPos};
 
@@ -402,19 +403,19 @@ fn valid_add() -> impl Strategy<Value = ValidAdd> {
             of(1i64..=5),
             of(name()),
             of(1u32..=1_000_000),
-            of(any::<u64>()),
-            of(1..=u64::MAX),
+            of(0..=MAX_DURATION_MS),
+            of(1..=MAX_DURATION_MS),
         ),
         (
-            of(100..=u64::MAX),
-            of(1..=u64::MAX),
+            of(100..=MAX_DURATION_MS),
+            of(1..=MAX_DURATION_MS),
             of((
                 of(any::<u32>()),
                 of(1u64..=1_000_000_000),
                 of(100u32..=100_000),
                 of(0u64..=1_000_000_000),
             )),
-            of((identity(), of(of(any::<u64>())))),
+            of((identity(), of(of(0..=MAX_DURATION_MS)))),
             of(prop::collection::btree_map(".{0,10}", ".{0,20}", 0..4)),
             of(json_value()),
         ),

@@ -339,6 +339,53 @@ fn cancel_running_task_sets_cancel_requested() {
     let (status, body) = heartbeat(&s, &lease, json!({"progress": 0.5}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["cancel_requested"], json!(true), "{body}");
+
+    // The worker gives up the cancelled task: it ends `cancelled`, not retried, no dead letter.
+    let (status, body) = fail(&s, &lease, json!({"error": {"message": "cancelled"}}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], json!("cancelled"), "{body}");
+    assert_eq!(status_of(&s, &qp, &id)["state"], json!("cancelled"));
+    assert!(poll_one(&s, &qp, "w", 0).is_none());
+    assert_eq!(
+        stat_u64(
+            &stats(&s, NS, "tasks-cancel-running", A),
+            "dead_letter_count"
+        ),
+        0
+    );
+}
+
+#[test]
+fn durations_past_ten_years_are_rejected_and_change_nothing() {
+    let s = TestServer::start();
+    let queue = "tasks-durations";
+    let qp = q(NS, queue, A);
+    let url = s.url(&format!("{qp}/tasks"));
+    for body in [
+        json!({"task_type": "t", "start_to_close_timeout_ms": u64::MAX}),
+        json!({"task_type": "t", "heartbeat_timeout_ms": u64::MAX}),
+        json!({"task_type": "t", "delay_ms": 1_000_000_000_000_000u64}),
+        json!({"task_type": "t", "schedule_to_start_timeout_ms": u64::MAX}),
+        json!({"task_type": "t", "retry": {"initial_interval_ms": u64::MAX}}),
+        json!({"task_type": "t", "route_to": {"identity": "w", "fallback_after_ms": u64::MAX}}),
+    ] {
+        let (status, resp) = post(&url, &body);
+        assert_error(status, &resp, 400, "invalid_argument");
+    }
+    assert_eq!(backlog(&s, NS, queue, A), 0);
+    // retry_after_ms is bounded too, and a refused fail leaves the lease as it was.
+    add_task(&s, &qp, json!({"task_type": "t", "task_id": "d-1"}));
+    let task = poll_one(&s, &qp, "w", 0).expect("ready task");
+    let lease = lease_of(&task);
+    let (status, resp) = fail(
+        &s,
+        &lease,
+        json!({"retry_after_ms": 1_000_000_000_000_000u64}),
+    );
+    assert_error(status, &resp, 400, "invalid_argument");
+    assert_eq!(status_of(&s, &qp, "d-1")["state"], json!("running"));
+    let (status, resp) = complete(&s, &lease, json!(1));
+    assert_eq!(status, 200, "{resp}");
 }
 
 #[test]

@@ -663,3 +663,23 @@ fn connect_without_identity_is_refused() {
         Ok(_) => panic!("connect without identity was accepted"),
     }
 }
+
+#[test]
+fn a_draining_socket_is_pushed_nothing_more() {
+    let s = TestServer::start();
+    add_n(&s, 4, "t", json!({}));
+    let mut ws = Ws::connect(&s, &qp(), "identity=drainer");
+    ws.credit(2);
+    let first = ws.expect_task();
+    let _second = ws.expect_task();
+    ws.send(json!({"op": "drain"}));
+    ws.expect_op("drained");
+    // Settling gives no credit back while draining: the two tasks left stay in the queue.
+    ws.complete(&first, json!("done"));
+    ws.expect_op("settled");
+    ws.expect_quiet("a draining socket gets no new task");
+    assert_eq!(backlog(&s, NS, QUEUE, "activity"), 2);
+    // New credit ends the drain.
+    ws.credit(1);
+    ws.expect_task();
+}

@@ -281,6 +281,11 @@ where
                         self.cfg.identity, self.running.len()
                     );
                     self.shutting_down = true;
+                    // Stop the pushes: settles from now on give no credit back.
+                    let drain = Message::text(json!({"op": "drain"}).to_string());
+                    if let Err(e) = ws.send(drain).await {
+                        return End::Lost(e.to_string());
+                    }
                 }
                 _ = &mut deadline => {
                     return End::Lost(format!("no frame from the server for {idle:?}"));

@@ -54,9 +54,9 @@
 //! was released meanwhile.
 //!
 //! On shutdown the worker takes no new task, waits for running handlers and for the server's
-//! answer to every settle, then closes the socket. The protocol has no way to take credit back,
-//! so a task the server pushes during that wait is not started: it goes back to the queue when
-//! the socket closes, with the attempt counted.
+//! answer to every settle, then closes the socket. It sends `{"op": "drain"}` first, so the
+//! server pushes nothing more; a task already on its way is not started and goes back to the
+//! queue when the socket closes (attempt counted).
 
 mod driver;
 mod task;

@@ -78,6 +78,8 @@ pub struct AppState {
     pub lifecycle: Arc<Lifecycle>,
     /// API keys.
     pub auth: Arc<crate::auth::Auth>,
+    /// Open WebSockets (bounded by `limits.max_websockets`).
+    pub websockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Mounts the whole API (routes, body limits, error shapes, metrics) on `cfg`.
@@ -210,9 +212,11 @@ pub fn create_app(
         .wrap(from_fn(gatekeeper))
 }
 
-/// Answers 503 to API requests while starting or stopping, and records request metrics by
-/// route pattern (never the raw path, so label values stay bounded).
-async fn gatekeeper(
+/// The API's middleware: answers 503 to API requests while starting or stopping, checks API
+/// keys and client bounds, and records request metrics by route pattern (never the raw path,
+/// so label values stay bounded). Embedders mounting [`configure`] on their own `App` wrap it
+/// with `.wrap(actix_web::middleware::from_fn(tasq::http::gatekeeper))`.
+pub async fn gatekeeper(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> std::result::Result<ServiceResponse<BoxBody>, actix_web::Error> {

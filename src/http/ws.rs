@@ -24,8 +24,9 @@ use super::{queue_key, AppState, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
 use crate::model::{validate_identity, validate_name, LeaseToken, TaskError};
 use crate::queue::messages::{
-    AddCredit, Heartbeat, OpenSocket, Settle, SettleOp, SocketClosed, SocketEvent,
+    AddCredit, DrainSocket, Heartbeat, OpenSocket, Settle, SettleOp, SocketClosed, SocketEvent,
 };
+use crate::queue::pollers::Slot;
 use crate::queue::QueueActor;
 use actix_web::http::Method;
 
@@ -84,12 +85,11 @@ async fn connect(
         validate_name("build_id", b)?;
     }
     let max = state.config.limits.max_websockets;
-    if state.metrics.websocket_connections.get() >= max as i64 {
-        return Err(Error::ResourceExhausted {
-            message: format!("{max} WebSocket connections are open (limits.max_websockets)"),
-            retry_after_secs: 1,
-        });
-    }
+    // Taken before the handshake, so two at once cannot both pass the bound.
+    let slot = Slot::take(&state.websockets, max).ok_or_else(|| Error::ResourceExhausted {
+        message: format!("{max} WebSocket connections are open (limits.max_websockets)"),
+        retry_after_secs: 1,
+    })?;
     let grant = req.extensions().get::<Grant>().cloned();
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| Error::invalid(format!("not a WebSocket upgrade: {e}")))?;
@@ -112,6 +112,7 @@ async fn connect(
         socket_id,
         session,
         grant,
+        _slot: slot,
     };
     actix_rt::spawn(conn.run(stream, rx));
     Ok(response)
@@ -125,6 +126,8 @@ struct Connection {
     session: Session,
     /// The key the socket connected with (auth on): settles on it are checked against it.
     grant: Option<Grant>,
+    /// Its place among `limits.max_websockets`, given back when the connection ends.
+    _slot: Slot,
 }
 
 impl Connection {
@@ -169,6 +172,12 @@ impl Connection {
                             break None;
                         }
                     }
+                    Some(SocketEvent::Drained) => {
+                        let frame = json!({ "op": "drained" }).to_string();
+                        if self.session.text(frame).await.is_err() {
+                            break None;
+                        }
+                    }
                     Some(SocketEvent::Close) | None => break Some(CloseReason {
                         code: CloseCode::Away,
                         description: Some("the server is shutting down".into()),
@@ -204,9 +213,11 @@ impl Connection {
     ) -> bool {
         let mut tasks = vec![first];
         let mut close = false;
+        let mut drained = false;
         while let Ok(ev) = rx.try_recv() {
             match ev {
                 SocketEvent::Task(t) => tasks.push(t),
+                SocketEvent::Drained => drained = true,
                 SocketEvent::Close => close = true,
             }
         }
@@ -216,6 +227,12 @@ impl Connection {
         }
         for task in tasks {
             let frame = json!({ "op": "task", "task": task }).to_string();
+            if self.session.text(frame).await.is_err() {
+                return false;
+            }
+        }
+        if drained {
+            let frame = json!({ "op": "drained" }).to_string();
             if self.session.text(frame).await.is_err() {
                 return false;
             }
@@ -255,6 +272,11 @@ impl Connection {
                 ),
                 Err(e) => self.send_error(None, &e),
             },
+            // Stop pushing (a worker shutting down): credit drops to 0 and stays there until
+            // the next credit frame; a `drained` frame follows the last task sent.
+            "drain" => self.owner.do_send(DrainSocket {
+                socket_id: self.socket_id,
+            }),
             "complete" | "fail" | "heartbeat" => {
                 let state = self.state.clone();
                 let mut session = self.session.clone();
@@ -271,7 +293,7 @@ impl Connection {
             other => self.send_error(
                 lease.as_deref(),
                 &Error::invalid(format!(
-                    "unknown op {other:?}; expected credit, complete, fail or heartbeat"
+                    "unknown op {other:?}; expected credit, drain, complete, fail or heartbeat"
                 )),
             ),
         }

@@ -252,8 +252,18 @@ pub struct ExpireWaiting {
 pub enum SocketEvent {
     /// A task leased to the socket.
     Task(Box<crate::model::Task>),
+    /// The socket asked to drain: no task follows this event until new credit.
+    Drained,
     /// The server is shutting down: close the socket.
     Close,
+}
+
+/// A socket asked to stop being pushed tasks (credit to 0, settles give none back).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DrainSocket {
+    /// The socket.
+    pub socket_id: u64,
 }
 
 /// A streaming worker connected: it becomes a long-lived poller with credit 0.

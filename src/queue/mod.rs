@@ -86,11 +86,15 @@ struct Socket {
     outstanding: HashSet<u64>,
     /// Its waiter is in the queue.
     waiting: bool,
+    /// It asked to drain: ended leases give no credit back.
+    draining: bool,
     tx: tokio::sync::mpsc::UnboundedSender<SocketEvent>,
 }
 
 /// What happens to a task after a failed attempt.
 enum AfterFailure {
+    /// Cancel was asked while it ran: the attempt's end makes it `cancelled`.
+    Cancelled,
     Dead,
     Ready(ReadyPos, Entry),
     Delayed(u64),
@@ -254,8 +258,8 @@ impl QueueActor {
             id: rand::random(),
             identity: identity.to_string(),
             dispatched_at: now,
-            close_deadline: now + rec.start_to_close_timeout_ms,
-            heartbeat_deadline: rec.heartbeat_timeout_ms.map(|h| now + h),
+            close_deadline: now.saturating_add(rec.start_to_close_timeout_ms),
+            heartbeat_deadline: rec.heartbeat_timeout_ms.map(|h| now.saturating_add(h)),
             order,
         });
     }
@@ -493,7 +497,7 @@ impl QueueActor {
             return;
         };
         if let Some(socket) = self.sockets.get_mut(&socket_id) {
-            if socket.outstanding.remove(&lease_id) {
+            if socket.outstanding.remove(&lease_id) && !socket.draining {
                 socket.credit = socket.credit.saturating_add(1);
             }
         }
@@ -694,6 +698,11 @@ impl QueueActor {
         rec.updated_at = now;
         txn.del_inflight(&self.key, &rec.task_id);
         meta.in_flight = meta.in_flight.saturating_sub(1);
+        if rec.cancel_requested {
+            rec.state = TaskState::Cancelled;
+            txn.put_expiry(self.retention_end(now), &self.key, &rec.task_id);
+            return AfterFailure::Cancelled;
+        }
         if non_retryable || rec.retry.exhausted(rec.attempt) {
             rec.state = TaskState::Failed;
             txn.put_dead(&self.key, now, rec.seq, &rec.task_id);
@@ -716,6 +725,7 @@ impl QueueActor {
 
     fn apply_failure(&mut self, task_id: &str, after: AfterFailure) {
         match after {
+            AfterFailure::Cancelled => self.notify(task_id),
             AfterFailure::Dead => {
                 self.metrics.failed_dead.inc();
                 self.notify(task_id);
@@ -732,6 +742,13 @@ impl QueueActor {
     }
 
     fn settle(&mut self, msg: &Settle) -> Result<Settlement> {
+        if let SettleOp::Fail {
+            retry_after_ms: Some(ms),
+            ..
+        } = msg.op
+        {
+            crate::model::check_duration("retry_after_ms", ms)?;
+        }
         let now = now_ms();
         let Some(mut rec) = self.store().task(&self.key, &msg.task_id)? else {
             return Err(Error::lease_lost());
@@ -836,7 +853,7 @@ impl QueueActor {
             return Err(Error::lease_lost());
         }
         if let Some(h) = hb_timeout {
-            lease.heartbeat_deadline = Some(now + h);
+            lease.heartbeat_deadline = Some(now.saturating_add(h));
         }
         let expires_at = lease.expires_at();
         if let Some(details) = &msg.details {
@@ -993,7 +1010,9 @@ impl QueueActor {
             && self.leases.is_empty()
             && self.meta.ready == 0
             && self.watchers.is_empty()
-            && self.next_delayed.is_none_or(|d| d > now + idle_ms)
+            && self
+                .next_delayed
+                .is_none_or(|d| d > now.saturating_add(idle_ms))
     }
 
     fn on_timer(&mut self, ctx: &mut Context<Self>) {
@@ -1584,6 +1603,7 @@ impl Handler<OpenSocket> for QueueActor {
                 credit: 0,
                 outstanding: HashSet::new(),
                 waiting: false,
+                draining: false,
                 tx: msg.tx,
             },
         );
@@ -1597,6 +1617,7 @@ impl Handler<AddCredit> for QueueActor {
 
     fn handle(&mut self, msg: AddCredit, ctx: &mut Self::Context) {
         if let Some(socket) = self.sockets.get_mut(&msg.socket_id) {
+            socket.draining = false;
             socket.credit = socket.credit.saturating_add(msg.n);
             self.queue_socket(msg.socket_id);
             self.dispatch_waiting(ctx);
@@ -1611,6 +1632,21 @@ impl Handler<SocketClosed> for QueueActor {
     fn handle(&mut self, msg: SocketClosed, ctx: &mut Self::Context) {
         self.close_socket(msg.socket_id);
         self.dispatch_waiting(ctx);
+        self.after_change(ctx);
+    }
+}
+
+impl Handler<DrainSocket> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DrainSocket, ctx: &mut Self::Context) {
+        if let Some(socket) = self.sockets.get_mut(&msg.socket_id) {
+            socket.draining = true;
+            socket.credit = 0;
+            socket.waiting = false;
+            let _ = socket.tx.send(SocketEvent::Drained);
+            self.waiters.remove_socket(msg.socket_id);
+        }
         self.after_change(ctx);
     }
 }

@@ -343,7 +343,12 @@ impl Store {
     ) -> Result<(Vec<(QueueKey, QueueMeta)>, Option<Vec<u8>>)> {
         let prefix = keys::namespace_prefix(namespace);
         let start = match after {
-            Some(a) => Bound::Excluded(a.to_vec()),
+            Some(a) if a.starts_with(&prefix) => Bound::Excluded(a.to_vec()),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "page_token is not one this server gave for this namespace",
+                ))
+            }
             None => Bound::Included(prefix.clone()),
         };
         let mut out = Vec::new();

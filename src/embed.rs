@@ -148,7 +148,7 @@ impl Builder {
         let auth = Arc::new(Auth::new(&config.auth));
         let lifecycle = Arc::new(Lifecycle::default());
         lifecycle.set_ready();
-        let purge = actix_rt::spawn(purge_loop(store.clone()));
+        let purge = actix_rt::spawn(purge_loop(store.clone(), config.completed_retention));
         Ok(Tasq {
             inner: Arc::new(Inner {
                 state: AppState {
@@ -927,8 +927,10 @@ fn temporary_dir() -> PathBuf {
     ))
 }
 
-/// Purges finished records past their retention, every [`PURGE_EVERY`].
-async fn purge_loop(store: Arc<Store>) {
+/// Purges finished records past their retention: every [`PURGE_EVERY`], or every half
+/// retention when that is shorter (at least every second), so a short retention holds.
+async fn purge_loop(store: Arc<Store>, retention: Duration) {
+    let every = (retention / 2).clamp(Duration::from_secs(1), PURGE_EVERY);
     loop {
         let s = store.clone();
         let purged = tokio::task::spawn_blocking(move || {
@@ -953,6 +955,6 @@ async fn purge_loop(store: Arc<Store>) {
         if purged > 0 {
             log::info!("purged {purged} finished task records past their retention");
         }
-        tokio::time::sleep(PURGE_EVERY).await;
+        tokio::time::sleep(every).await;
     }
 }

@@ -171,7 +171,7 @@ impl Store {
             queues: space(Prefix::Queues),
             waiting: space(Prefix::Waiting),
             commit: GroupCommit::start(db.clone(), opts.fsync, metrics),
-            full: watch_size(&db, opts.max_bytes),
+            full: watch_size(&db, &tree, opts.max_bytes),
             tree,
             db,
         }))
@@ -467,9 +467,15 @@ impl Store {
     }
 }
 
-/// Checks the store's size on disk every second against `max_bytes` (0: never full). The
-/// thread holds only a weak handle, so it ends when the store is dropped.
-fn watch_size(db: &sled::Db, max_bytes: u64) -> Arc<std::sync::atomic::AtomicBool> {
+/// How often the live data is measured while the files are over `max_bytes`.
+const LIVE_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Checks the store against `max_bytes` (0: never full) every second. sled reuses freed
+/// space but never shrinks its files, so the file size alone would keep adds refused after
+/// the backlog drained: while the files are over the bound, the live data (keys and values,
+/// measured by a scan paid only then) decides. The thread holds only a weak handle, so it
+/// ends when the store is dropped.
+fn watch_size(db: &sled::Db, tree: &Tree, max_bytes: u64) -> Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let full = Arc::new(AtomicBool::new(false));
     if max_bytes == 0 {
@@ -477,16 +483,35 @@ fn watch_size(db: &sled::Db, max_bytes: u64) -> Arc<std::sync::atomic::AtomicBoo
     }
     let flag = Arc::downgrade(&full);
     let db = db.clone();
+    let tree = tree.clone();
+    let mut last_scan: Option<(std::time::Instant, u64)> = None;
     let spawned = std::thread::Builder::new()
         .name("tasq-disk-watch".into())
         .spawn(move || {
             while let Some(flag) = flag.upgrade() {
                 match db.size_on_disk() {
                     Ok(size) => {
-                        let over = size > max_bytes;
+                        let live = if size <= max_bytes {
+                            size
+                        } else {
+                            match last_scan {
+                                Some((at, live)) if at.elapsed() < LIVE_SCAN_EVERY => live,
+                                _ => {
+                                    let live = tree
+                                        .iter()
+                                        .filter_map(|kv| kv.ok())
+                                        .map(|(k, v)| (k.len() + v.len()) as u64)
+                                        .sum();
+                                    last_scan = Some((std::time::Instant::now(), live));
+                                    live
+                                }
+                            }
+                        };
+                        let over = live > max_bytes;
                         if flag.swap(over, Ordering::Relaxed) != over {
                             log::warn!(
-                                "store is {size} bytes: adds are {} (storage.max_bytes = {max_bytes})",
+                                "store holds {live} bytes ({size} on disk): adds are {} \
+                                 (storage.max_bytes = {max_bytes})",
                                 if over { "refused" } else { "accepted again" }
                             );
                         }

@@ -2,7 +2,7 @@
 //! so any language becomes a tasq worker.
 //!
 //! Per task it runs `sh -c CMD` in a process group of its own, with:
-//! - the payload JSON (as the producer sent it) and a newline on standard input;
+//! - the payload JSON and a newline on standard input;
 //! - the task's fields in the environment: `TASQ_TASK_ID`, `TASQ_TASK_TYPE`, `TASQ_ATTEMPT`,
 //!   `TASQ_PRIORITY`, `TASQ_NAMESPACE`, `TASQ_QUEUE`, `TASQ_QUEUE_TYPE`, `TASQ_LEASE`,
 //!   `TASQ_SERVER`, `TASQ_IDENTITY`, `TASQ_ADDED_AT`, `TASQ_DISPATCHED_AT`,
@@ -19,44 +19,43 @@
 //! | exits 65 (`EX_DATAERR`: the input was bad, a retry cannot help) | failed, non-retryable: a dead letter now | `dataerr` |
 //! | exits with any other code | failed, retryable (the retry policy and `max_attempts` decide, as for an exception in a Temporal activity) | `exit N` |
 //! | is killed by a signal | failed, retryable | `signal N` |
-//! | prints a result over the server's `max_payload_bytes` | failed, non-retryable | `result_too_large` |
+//! | prints a result whose `complete` frame is over 1 MiB (the server's default `max_payload_bytes`) | failed, non-retryable | `ResultTooLarge` |
 //! | is stopped because the task was cancelled | failed, non-retryable | `cancelled` |
 //!
 //! The error message is the end of the command's stderr (at most 8 KiB), or a line naming the
 //! exit status when stderr is empty.
 //!
-//! While the command runs the worker heartbeats, every third of the task's
+//! The worker is a [`crate::client::Worker`]: it streams tasks over one WebSocket
+//! (`GET {q}/connect`), keeps `--concurrency` credit on it, reconnects with backoff when the
+//! server is down or the connection drops, and heartbeats each running task every third of its
 //! `heartbeat_timeout_ms` (or of `start_to_close_timeout_ms`, at most every 10 s). When a
-//! heartbeat answers `cancel_requested`, or that the lease is lost (it expired: the task will
-//! run again elsewhere), the command's process group gets SIGTERM (SIGKILL 10 s later).
+//! heartbeat answers `cancel_requested`, or that the lease is lost (it expired, or the
+//! connection dropped: the task will run again), the command's process group gets SIGTERM
+//! (SIGKILL 10 s later). Only `http://` servers: the client has no TLS, so an `https://`
+//! server is refused with a message saying so.
 //!
-//! The worker long-polls (HTTP) for as many tasks as it has free slots (`--concurrency`).
-//! SIGTERM or SIGINT stops taking tasks (the poll under way is given up: the server forgets it
-//! at once, so it takes no task added later; with an `https://` server the worker waits for
-//! that poll to end instead, at most `--poll-wait`, and runs what it brings) and lets the
-//! running commands finish and settle, then exits 0; a second signal stops the commands (SIGTERM) and exits 130 at once, leaving their
-//! tasks to be retried when their leases run out. Commands run in their own process group, so
-//! a Ctrl-C at the terminal reaches the worker only, not the running commands.
+//! SIGTERM or SIGINT stops taking tasks (the worker tells the server to push no more; a task
+//! already on its way is not started and goes back to the queue) and lets the running commands
+//! finish and settle, then exits 0; a second signal stops the commands (SIGTERM) and exits 130
+//! at once, leaving their tasks to run again. Commands run in their own process group, so a
+//! Ctrl-C at the terminal reaches the worker only, not the running commands.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::client::{lease_path, queue_path, Client};
 use super::table::human_ms;
-use super::{millis, parse_duration, CliError, CliResult, ClientArgs, QueueArg};
+use super::{parse_duration, CliError, CliResult, ClientArgs, QueueArg};
+use crate::client::{ClientError, WorkerError, WorkerTask, MAX_CONCURRENCY};
 use crate::error::Error;
-use crate::model::{validate_identity, validate_name, QueueKey, MAX_POLL_TASKS};
+use crate::model::{validate_identity, validate_name, QueueKey};
 
 /// Exit status that asks for a retry (`EX_TEMPFAIL` of sysexits.h).
 pub const EXIT_RETRY: i32 = 75;
@@ -66,12 +65,8 @@ pub const EXIT_NON_RETRYABLE: i32 = 65;
 const MAX_STDOUT: usize = 16 << 20;
 /// Most stderr kept as an error message (its end).
 const MAX_STDERR: usize = 8 << 10;
-/// Longest pause between heartbeats.
-const MAX_HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// How long a stopped command gets after SIGTERM before SIGKILL.
 const KILL_AFTER: Duration = Duration::from_secs(10);
-/// Longest pause between polls that failed.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// `tasq worker QUEUE --exec CMD`.
 #[derive(Args, Debug, Clone)]
@@ -81,8 +76,9 @@ pub struct WorkerArgs {
     /// Shell command run per task (`sh -c CMD`): payload on stdin, task fields in TASQ_* env.
     #[arg(long, value_name = "CMD")]
     exec: String,
-    /// Commands run at once.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Commands run at once (the credit kept on the worker's WebSocket).
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)))]
     concurrency: u32,
     /// Only take tasks of these types (comma-separated); default any.
     #[arg(long, value_delimiter = ',', value_name = "TYPES")]
@@ -93,69 +89,24 @@ pub struct WorkerArgs {
     /// Build id shown by `queue describe`.
     #[arg(long)]
     build_id: Option<String>,
-    /// How long one long poll waits for a task.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
-    poll_wait: Duration,
+    /// Ignored, kept so existing command lines work: the worker streams tasks over a
+    /// WebSocket and does not poll.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    poll_wait: Option<Duration>,
 }
 
-/// A task as the poll answers it (the payload kept as the exact text the producer sent).
-#[derive(Debug, Deserialize)]
-struct PolledTask {
-    task_id: String,
-    task_type: String,
-    payload: Box<RawValue>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    attempt: u32,
-    priority: u8,
-    fairness_key: Option<String>,
-    lease: String,
-    added_at: String,
-    dispatched_at: String,
-    lease_expires_at: String,
-    start_to_close_timeout_ms: u64,
-    heartbeat_timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PollAnswer {
-    tasks: Vec<PolledTask>,
-}
-
-/// What the worker threads share.
-#[derive(Default)]
-struct Shared {
-    /// Tasks taken and not yet settled.
-    running: usize,
-    /// No more polls: a signal came, or the poller met an error it cannot get past.
-    stopping: bool,
-    /// Signals received.
-    signals: u32,
-    /// The error that stopped the poller, if any.
-    fatal: Option<Error>,
-    /// Process ids (= process group ids) of the running commands.
-    children: HashSet<u32>,
-    /// A poll is under way (its tasks are not counted in `running` yet).
-    polling: bool,
-    /// The connection of the poll under way, to give it up on a signal.
-    poll_socket: Option<TcpStream>,
-}
-
-struct Worker {
-    client: Client,
+/// What every task's command shares.
+struct Exec {
     key: QueueKey,
     exec: String,
+    server: String,
     identity: String,
-    concurrency: usize,
-    task_types: Option<Vec<String>>,
-    build_id: Option<String>,
-    poll_wait: Duration,
-    shared: Mutex<Shared>,
-    changed: Condvar,
+    /// Process ids (= process group ids) of the running commands.
+    children: Mutex<HashSet<u32>>,
 }
 
 /// Runs the worker until SIGTERM / SIGINT (then exits 0 once the running commands are
-/// settled), or until the server answers an error that retrying cannot fix.
+/// settled), or until the server refuses the connection in a way retrying cannot fix.
 pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
     let key = args.key(&w.queue.queue, w.queue.kind)?;
     let identity = w.identity.unwrap_or_else(default_identity);
@@ -166,48 +117,115 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
     if let Some(b) = &w.build_id {
         validate_name("build id", b).map_err(CliError::Local)?;
     }
-    if millis(w.poll_wait) > crate::model::MAX_POLL_WAIT_MS {
-        return Err(CliError::usage("--poll-wait must be at most 5m"));
+    let server = args.server.trim_end_matches('/').to_string();
+    if server.starts_with("https://") {
+        return Err(CliError::usage(format!(
+            "--server {server}: tasq worker streams tasks over a WebSocket and has no TLS \
+             (wss://) support; give it a plain http:// address (e.g. a TLS-terminating proxy \
+             on the worker's host)"
+        )));
     }
-    let worker = Arc::new(Worker {
-        client: args.client(),
+    let mut builder = crate::client::Worker::builder(&server, key.namespace(), key.name())
+        .queue_type(key.kind().as_str())
+        .identity(identity.clone())
+        .task_types(w.task_types.iter().cloned())
+        .concurrency(w.concurrency);
+    if let Some(b) = &w.build_id {
+        builder = builder.build_id(b.clone());
+    }
+    if let Some(k) = &args.api_key {
+        // A key is printable; control characters would break the header.
+        builder = builder.api_key(
+            k.trim()
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect::<String>(),
+        );
+    }
+    let worker = builder
+        .build()
+        .map_err(|e| CliError::usage(e.to_string()))?;
+
+    // The client's own lines (connection lost, server unavailable, shutting down) on stderr.
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Off)
+        .filter_module("tasq::client", log::LevelFilter::Info)
+        .parse_default_env()
+        .format(|buf, record| writeln!(buf, "{}", record.args()))
+        .try_init();
+
+    let internal = |what: &str, e: std::io::Error| {
+        CliError::Local(Error::Internal(format!("cannot {what}: {e}")))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // Each running command holds a blocking thread while it runs.
+        .max_blocking_threads(w.concurrency as usize + 4)
+        .build()
+        .map_err(|e| internal("start the runtime", e))?;
+    let ctx = Arc::new(Exec {
         key,
         exec: w.exec,
+        server,
         identity,
-        concurrency: w.concurrency as usize,
-        task_types: (!w.task_types.is_empty()).then_some(w.task_types),
-        build_id: w.build_id,
-        poll_wait: w.poll_wait,
-        shared: Mutex::new(Shared::default()),
-        changed: Condvar::new(),
+        children: Mutex::new(HashSet::new()),
     });
-    listen_for_signals(worker.clone())?;
-    eprintln!(
-        "tasq worker: {} polling {} at {} (concurrency {})",
-        worker.identity,
-        worker.key,
-        worker.client.base(),
-        worker.concurrency
-    );
-    let poller = worker.clone();
-    thread::Builder::new()
-        .name("tasq-poller".into())
-        .spawn(move || poller.poll_loop())
-        .map_err(|e| CliError::Local(Error::Internal(format!("cannot start a thread: {e}"))))?;
-
-    let mut shared = worker.lock();
-    while !(shared.stopping && shared.running == 0 && !shared.polling) {
-        shared = worker
-            .changed
-            .wait(shared)
-            .unwrap_or_else(|e| e.into_inner());
-    }
-    match shared.fatal.take() {
-        Some(e) => Err(CliError::Remote(e)),
-        None => {
+    let ended = rt.block_on(async {
+        // Registered before connecting, so an early SIGTERM is never the default action.
+        let stop =
+            listen_for_signals(ctx.clone()).map_err(|e| internal("listen for signals", e))?;
+        eprintln!(
+            "tasq worker: {} streaming {} from {} (concurrency {})",
+            ctx.identity, ctx.key, ctx.server, w.concurrency
+        );
+        let handler_ctx = ctx.clone();
+        let handler = move |task: WorkerTask| {
+            let ctx = handler_ctx.clone();
+            async move {
+                match tokio::task::spawn_blocking(move || ctx.run_task(&task)).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => Err(WorkerError::retryable(format!(
+                        "the thread running the command failed: {e}"
+                    ))
+                    .with_type("spawn")),
+                }
+            }
+        };
+        Ok::<_, CliError>(
+            worker
+                .run_until(handler, async {
+                    let _ = stop.await;
+                })
+                .await,
+        )
+    })?;
+    match ended {
+        Ok(()) => {
             eprintln!("tasq worker: stopped");
             Ok(())
         }
+        Err(e) => Err(CliError::Remote(refused(e))),
+    }
+}
+
+/// The error for a connection the server refused for good.
+fn refused(e: ClientError) -> Error {
+    let ClientError::Rejected { status, body } = e else {
+        return Error::Internal(e.to_string());
+    };
+    let parsed = serde_json::from_str::<Value>(&body).ok();
+    let code = parsed.as_ref().and_then(|v| v["error"]["code"].as_str());
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v["error"]["message"].as_str())
+        .map_or_else(|| format!("HTTP {status}: {body}"), str::to_string);
+    match (code, status) {
+        (Some("unauthenticated"), _) | (None, 401) => Error::Unauthenticated(message),
+        (Some("permission_denied"), _) | (None, 403) => Error::PermissionDenied(message),
+        (Some("not_found"), _) | (None, 404) => Error::NotFound(message),
+        (Some("invalid_argument"), _) | (None, 400) => Error::InvalidArgument(message),
+        (Some(other), _) => Error::Internal(format!("{other}: {message}")),
+        (None, _) => Error::Internal(message),
     }
 }
 
@@ -221,39 +239,43 @@ fn default_identity() -> String {
     format!("{host}@{}", std::process::id())
 }
 
-/// SIGTERM / SIGINT: stop polling; a second one stops the commands and exits at once.
-fn listen_for_signals(worker: Arc<Worker>) -> CliResult {
+/// SIGTERM / SIGINT: the first resolves the answer (graceful shutdown); a second one stops the
+/// commands and exits at once. Call inside the runtime.
+fn listen_for_signals(ctx: Arc<Exec>) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let internal = |e: std::io::Error| {
-        CliError::Local(Error::Internal(format!("cannot listen for signals: {e}")))
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(internal)?;
-    // Registered here, before the first poll, so an early SIGTERM is never the default action.
-    let (mut term, mut int) = {
-        let _guard = rt.enter();
-        (
-            signal(SignalKind::terminate()).map_err(internal)?,
-            signal(SignalKind::interrupt()).map_err(internal)?,
-        )
-    };
-    thread::Builder::new()
-        .name("tasq-signals".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                loop {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                    worker.on_signal();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let children = ctx.children();
+            match tx.take() {
+                Some(tx) => {
+                    eprintln!(
+                        "tasq worker: stopping: taking no more tasks; waiting for {} running",
+                        children.len()
+                    );
+                    let _ = tx.send(());
                 }
-            })
-        })
-        .map_err(internal)?;
-    Ok(())
+                None => {
+                    eprintln!(
+                        "tasq worker: second signal: stopping {} running commands; their tasks run again",
+                        children.len()
+                    );
+                    for pid in children.iter() {
+                        kill_group(*pid, libc::SIGTERM);
+                    }
+                    std::process::exit(130);
+                }
+            }
+        }
+    });
+    Ok(rx)
 }
 
 fn kill_group(pid: u32, signal: libc::c_int) {
@@ -266,212 +288,70 @@ fn kill_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// Whether an error from the server goes away by trying again later.
-fn transient(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Unavailable(_) | Error::Internal(_) | Error::ResourceExhausted { .. }
-    )
-}
-
-impl Worker {
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+impl Exec {
+    fn children(&self) -> MutexGuard<'_, HashSet<u32>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn on_signal(&self) {
-        let mut s = self.lock();
-        s.signals += 1;
-        if s.signals == 1 {
-            eprintln!(
-                "tasq worker: stopping: taking no more tasks; waiting for {} running",
-                s.running
-            );
-            s.stopping = true;
-            if let Some(socket) = s.poll_socket.take() {
-                // The server forgets the parked poll at once; an answer it sent already is
-                // still read, and its tasks run.
-                let _ = socket.shutdown(Shutdown::Write);
-            }
-            self.changed.notify_all();
-        } else {
-            eprintln!(
-                "tasq worker: second signal: stopping {} running commands; their tasks run again once their leases end",
-                s.children.len()
-            );
-            for pid in &s.children {
-                kill_group(*pid, libc::SIGTERM);
-            }
-            std::process::exit(130);
-        }
-    }
-
-    /// Polls while there is a free slot, and starts a thread per task.
-    fn poll_loop(self: Arc<Self>) {
-        let path = format!("{}/poll", queue_path(&self.key));
-        let mut backoff = Duration::from_millis(500);
-        let mut last_error = String::new();
-        loop {
-            let free = {
-                let mut s = self.lock();
-                while !s.stopping && s.running >= self.concurrency {
-                    s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
-                }
-                if s.stopping {
-                    return;
-                }
-                s.polling = true;
-                self.concurrency - s.running
-            };
-            let mut body = json!({
-                "identity": self.identity,
-                "max_tasks": free.min(MAX_POLL_TASKS as usize),
-                "wait_ms": millis(self.poll_wait),
-            });
-            if let Some(t) = &self.task_types {
-                body["task_types"] = json!(t);
-            }
-            if let Some(b) = &self.build_id {
-                body["build_id"] = json!(b);
-            }
-            let answer = self.poll_once(&path, &body);
-            {
-                // In one step with `polling = false`, so the main thread never sees a moment
-                // with no poll under way and tasks received but not counted.
-                let mut s = self.lock();
-                s.polling = false;
-                s.poll_socket = None;
-                if let Ok(a) = &answer {
-                    s.running += a.tasks.len();
-                }
-                self.changed.notify_all();
-            }
-            match answer {
-                Ok(answer) => {
-                    if !last_error.is_empty() {
-                        eprintln!("tasq worker: polling works again");
-                        last_error.clear();
-                    }
-                    backoff = Duration::from_millis(500);
-                    self.start(answer.tasks);
-                }
-                Err(e) if transient(&e) => {
-                    let line = format!("{}: {e}", e.code());
-                    if line != last_error {
-                        eprintln!("tasq worker: poll failed, retrying: {line}");
-                        last_error = line;
-                    }
-                    let pause = match &e {
-                        Error::ResourceExhausted {
-                            retry_after_secs, ..
-                        } => Duration::from_secs(*retry_after_secs).max(backoff),
-                        _ => backoff,
-                    };
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    let s = self.lock();
-                    let _ = self
-                        .changed
-                        .wait_timeout_while(s, pause, |s| !s.stopping)
-                        .unwrap_or_else(|e| e.into_inner());
-                }
-                Err(e) => {
-                    let mut s = self.lock();
-                    s.fatal = Some(e);
-                    s.stopping = true;
-                    self.changed.notify_all();
-                    return;
-                }
-            }
-        }
-    }
-
-    /// One long poll; over a connection that a signal can give up when the server is `http://`.
-    fn poll_once(&self, path: &str, body: &Value) -> Result<PollAnswer, Error> {
-        if !self.client.can_cancel() {
-            return self
-                .client
-                .send_as("POST", path, Some(body), self.poll_wait);
-        }
-        let answer = self
-            .client
-            .post_cancellable(path, body, self.poll_wait, |socket| {
-                let mut s = self.lock();
-                if s.stopping {
-                    let _ = socket.shutdown(Shutdown::Write);
-                } else {
-                    s.poll_socket = Some(socket);
-                }
-            });
-        match answer {
-            // Given up on a signal before the server answered: no tasks.
-            Err(_) if self.lock().stopping => Ok(PollAnswer { tasks: Vec::new() }),
-            other => other,
-        }
-    }
-
-    /// Starts a thread per task (or runs it here if no thread can be had); they are counted
-    /// in `running` already.
-    fn start(self: &Arc<Self>, tasks: Vec<PolledTask>) {
-        for task in tasks {
-            let me = self.clone();
-            let task = Arc::new(task);
-            let t = task.clone();
-            let spawned = thread::Builder::new()
-                .name(format!("tasq-task-{}", task.task_id))
-                .spawn(move || me.run_and_release(&t));
-            if let Err(e) = spawned {
-                eprintln!("tasq worker: cannot start a thread ({e}); running the task inline");
-                self.run_and_release(&task);
-            }
-        }
-    }
-
-    fn run_and_release(&self, task: &PolledTask) {
-        self.run_task(task);
-        let mut s = self.lock();
-        s.running -= 1;
-        self.changed.notify_all();
-    }
-
-    /// Runs the command for one task and settles the task.
-    fn run_task(&self, task: &PolledTask) {
+    /// Runs the command for one task (on a blocking thread) and answers how to settle it.
+    fn run_task(&self, task: &WorkerTask) -> Result<Value, WorkerError> {
         let started = Instant::now();
         let label = format!(
             "task {} ({}, attempt {})",
             task.task_id, task.task_type, task.attempt
         );
-        let ended = match self.run_command(task) {
-            Ok(ended) => ended,
-            Err(e) => {
-                let failure = Outcome::Fail {
-                    kind: "spawn".into(),
-                    message: format!("cannot run the command: {e}"),
-                    non_retryable: false,
-                };
-                self.settle(task, &label, failure, started);
-                return;
+        let outcome = match self.run_command(task) {
+            Err(e) => Outcome::Fail {
+                kind: "spawn".into(),
+                message: format!("cannot run the command: {e}"),
+                non_retryable: false,
+            },
+            Ok(Ended::LeaseLost) => {
+                eprintln!("tasq worker: {label}: the lease was lost; the command was stopped and the task will run again");
+                return Err(
+                    WorkerError::retryable("the lease was lost; the command was stopped")
+                        .with_type("lease_lost"),
+                );
             }
-        };
-        let outcome = match ended {
-            Ended::LeaseLost => {
-                eprintln!("tasq worker: {label}: the lease was lost (it ran out); the command was stopped and the task will run again");
-                return;
-            }
-            Ended::Cancelled => Outcome::Fail {
+            Ok(Ended::Cancelled) => Outcome::Fail {
                 kind: "cancelled".into(),
                 message: "the task was cancelled; the command was stopped".into(),
                 non_retryable: true,
             },
-            Ended::Exited {
+            Ok(Ended::Exited {
                 status,
                 stdout,
                 stderr,
-            } => outcome_of(status, &stdout, &stderr),
+            }) => outcome_of(status, &stdout, &stderr),
         };
-        self.settle(task, &label, outcome, started);
+        let took = human_ms(started.elapsed().as_millis() as u64);
+        match outcome {
+            Outcome::Complete(result) => {
+                eprintln!("tasq worker: {label}: completed in {took}");
+                Ok(result)
+            }
+            Outcome::Fail {
+                kind,
+                message,
+                non_retryable,
+            } => {
+                let how = if non_retryable {
+                    "for good"
+                } else {
+                    "retryable"
+                };
+                eprintln!("tasq worker: {label}: failed ({kind}, {how}) in {took}");
+                let e = if non_retryable {
+                    WorkerError::non_retryable(message)
+                } else {
+                    WorkerError::retryable(message)
+                };
+                Err(e.with_type(kind))
+            }
+        }
     }
 
-    fn env(&self, task: &PolledTask) -> Vec<(&'static str, String)> {
+    fn env(&self, task: &WorkerTask) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("TASQ_TASK_ID", task.task_id.clone()),
             ("TASQ_TASK_TYPE", task.task_type.clone()),
@@ -481,7 +361,7 @@ impl Worker {
             ("TASQ_QUEUE", self.key.name().to_string()),
             ("TASQ_QUEUE_TYPE", self.key.kind().as_str().to_string()),
             ("TASQ_LEASE", task.lease.clone()),
-            ("TASQ_SERVER", self.client.base().to_string()),
+            ("TASQ_SERVER", self.server.clone()),
             ("TASQ_IDENTITY", self.identity.clone()),
             ("TASQ_ADDED_AT", task.added_at.clone()),
             ("TASQ_DISPATCHED_AT", task.dispatched_at.clone()),
@@ -497,8 +377,9 @@ impl Worker {
         env
     }
 
-    /// Runs `sh -c CMD`, heartbeating until it exits.
-    fn run_command(&self, task: &PolledTask) -> std::io::Result<Ended> {
+    /// Runs `sh -c CMD` until it exits, stopping it when the task is cancelled or its lease
+    /// is lost (the client's heartbeats find out).
+    fn run_command(&self, task: &WorkerTask) -> std::io::Result<Ended> {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(&self.exec)
@@ -509,8 +390,8 @@ impl Worker {
             .process_group(0);
         let mut child = cmd.spawn()?;
         let pid = child.id();
-        self.lock().children.insert(pid);
-        let input = format!("{}\n", task.payload.get());
+        self.children().insert(pid);
+        let input = format!("{}\n", task.payload);
         let stdin = child.stdin.take();
         let writer = thread::spawn(move || {
             if let Some(mut stdin) = stdin {
@@ -523,8 +404,6 @@ impl Worker {
         let stderr = child.stderr.take();
         let err_reader = thread::spawn(move || read_capped(stderr, MAX_STDERR, true));
 
-        let every = heartbeat_every(task);
-        let mut next_heartbeat = Instant::now() + every;
         let mut stopped: Option<(Ended, Instant)> = None;
         let mut pause = Duration::from_millis(1);
         let status = loop {
@@ -535,9 +414,15 @@ impl Worker {
             }
             let now = Instant::now();
             match &stopped {
-                None if now >= next_heartbeat => {
-                    next_heartbeat = now + every;
-                    if let Some(why) = self.heartbeat(task) {
+                None => {
+                    let why = if task.cancel_requested() {
+                        Some(Ended::Cancelled)
+                    } else if task.lease_lost() {
+                        Some(Ended::LeaseLost)
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
                         kill_group(pid, libc::SIGTERM);
                         stopped = Some((why, now));
                     }
@@ -550,7 +435,7 @@ impl Worker {
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
         };
-        self.lock().children.remove(&pid);
+        self.children().remove(&pid);
         let _ = writer.join();
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
@@ -564,99 +449,6 @@ impl Worker {
             },
         })
     }
-
-    /// Sends a heartbeat; answers why the command must stop, if it must.
-    fn heartbeat(&self, task: &PolledTask) -> Option<Ended> {
-        let path = match lease_path(&task.lease, "heartbeat") {
-            Ok(p) => p,
-            Err(_) => return Some(Ended::LeaseLost),
-        };
-        match self.client.post(&path, &json!({}), Duration::ZERO) {
-            Ok(answer) if answer["cancel_requested"] == json!(true) => Some(Ended::Cancelled),
-            Ok(_) => None,
-            Err(Error::LeaseLost(_)) => Some(Ended::LeaseLost),
-            Err(e) => {
-                eprintln!(
-                    "tasq worker: task {}: heartbeat failed ({}: {e}); the command goes on",
-                    task.task_id,
-                    e.code()
-                );
-                None
-            }
-        }
-    }
-
-    /// Completes or fails the task, retrying while the server cannot be reached.
-    fn settle(&self, task: &PolledTask, label: &str, outcome: Outcome, started: Instant) {
-        let took = human_ms(started.elapsed().as_millis() as u64);
-        let (op, body, what) = match outcome {
-            Outcome::Complete(result) => ("complete", json!({ "result": result }), None),
-            Outcome::Fail {
-                kind,
-                message,
-                non_retryable,
-            } => (
-                "fail",
-                json!({
-                    "error": {"type": kind, "message": message},
-                    "non_retryable": non_retryable,
-                }),
-                Some(kind),
-            ),
-        };
-        match self.post_settle(task, op, &body) {
-            Ok(answer) => match what {
-                None => eprintln!("tasq worker: {label}: completed in {took}"),
-                Some(kind) => {
-                    let next = match answer["state"].as_str() {
-                        Some("pending") => format!(
-                            "it runs again at {}",
-                            answer["next_attempt_at"].as_str().unwrap_or("once due")
-                        ),
-                        Some(state) => format!("it is {state} now (a dead letter)"),
-                        None => String::new(),
-                    };
-                    eprintln!("tasq worker: {label}: failed ({kind}) in {took}; {next}");
-                }
-            },
-            Err(Error::PayloadTooLarge(m)) if op == "complete" => {
-                let failure = Outcome::Fail {
-                    kind: "result_too_large".into(),
-                    message: format!("the command's output is too large for a result: {m}"),
-                    non_retryable: true,
-                };
-                self.settle(task, label, failure, started);
-            }
-            Err(e) => eprintln!(
-                "tasq worker: {label}: could not {op} it ({}: {e}); it runs again once its lease ends",
-                e.code()
-            ),
-        }
-    }
-
-    fn post_settle(&self, task: &PolledTask, op: &str, body: &Value) -> Result<Value, Error> {
-        let path = lease_path(&task.lease, op)?;
-        let mut pause = Duration::from_millis(500);
-        let mut tries = 0;
-        loop {
-            match self.client.post(&path, body, Duration::ZERO) {
-                Err(e) if transient(&e) && tries < 6 => {
-                    tries += 1;
-                    thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(8));
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
-/// How often to heartbeat: a third of the heartbeat timeout (or of the lease), within bounds.
-fn heartbeat_every(task: &PolledTask) -> Duration {
-    let base = task
-        .heartbeat_timeout_ms
-        .unwrap_or(task.start_to_close_timeout_ms);
-    Duration::from_millis(base / 3).clamp(Duration::from_millis(20), MAX_HEARTBEAT_EVERY)
 }
 
 /// Why a command ended.
@@ -669,7 +461,7 @@ enum Ended {
     },
     /// We stopped it: the task was cancelled.
     Cancelled,
-    /// We stopped it: the lease ran out.
+    /// We stopped it: the lease was lost.
     LeaseLost,
 }
 
@@ -767,6 +559,7 @@ fn read_capped(pipe: Option<impl Read>, cap: usize, tail: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn exit(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)

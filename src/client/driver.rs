@@ -60,6 +60,8 @@ struct Running {
     conn: u64,
     /// Shared with the handler's [`WorkerTask`].
     cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Shared with the handler's [`WorkerTask`].
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a connection ended.
@@ -127,7 +129,10 @@ where
                 Ok(Some(ws)) => ws,
                 Ok(None) => return Ok(()),
                 Err(Attempt::Retry(why)) => {
-                    log::warn!("tasq worker {}: connect failed: {why}", self.cfg.identity);
+                    log::warn!(
+                        "tasq worker {}: the server is unavailable ({why}); connecting again",
+                        self.cfg.identity
+                    );
                     continue;
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
@@ -340,6 +345,12 @@ where
             Some("error") => {
                 let code = frame["error"]["code"].as_str().unwrap_or("?");
                 let message = frame["error"]["message"].as_str().unwrap_or("");
+                if let (Some(l), "lease_lost") = (lease, code) {
+                    // The answer to a heartbeat of a task whose lease ended.
+                    if let Some(r) = self.running.get(l) {
+                        r.lost.store(true, Ordering::Relaxed);
+                    }
+                }
                 match lease {
                     Some(l) if self.unacked.remove(l).is_some() => log::warn!(
                         "tasq worker {}: a settle was refused: {code}: {message}",
@@ -394,6 +405,7 @@ where
             Running {
                 conn: self.conn,
                 cancel: task.cancel.clone(),
+                lost: task.lost.clone(),
             },
         );
         tokio::spawn(run_task(self.handler.clone(), task, self.tx.clone()));

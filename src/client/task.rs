@@ -47,6 +47,9 @@ pub struct WorkerTask {
     /// Set once a heartbeat answer says the task was cancelled.
     #[serde(skip)]
     pub(crate) cancel: Arc<AtomicBool>,
+    /// Set once a heartbeat answer says the lease is lost.
+    #[serde(skip)]
+    pub(crate) lost: Arc<AtomicBool>,
 }
 
 impl WorkerTask {
@@ -57,14 +60,22 @@ impl WorkerTask {
         self.cancel.load(Ordering::Relaxed)
     }
 
+    /// True once the server answered a heartbeat of this task with `lease_lost`: the lease
+    /// ended (it expired, or the connection it came on dropped and the task went back to the
+    /// queue), so the task runs again elsewhere and this run's settle will be refused. The
+    /// handler may stop early; what it returns is sent but not taken.
+    pub fn lease_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
     /// How often the worker heartbeats this task while its handler runs: a third of
-    /// `heartbeat_timeout_ms`, or of `start_to_close_timeout_ms` when there is none, and never
-    /// more often than every 50 ms.
+    /// `heartbeat_timeout_ms`, or of `start_to_close_timeout_ms` when there is none, never
+    /// more often than every 50 ms and at least every 10 s (so a cancel is seen soon).
     pub fn heartbeat_interval(&self) -> Duration {
         let base = self
             .heartbeat_timeout_ms
             .unwrap_or(self.start_to_close_timeout_ms);
-        Duration::from_millis((base / 3).max(50))
+        Duration::from_millis((base / 3).clamp(50, 10_000))
     }
 }
 

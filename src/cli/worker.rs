@@ -40,6 +40,9 @@
 //! at once, leaving their tasks to run again. Commands run in their own process group, so a
 //! Ctrl-C at the terminal reaches the worker only, not the running commands.
 
+// Without the `client` feature the command is there but refuses to run.
+#![cfg_attr(not(feature = "client"), allow(dead_code, unused_imports))]
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -53,6 +56,7 @@ use serde_json::Value;
 
 use super::table::human_ms;
 use super::{parse_duration, CliError, CliResult, ClientArgs, QueueArg};
+#[cfg(feature = "client")]
 use crate::client::{ClientError, WorkerError, WorkerTask, MAX_CONCURRENCY};
 use crate::error::Error;
 use crate::model::{validate_identity, validate_name, QueueKey};
@@ -65,6 +69,9 @@ pub const EXIT_NON_RETRYABLE: i32 = 65;
 const MAX_STDOUT: usize = 16 << 20;
 /// Most stderr kept as an error message (its end).
 const MAX_STDERR: usize = 8 << 10;
+/// The largest `--concurrency` (the client's [`crate::client::MAX_CONCURRENCY`]).
+#[cfg(not(feature = "client"))]
+const MAX_CONCURRENCY: u32 = 1000;
 /// How long a stopped command gets after SIGTERM before SIGKILL.
 const KILL_AFTER: Duration = Duration::from_secs(10);
 
@@ -95,6 +102,7 @@ pub struct WorkerArgs {
     poll_wait: Option<Duration>,
 }
 
+#[cfg(feature = "client")]
 /// What every task's command shares.
 struct Exec {
     key: QueueKey,
@@ -105,6 +113,7 @@ struct Exec {
     children: Mutex<HashSet<u32>>,
 }
 
+#[cfg(feature = "client")]
 /// Runs the worker until SIGTERM / SIGINT (then exits 0 once the running commands are
 /// settled), or until the server refuses the connection in a way retrying cannot fix.
 pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
@@ -208,6 +217,15 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
     }
 }
 
+/// Without the `client` feature there is no WebSocket client to run on.
+#[cfg(not(feature = "client"))]
+pub fn run(_args: &ClientArgs, _w: WorkerArgs) -> CliResult {
+    Err(CliError::usage(
+        "this tasq was built without the `client` feature, which `tasq worker` runs on",
+    ))
+}
+
+#[cfg(feature = "client")]
 /// The error for a connection the server refused for good.
 fn refused(e: ClientError) -> Error {
     let ClientError::Rejected { status, body } = e else {
@@ -239,6 +257,7 @@ fn default_identity() -> String {
     format!("{host}@{}", std::process::id())
 }
 
+#[cfg(feature = "client")]
 /// SIGTERM / SIGINT: the first resolves the answer (graceful shutdown); a second one stops the
 /// commands and exits at once. Call inside the runtime.
 fn listen_for_signals(ctx: Arc<Exec>) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
@@ -288,6 +307,7 @@ fn kill_group(pid: u32, signal: libc::c_int) {
     }
 }
 
+#[cfg(feature = "client")]
 impl Exec {
     fn children(&self) -> MutexGuard<'_, HashSet<u32>> {
         self.children.lock().unwrap_or_else(|e| e.into_inner())

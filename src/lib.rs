@@ -21,6 +21,8 @@
 //! - [`cli`]: the command-line client in the same binary (`tasq task|queue|dead-letters`) and
 //!   the shell worker (`tasq worker QUEUE --exec CMD`), over HTTP.
 //! - [`clock`]: epoch milliseconds and RFC 3339.
+//! - `soak` (feature `client`): the soak test (`tasq bench soak`): a server child restarted twice, producers,
+//!   HTTP and WebSocket worker processes killed at random, then an exactly-once check.
 //! - `client` (feature `client`, on by default): `Worker`, a streaming worker over WebSocket.
 //!
 //! Tests in `tests/` drive the real binary over real HTTP; `config/tasq.toml` documents every
@@ -40,6 +42,8 @@ pub mod model;
 pub mod queue;
 pub mod registry;
 pub mod server;
+#[cfg(feature = "client")]
+pub mod soak;
 pub mod storage;
 
 pub use config::Config;

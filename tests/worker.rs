@@ -35,7 +35,7 @@ impl Worker {
             }
         }
         cmd.args(["worker", "--server", s.base(), queue, "--exec", exec])
-            .args(["--identity", identity, "--poll-wait", "5s"])
+            .args(["--identity", identity])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -425,7 +425,6 @@ fn a_worker_with_an_api_key_works_a_server_with_auth_on() {
             "--exec",
             "echo '\"ok\"'",
         ])
-        .args(["--poll-wait", "5s"])
         .env("TASQ_API_KEY", key)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -5,8 +5,6 @@
 //! so callers see the same typed errors as embedders; a server that cannot be reached is
 //! [`Error::Unavailable`].
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -149,135 +147,6 @@ impl std::fmt::Debug for Client {
     }
 }
 
-impl Client {
-    /// True when [`Client::post_cancellable`] can reach the server (a plain `http://` URL).
-    pub fn can_cancel(&self) -> bool {
-        self.base.starts_with("http://")
-    }
-
-    /// `POST path` over a connection of its own, handing a clone of the socket to `on_connect`
-    /// first, so that another thread can give up the request: `shutdown(Write)` on that clone
-    /// tells the server the client is gone (a parked poll is forgotten at once and takes no
-    /// task), while an answer the server had sent already is still read and returned.
-    /// Only for `http://` servers ([`Client::can_cancel`]).
-    pub fn post_cancellable<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &Value,
-        wait: Duration,
-        on_connect: impl FnOnce(TcpStream),
-    ) -> Result<T> {
-        let unreachable = |e: std::io::Error| {
-            Error::Unavailable(format!(
-                "cannot reach the tasq server at {}: {e}",
-                self.base
-            ))
-        };
-        let rest = self
-            .base
-            .strip_prefix("http://")
-            .ok_or_else(|| Error::invalid(format!("{} is not an http:// URL", self.base)))?;
-        let (hostport, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let addr = if hostport.contains(':') && !hostport.ends_with(']') {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:80")
-        };
-        let addrs: Vec<_> = addr.to_socket_addrs().map_err(unreachable)?.collect();
-        let mut stream = TcpStream::connect_timeout(
-            addrs
-                .first()
-                .ok_or_else(|| unreachable(std::io::ErrorKind::NotFound.into()))?,
-            Duration::from_secs(10),
-        )
-        .map_err(unreachable)?;
-        stream
-            .set_read_timeout(Some(wait + SLACK))
-            .map_err(unreachable)?;
-        on_connect(stream.try_clone().map_err(unreachable)?);
-        let payload = body.to_string();
-        let auth = self
-            .authorization
-            .as_ref()
-            .map(|a| format!("Authorization: {a}\r\n"))
-            .unwrap_or_default();
-        let head = format!(
-            "POST {prefix}{path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n\
-             {auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-            payload.len()
-        );
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|_| stream.write_all(payload.as_bytes()))
-            .map_err(unreachable)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(unreachable)?;
-        let (status, headers, body) = parse_response(&raw).ok_or_else(|| {
-            Error::Unavailable(format!(
-                "the connection to {} closed without an answer",
-                self.base
-            ))
-        })?;
-        let text = String::from_utf8_lossy(&body);
-        if !(200..300).contains(&status) {
-            let retry_after = header(&headers, "retry-after");
-            return Err(error_from(status, retry_after, &text));
-        }
-        serde_json::from_str(&text).map_err(|e| {
-            Error::Internal(format!(
-                "POST {path} answered JSON that is not what tasq expects: {e}"
-            ))
-        })
-    }
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-/// An HTTP answer: status, headers, body.
-type Answer = (u16, Vec<(String, String)>, Vec<u8>);
-
-/// Splits an HTTP/1.1 answer read to its end into status, headers and (de-chunked) body.
-fn parse_response(raw: &[u8]) -> Option<Answer> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..split]).ok()?;
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    if header(&headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        body = dechunk(&body)?;
-    } else if let Some(n) = header(&headers, "content-length").and_then(|v| v.parse().ok()) {
-        body.truncate(n);
-    }
-    Some((status, headers, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
-}
-
 /// Turns an error answer into the error of its code (by status when the body is not the
 /// contract's shape, e.g. from a proxy).
 fn error_of(status: u16, resp: ureq::Response) -> Error {
@@ -367,19 +236,6 @@ pub fn lease_path(lease: &str, op: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn answers_parse_plain_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        let (status, _, body) = parse_response(plain).unwrap();
-        assert_eq!((status, body.as_slice()), (200, &b"{}"[..]));
-        let chunked =
-            b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\nRetry-After: 3\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        let (status, headers, body) = parse_response(chunked).unwrap();
-        assert_eq!((status, body.as_slice()), (429, &b"abcde"[..]));
-        assert_eq!(header(&headers, "retry-after"), Some("3"));
-        assert!(parse_response(b"HTTP/1.1 200").is_none());
-    }
 
     #[test]
     fn error_bodies_keep_their_code() {

@@ -55,7 +55,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::table::human_ms;
-use super::{parse_duration, CliError, CliResult, ClientArgs, QueueArg};
+use super::{CliError, CliResult, ClientArgs, QueueArg};
 #[cfg(feature = "client")]
 use crate::client::{ClientError, WorkerError, WorkerTask, MAX_CONCURRENCY};
 use crate::error::Error;
@@ -96,10 +96,6 @@ pub struct WorkerArgs {
     /// Build id shown by `queue describe`.
     #[arg(long)]
     build_id: Option<String>,
-    /// Ignored, kept so existing command lines work: the worker streams tasks over a
-    /// WebSocket and does not poll.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    poll_wait: Option<Duration>,
 }
 
 #[cfg(feature = "client")]

@@ -21,6 +21,8 @@
 //! - [`cli`]: the command-line client in the same binary (`tasq task|queue|dead-letters`) and
 //!   the shell worker (`tasq worker QUEUE --exec CMD`), over HTTP.
 //! - [`clock`]: epoch milliseconds and RFC 3339.
+//! - [`bench`](mod@bench): `tasq bench`, the load generator (backlog, live, latency, queues,
+//!   pollers); see `docs/benchmarks.md`.
 //! - `soak` (feature `client`): the soak test (`tasq bench soak`): a server child restarted twice, producers,
 //!   HTTP and WebSocket worker processes killed at random, then an exactly-once check.
 //! - `client` (feature `client`, on by default): `Worker`, a streaming worker over WebSocket.
@@ -29,6 +31,7 @@
 //! setting; `docs/` holds the API and metrics contracts.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;

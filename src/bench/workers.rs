@@ -1,0 +1,428 @@
+//! What the throughput workloads share: counters and the "done" signal, payloads with a time
+//! stamp, the producers that add tasks, the HTTP worker loop, and latency histograms.
+//!
+//! Time stamps are nanoseconds since one `Instant` of this process ([`Shared::now_ns`]):
+//! producers and workers run in the same process, so no wall clock is involved and the
+//! figure is immune to clock steps.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::http::{parse_poll, Conn};
+use super::{BenchError, BenchResult, Ctx, Transport, WorkerArgs};
+
+/// A latency histogram in nanoseconds (1 µs … 100 s, 3 significant digits).
+pub fn histogram() -> Histogram<u64> {
+    // Constant, valid bounds: low ≥ 1, high ≥ 2·low, sigfig ≤ 5.
+    Histogram::new_with_bounds(1_000, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Records `ns`, clamped into the histogram's range.
+pub fn record(h: &mut Histogram<u64>, ns: u64) {
+    let v = ns.clamp(h.low(), h.high());
+    h.saturating_record(v);
+}
+
+/// State shared by the producers and workers of one run.
+pub struct Shared {
+    /// Origin of every time stamp.
+    start: Instant,
+    /// Completions that end the run (`u64::MAX` until known).
+    target: AtomicU64,
+    /// Completes acknowledged by the server.
+    pub completed: AtomicU64,
+    /// Tasks received by workers.
+    pub received: AtomicU64,
+    /// Completes answered `lease_lost` (should stay 0).
+    pub lost: AtomicU64,
+    /// Time stamp of the latest acknowledged complete.
+    last_complete_ns: AtomicU64,
+    /// Receipts of tasks stamped before this are not recorded (warm-up).
+    record_from_ns: AtomicU64,
+    done_tx: watch::Sender<bool>,
+    /// Progress of completions.
+    pub bar: indicatif::ProgressBar,
+}
+
+impl Shared {
+    /// Shared state for a run that ends after `target` completions.
+    pub fn new(target: u64, bar: indicatif::ProgressBar) -> Arc<Self> {
+        let (done_tx, _) = watch::channel(false);
+        Arc::new(Shared {
+            start: Instant::now(),
+            target: AtomicU64::new(target),
+            completed: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            last_complete_ns: AtomicU64::new(0),
+            record_from_ns: AtomicU64::new(0),
+            done_tx,
+            bar,
+        })
+    }
+
+    /// Nanoseconds since the run's origin.
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Receipts of tasks stamped before `ns` are not recorded.
+    pub fn record_from(&self, ns: u64) {
+        self.record_from_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Sets the number of completions that ends the run (signals done if reached already).
+    pub fn set_target(&self, n: u64) {
+        self.target.store(n, Ordering::SeqCst);
+        if self.completed.load(Ordering::SeqCst) >= n {
+            self.done_tx.send_replace(true);
+        }
+    }
+
+    /// Ends the run now (workers stop, parked polls are dropped).
+    pub fn finish(&self) {
+        self.done_tx.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when the run is done.
+    pub fn done(&self) -> watch::Receiver<bool> {
+        self.done_tx.subscribe()
+    }
+
+    /// True once the run is done.
+    pub fn is_done(&self) -> bool {
+        *self.done_tx.borrow()
+    }
+
+    /// Counts an acknowledged complete.
+    pub fn on_completed(&self) {
+        let now = self.now_ns();
+        self.last_complete_ns.fetch_max(now, Ordering::Relaxed);
+        let n = self.completed.fetch_add(1, Ordering::SeqCst) + 1;
+        self.bar.inc(1);
+        if n >= self.target.load(Ordering::SeqCst) {
+            self.done_tx.send_replace(true);
+        }
+    }
+
+    /// Records the receipt of a task whose payload is `payload` (raw JSON) at `now_ns`.
+    pub fn on_received(&self, hist: &mut Histogram<u64>, payload: &str, now_ns: u64) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = stamp_of(payload) {
+            if t >= self.record_from_ns.load(Ordering::Relaxed) {
+                record(hist, now_ns.saturating_sub(t));
+            }
+        }
+    }
+
+    /// Time stamp of the latest acknowledged complete.
+    pub fn last_complete_ns(&self) -> u64 {
+        self.last_complete_ns.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds add bodies: `{"task_type":"bench","payload":{"t":NS,"p":"xx…"}}`, with a fairness
+/// key `k{i mod K}` when asked.
+#[derive(Debug, Clone)]
+pub struct Payloads {
+    pad: String,
+    fairness_keys: u64,
+}
+
+impl Payloads {
+    /// Payloads of about `bytes` bytes of JSON.
+    pub fn new(bytes: usize, fairness_keys: u64) -> Self {
+        // `{"t":` + ~12 digits + `,"p":"` + pad + `"}`
+        let pad = "x".repeat(bytes.saturating_sub(25));
+        Payloads { pad, fairness_keys }
+    }
+
+    /// The add body of task `i`, stamped `t_ns`.
+    pub fn body(&self, i: u64, t_ns: u64) -> Bytes {
+        let mut s = String::with_capacity(self.pad.len() + 96);
+        let _ = write!(
+            s,
+            r#"{{"task_type":"bench","payload":{{"t":{t_ns},"p":"{}"}}"#,
+            self.pad
+        );
+        if self.fairness_keys > 0 {
+            let _ = write!(s, r#","fairness_key":"k{}""#, i % self.fairness_keys);
+        }
+        s.push('}');
+        Bytes::from(s)
+    }
+}
+
+/// The time stamp of a payload written by [`Payloads::body`], read without a JSON parse. The
+/// server may give the payload's keys back in another order (`{"p":…,"t":…}`), so the stamp
+/// is looked for by its key; the padding holds no quote, so it cannot fake one.
+pub fn stamp_of(payload: &str) -> Option<u64> {
+    let at = payload.rfind("\"t\":")?;
+    let rest = payload[at + 4..].trim_start();
+    let end = rest
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// Adds `n` tasks to `qpath` with `in_flight` producers, each on its own connection.
+/// Returns the add-call latency histogram (call start → 2xx).
+pub async fn add_all(
+    ctx: &Ctx,
+    qpath: &str,
+    n: u64,
+    in_flight: usize,
+    payloads: &Payloads,
+    clock: &Arc<Shared>,
+    bar: &indicatif::ProgressBar,
+) -> BenchResult<Histogram<u64>> {
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks_path: Arc<str> = Arc::from(format!("{qpath}/tasks"));
+    let mut set = JoinSet::new();
+    for _ in 0..in_flight.max(1) {
+        let next = next.clone();
+        let tasks_path = tasks_path.clone();
+        let payloads = payloads.clone();
+        let clock = clock.clone();
+        let bar = bar.clone();
+        let mut conn = Conn::new(ctx.target.clone());
+        set.spawn(async move {
+            let mut hist = histogram();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok(hist);
+                }
+                let t = clock.now_ns();
+                conn.add(&tasks_path, payloads.body(i, t)).await?;
+                record(&mut hist, clock.now_ns().saturating_sub(t));
+                bar.inc(1);
+            }
+        });
+    }
+    merge_all(set).await
+}
+
+/// Waits for every task of `set` and merges their histograms; the first error wins.
+pub async fn merge_all(
+    mut set: JoinSet<BenchResult<Histogram<u64>>>,
+) -> BenchResult<Histogram<u64>> {
+    let mut total = histogram();
+    let mut first_err = None;
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok(Ok(h)) => {
+                let _ = total.add(&h);
+            }
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(BenchError::new(format!("a task panicked: {e}")));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
+/// Starts `args.workers` workers on `qpath` (HTTP pollers or WebSockets).
+pub fn spawn_workers(
+    ctx: &Ctx,
+    qpath: &str,
+    args: &WorkerArgs,
+    wait_ms: u64,
+    shared: &Arc<Shared>,
+) -> BenchResult<JoinSet<BenchResult<Histogram<u64>>>> {
+    let mut set = JoinSet::new();
+    match args.transport {
+        Transport::Http => {
+            if !(1..=100).contains(&args.max_tasks) {
+                return Err(BenchError::new("--max-tasks must be 1–100"));
+            }
+            let poll_path: Arc<str> = Arc::from(format!("{qpath}/poll"));
+            for i in 0..args.workers.max(1) {
+                let body = Bytes::from(format!(
+                    r#"{{"identity":"bench-{i}","max_tasks":{},"wait_ms":{wait_ms}}}"#,
+                    args.max_tasks
+                ));
+                set.spawn(http_worker(
+                    Conn::new(ctx.target.clone()),
+                    poll_path.clone(),
+                    body,
+                    Duration::from_millis(wait_ms),
+                    shared.clone(),
+                ));
+            }
+        }
+        Transport::Ws => {
+            if !(1..=1000).contains(&args.credit) {
+                return Err(BenchError::new("--credit must be 1–1000"));
+            }
+            #[cfg(feature = "client")]
+            for i in 0..args.workers.max(1) {
+                set.spawn(super::ws::ws_worker(
+                    ctx.target.clone(),
+                    format!("{qpath}/connect?identity=bench-ws-{i}"),
+                    args.credit,
+                    shared.clone(),
+                ));
+            }
+            #[cfg(not(feature = "client"))]
+            return Err(BenchError::new(
+                "--transport ws needs tasq built with the `client` feature",
+            ));
+        }
+    }
+    Ok(set)
+}
+
+/// One HTTP worker: poll, complete each task, until the run is done.
+async fn http_worker(
+    mut conn: Conn,
+    poll_path: Arc<str>,
+    body: Bytes,
+    wait: Duration,
+    shared: Arc<Shared>,
+) -> BenchResult<Histogram<u64>> {
+    let mut hist = histogram();
+    let mut done = shared.done();
+    loop {
+        if shared.is_done() {
+            return Ok(hist);
+        }
+        let answer = tokio::select! {
+            biased;
+            _ = done.wait_for(|d| *d) => return Ok(hist),
+            a = conn.poll(&poll_path, body.clone(), wait) => a?,
+        };
+        let polled = parse_poll(&answer.body)?;
+        let now = shared.now_ns();
+        for task in &polled.tasks {
+            shared.on_received(&mut hist, task.payload.get(), now);
+        }
+        for task in &polled.tasks {
+            if conn.complete(&task.lease).await? {
+                shared.on_completed();
+            } else {
+                shared.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Waits until the run is done (or `timeout` passes), failing early when a worker fails.
+/// Returns the workers' merged receipt histogram.
+pub async fn wait_done(
+    shared: &Arc<Shared>,
+    mut workers: JoinSet<BenchResult<Histogram<u64>>>,
+    timeout: Duration,
+) -> BenchResult<Histogram<u64>> {
+    let mut done = shared.done();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut total = histogram();
+    loop {
+        tokio::select! {
+            _ = done.wait_for(|d| *d) => break,
+            res = workers.join_next(), if !workers.is_empty() => match res {
+                Some(Ok(Ok(h))) => { let _ = total.add(&h); }
+                Some(Ok(Err(e))) => { shared.finish(); return Err(e); }
+                Some(Err(e)) => {
+                    shared.finish();
+                    return Err(BenchError::new(format!("a worker panicked: {e}")));
+                }
+                None => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                shared.finish();
+                return Err(BenchError::new(format!(
+                    "timed out after {timeout:?}: {} tasks completed, {} received",
+                    shared.completed.load(Ordering::Relaxed),
+                    shared.received.load(Ordering::Relaxed),
+                )));
+            }
+        }
+    }
+    // Workers stop at the done signal; collect their histograms.
+    let rest = tokio::time::timeout(Duration::from_secs(5), merge_all(workers)).await;
+    if let Ok(Ok(h)) = rest {
+        let _ = total.add(&h);
+    }
+    Ok(total)
+}
+
+/// Waits until the server's gauge `metric` reaches `at_least` (workers parked or sockets
+/// open), up to 10 s; then a short pause so the last ones are settled in.
+pub async fn wait_gauge(ctx: &Ctx, metric: &str, at_least: f64) -> BenchResult<()> {
+    let mut conn = Conn::new(ctx.target.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = conn.metrics().await?;
+        let v = super::http::metric_total(&text, metric).unwrap_or(0.0);
+        if v >= at_least {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::new(format!(
+                "the server's {metric} stayed at {v}, expected at least {at_least}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+/// Reads a gauge once (0 when absent).
+pub async fn read_gauge(ctx: &Ctx, metric: &str) -> BenchResult<f64> {
+    let mut conn = Conn::new(ctx.target.clone());
+    let text = conn.metrics().await?;
+    Ok(super::http::metric_total(&text, metric).unwrap_or(0.0))
+}
+
+/// The gauge that counts `transport`'s workers once they wait for tasks.
+pub fn ready_gauge(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Http => "tasq_pollers",
+        Transport::Ws => "tasq_websocket_connections",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_carry_a_stamp_and_have_the_asked_size() {
+        let p = Payloads::new(200, 0);
+        let body = p.body(7, 123_456_789_012);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let payload = v["payload"].to_string();
+        assert!((195..=205).contains(&payload.len()), "{}", payload.len());
+        assert_eq!(stamp_of(&payload), Some(123_456_789_012));
+        assert!(v.get("fairness_key").is_none());
+        let p = Payloads::new(200, 10);
+        let v: serde_json::Value = serde_json::from_slice(&p.body(13, 1)).expect("json");
+        assert_eq!(v["fairness_key"], "k3");
+        assert_eq!(stamp_of("{\"x\":1}"), None);
+        assert_eq!(stamp_of("{\"p\":\"xx\",\"t\":42}"), Some(42));
+    }
+
+    #[test]
+    fn histograms_clamp() {
+        let mut h = histogram();
+        record(&mut h, 5);
+        record(&mut h, 1_000_000);
+        assert_eq!(h.len(), 2);
+    }
+}

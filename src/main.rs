@@ -58,6 +58,8 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Load generator: run a workload against a running server (or `soak`).
+    Bench(tasq::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +131,13 @@ fn main() {
         Some(Command::Queue(g)) => tasq::cli::queue::run(&g.client, g.command),
         Some(Command::DeadLetters(g)) => tasq::cli::dead_letters::run(&g.client, g.command),
         Some(Command::Worker(w)) => tasq::cli::worker::run(&w.client, w.worker),
+        Some(Command::Bench(args)) => {
+            if let Err(e) = tasq::bench::run(args) {
+                eprintln!("tasq bench: {e}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("tasq: {e}");

@@ -114,6 +114,9 @@ pub enum Workload {
     Queues(QueuesArgs),
     /// K long polls parked at once: server RSS per parked poll.
     Pollers(PollersArgs),
+    /// A server of its own under churn (restarts, killed workers, failures) for a while, then
+    /// an exactly-once check of every acknowledged task (see [`crate::soak`]).
+    Soak(crate::soak::SoakArgs),
 }
 
 /// How workers take tasks.
@@ -270,6 +273,9 @@ pub struct PollersArgs {
 
 /// Runs a workload and prints its result: a table, or one JSON object with `--json`.
 pub fn run(args: BenchArgs) -> BenchResult<()> {
+    if let Workload::Soak(soak) = args.workload {
+        return crate::soak::run(soak).map_err(BenchError);
+    }
     let json = args.client.json;
     let report = run_report(args)?;
     if json {
@@ -303,6 +309,9 @@ async fn run_async(args: BenchArgs) -> BenchResult<Report> {
         Workload::Latency(a) => throughput::latency(&ctx, a).await,
         Workload::Queues(a) => memory::queues(&ctx, a).await,
         Workload::Pollers(a) => memory::pollers(&ctx, a).await,
+        Workload::Soak(_) => Err(BenchError::new(
+            "the soak prints its own result: run it with `tasq bench soak`",
+        )),
     }
 }
 

@@ -23,8 +23,9 @@
 //! - [`clock`]: epoch milliseconds and RFC 3339.
 //! - [`bench`](mod@bench): `tasq bench`, the load generator (backlog, live, latency, queues,
 //!   pollers); see `docs/benchmarks.md`.
-//! - `soak` (feature `client`): the soak test (`tasq bench soak`): a server child restarted twice, producers,
-//!   HTTP and WebSocket worker processes killed at random, then an exactly-once check.
+//! - `soak` (feature `client`): the soak test (`tasq bench soak`): a server child restarted
+//!   twice, producers, HTTP and WebSocket worker processes killed at random, then an
+//!   exactly-once check.
 //! - `client` (feature `client`, on by default): `Worker`, a streaming worker over WebSocket.
 //!
 //! Tests in `tests/` drive the real binary over real HTTP; `config/tasq.toml` documents every

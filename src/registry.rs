@@ -25,6 +25,8 @@ type Map = Arc<RwLock<HashMap<QueueKey, (u64, Addr<QueueActor>)>>>;
 const SEND_ATTEMPTS: usize = 5;
 /// How often schedule-to-start deadlines are swept, across all queues.
 const WAITING_SWEEP: Duration = Duration::from_millis(250);
+/// How often freed heap memory is returned to the OS.
+const MEMORY_TRIM: Duration = Duration::from_secs(10);
 /// Deadlines handled per sweep.
 const WAITING_BATCH: usize = 1000;
 
@@ -105,6 +107,15 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(WAITING_SWEEP, |act, ctx| act.sweep_waiting(ctx));
+        // Stopped queue actors and closed connections free their memory, but glibc keeps it
+        // in its arenas; hand it back to the OS now and then so RSS falls after a burst.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        ctx.run_interval(MEMORY_TRIM, |_, _| {
+            // SAFETY: malloc_trim only walks the allocator's own free lists.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {

@@ -151,23 +151,24 @@ impl Backlog {
         self.insert(pos, entry);
     }
 
+    /// The first entry of each priority level in the window.
+    fn firsts(&self) -> impl Iterator<Item = (&ReadyPos, &Entry)> {
+        (1..=5u8).filter_map(|p| {
+            let start = ReadyPos {
+                priority: p,
+                order: 0,
+                seq: 0,
+            };
+            self.window
+                .range(start..)
+                .next()
+                .filter(|(pos, _)| pos.priority == p)
+        })
+    }
+
     /// When the oldest task in the window became ready (the first of each priority).
     pub fn oldest_ready_at(&self) -> Option<u64> {
-        (1..=5u8)
-            .filter_map(|p| {
-                self.window
-                    .range(
-                        ReadyPos {
-                            priority: p,
-                            order: 0,
-                            seq: 0,
-                        }..,
-                    )
-                    .next()
-                    .filter(|(pos, _)| pos.priority == p)
-                    .map(|(_, e)| e.ready_at)
-            })
-            .min()
+        self.firsts().map(|(_, e)| e.ready_at).min()
     }
 
     /// The first routed entry's fallback instant after `now`: when more pollers may take it.
@@ -189,21 +190,7 @@ impl Backlog {
 
     /// The first position of each priority level in the window.
     pub fn first_positions(&self) -> Vec<ReadyPos> {
-        (1..=5u8)
-            .filter_map(|p| {
-                self.window
-                    .range(
-                        ReadyPos {
-                            priority: p,
-                            order: 0,
-                            seq: 0,
-                        }..,
-                    )
-                    .next()
-                    .map(|(pos, _)| *pos)
-                    .filter(|pos| pos.priority == p)
-            })
-            .collect()
+        self.firsts().map(|(pos, _)| *pos).collect()
     }
 
     /// Task types of the entries in the window.

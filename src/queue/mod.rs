@@ -869,6 +869,33 @@ impl QueueActor {
         })
     }
 
+    /// Takes a pending task out of the ready or delayed index; returns its ready position, so
+    /// the caller can drop it from the window once the change is committed.
+    fn dequeue(
+        &self,
+        rec: &mut TaskRecord,
+        txn: &mut Txn,
+        meta: &mut QueueMeta,
+    ) -> Option<ReadyPos> {
+        match rec.queued.take()? {
+            Queued::Ready { order } => {
+                let pos = ReadyPos {
+                    priority: rec.priority,
+                    order,
+                    seq: rec.seq,
+                };
+                txn.del_ready(&self.key, pos);
+                meta.ready = meta.ready.saturating_sub(1);
+                Some(pos)
+            }
+            Queued::Delayed { due } => {
+                txn.del_delayed(&self.key, due, rec.seq);
+                meta.delayed = meta.delayed.saturating_sub(1);
+                None
+            }
+        }
+    }
+
     fn cancel(&mut self, task_id: &str) -> Result<TaskRecord> {
         let now = now_ms();
         let Some(mut rec) = self.store().task(&self.key, task_id)? else {
@@ -881,26 +908,8 @@ impl QueueActor {
         let mut meta = self.meta;
         match rec.state {
             TaskState::Pending => {
-                let mut removed = None;
-                match rec.queued {
-                    Some(Queued::Ready { order }) => {
-                        let pos = ReadyPos {
-                            priority: rec.priority,
-                            order,
-                            seq: rec.seq,
-                        };
-                        txn.del_ready(&self.key, pos);
-                        meta.ready = meta.ready.saturating_sub(1);
-                        removed = Some(pos);
-                    }
-                    Some(Queued::Delayed { due }) => {
-                        txn.del_delayed(&self.key, due, rec.seq);
-                        meta.delayed = meta.delayed.saturating_sub(1);
-                    }
-                    None => {}
-                }
+                let removed = self.dequeue(&mut rec, &mut txn, &mut meta);
                 rec.state = TaskState::Cancelled;
-                rec.queued = None;
                 rec.updated_at = now;
                 txn.put_expiry(self.retention_end(now), &self.key, task_id);
                 txn.put_task(&self.key, &rec)?;
@@ -1230,25 +1239,8 @@ impl QueueActor {
             let waiting = rec.state == TaskState::Pending && rec.attempt == 0 && deadline <= now;
             let mut removed = None;
             if waiting {
-                match rec.queued {
-                    Some(Queued::Ready { order }) => {
-                        let pos = ReadyPos {
-                            priority: rec.priority,
-                            order,
-                            seq: rec.seq,
-                        };
-                        txn.del_ready(&self.key, pos);
-                        meta.ready = meta.ready.saturating_sub(1);
-                        removed = Some(pos);
-                    }
-                    Some(Queued::Delayed { due }) => {
-                        txn.del_delayed(&self.key, due, rec.seq);
-                        meta.delayed = meta.delayed.saturating_sub(1);
-                    }
-                    None => {}
-                }
+                removed = self.dequeue(&mut rec, &mut txn, &mut meta);
                 rec.state = TaskState::TimedOut;
-                rec.queued = None;
                 rec.updated_at = now;
                 rec.last_error = Some(TaskError {
                     message: format!(

@@ -19,7 +19,7 @@
 //
 // How each system is used (its usual client idioms):
 //   bullmq:   Queue.add(name, data) (answered once Redis ran the add script; durability is
-//             Redis's: AOF everysec here); C Worker instances, each with concurrency
+//             Redis's: AOF, appendfsync everysec unless run says otherwise); C Worker instances, each with concurrency
 //             --window; completion = the Worker's moveToFinished (the 'completed' event).
 //   rabbitmq: one connection (TCP_NODELAY); a durable classic queue; producers share one confirm channel
 //             and publish persistent messages (an add counts once its confirm arrives);
@@ -203,7 +203,7 @@ const SYSTEMS = {
     const opts = { removeOnComplete: true, removeOnFail: true };
     const workers = [];
     return {
-      durability: 'Redis AOF, appendfsync everysec; removeOnComplete',
+      durability: `Redis AOF, appendfsync ${process.env.REDIS_APPENDFSYNC || 'everysec'}; removeOnComplete`,
       async setup() { await queue.waitUntilReady(); },
       add(body) { return queue.add('t', body, opts); },
       async startWorkers(c, window, shared) {
@@ -279,7 +279,7 @@ const SYSTEMS = {
     const loops = [];
     const iters = [];
     return {
-      durability: 'JetStream file storage (server default sync), work-queue retention, durable pull consumer, explicit ack',
+      durability: 'JetStream file storage (server\'s periodic sync), work-queue retention, durable pull consumer, explicit ack',
       async setup() {
         await jsm.streams.add({ name: stream, subjects: [subject], storage: StorageType.File, retention: RetentionPolicy.Workqueue });
         await jsm.consumers.add(stream, { durable_name: durable, ack_policy: AckPolicy.Explicit, max_ack_pending: 100000 });

@@ -4,10 +4,12 @@
 # come up in time; each stop_* is safe to call twice.
 #
 # Durability as configured here (reported in the table):
-#   Redis (BullMQ): appendonly yes, appendfsync everysec, no RDB snapshots.
+#   Redis (BullMQ): appendonly yes, appendfsync $REDIS_APPENDFSYNC (default everysec), no RDB
+#                   snapshots.
 #   RabbitMQ: (the benchmark declares a durable queue, persistent messages, publisher
 #             confirms, manual acks); server defaults otherwise.
-#   NATS: JetStream file storage under -sd, server default sync interval (2 min in 2.9).
+#   NATS: JetStream file storage under -sd; the server's own periodic sync (2.9.10 has no
+#         sync_interval setting).
 
 REDIS_PORT=${REDIS_PORT:-26379}
 RABBIT_PORT=${RABBIT_PORT:-25672}
@@ -46,7 +48,7 @@ start_redis() {
   local d=$PEERS_TMP/redis
   mkdir -p "$d"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$d" \
-    --appendonly yes --appendfsync everysec --save '' \
+    --appendonly yes --appendfsync "${REDIS_APPENDFSYNC:-everysec}" --save '' \
     --protected-mode yes --daemonize no --logfile "$d/redis.log" &
   REDIS_PID=$!
   SERVER_PID=$REDIS_PID

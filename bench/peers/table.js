@@ -35,6 +35,7 @@ const COLS = [
 const R = {};
 for (const c of COLS) for (const w of ['backlog', 'live', 'latency']) R[`${c.key}-${w}`] = load(`${c.key}-${w}`);
 const get = (col, w, f) => { const r = R[`${col}-${w}`]; return r && r.results && r.results[f] != null ? r.results[f] : null; };
+const busy = (col, w) => { try { const v = Number(fs.readFileSync(path.join(dir, `${col}-${w}.busy`), 'utf8')); return Number.isFinite(v) ? v : null; } catch { return null; } };
 const failed = (col, w) => { try { return fs.readFileSync(path.join(dir, `${col}-${w}.err`), 'utf8').trim(); } catch { return null; } };
 
 const int = (v) => (v == null ? '–' : Math.round(v).toLocaleString('en-US'));
@@ -49,6 +50,7 @@ const ROWS = [
   ['live: tasks/s (first add → last completion)', 'live', (c) => int(get(c, 'live', 'tasks_per_s'))],
   ['live: receipt p50 / p99 (ms)', 'live', (c) => `${ms(get(c, 'live', 'receipt_p50_ms'))} / ${ms(get(c, 'live', 'receipt_p99_ms'))}`],
   ['live: server / client CPU (cores)', 'live', (c) => `${cores(get(c, 'live', 'server_cpu_cores'))} / ${cores(get(c, 'live', 'bench_cpu_cores'))}`],
+  ['machine busy during backlog / live / latency (cores, all processes)', 'live', (c) => ['backlog', 'live', 'latency'].map((w) => cores(busy(c, w))).join(' / ')],
   ['latency @ rate: receipt p50 (ms)', 'latency', (c) => ms(get(c, 'latency', 'receipt_p50_ms'))],
   ['latency @ rate: receipt p99 / p99.9 (ms)', 'latency', (c) => `${ms(get(c, 'latency', 'receipt_p99_ms'))} / ${ms(get(c, 'latency', 'receipt_p99_9_ms'))}`],
   ['latency @ rate: add call p50 / p99 (ms)', 'latency', (c) => `${ms(get(c, 'latency', 'add_p50_ms'))} / ${ms(get(c, 'latency', 'add_p99_ms'))}`],

@@ -612,3 +612,25 @@ fn namespaces_are_isolated() {
         "max_tasks_per_second 0 pauses dispatch in namespace one"
     );
 }
+
+/// A path the API does not have, and a method a path does not serve, answer 404 `not_found`
+/// in the contract's error shape (never an empty body).
+#[test]
+fn unknown_routes_and_methods_answer_not_found() {
+    let s = TestServer::start();
+    let qpath = q("default", "ops-routes", A);
+    for (method, path) in [
+        ("GET", "/api/v1/nothing".to_string()),
+        ("PATCH", format!("{qpath}/tasks")),
+        ("GET", format!("{qpath}/poll")),
+        ("PUT", format!("{qpath}/tasks/x")),
+        ("DELETE", "/metrics".to_string()),
+    ] {
+        let (status, body) = raw_request(s.base(), method, &path, b"{}".to_vec());
+        assert_error(status, &body, 404, "not_found");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(method), "{method} {path}: {body}");
+    }
+    // Nothing was added by the stray requests.
+    assert_eq!(backlog(&s, "default", "ops-routes", A), 0);
+}

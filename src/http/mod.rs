@@ -103,7 +103,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             }
         }
         for (path, list) in by_path {
-            let mut resource = web::resource(path);
+            // A method the path does not serve is a route that does not exist: 404 in the
+            // contract's error shape (actix would answer an empty 405).
+            let mut resource = web::resource(path).default_service(web::to(not_found));
             for route in list {
                 resource = resource.route((route.handler)());
             }

@@ -51,6 +51,7 @@ const ROWS = [
   ['live: receipt p50 / p99 (ms)', 'live', (c) => `${ms(get(c, 'live', 'receipt_p50_ms'))} / ${ms(get(c, 'live', 'receipt_p99_ms'))}`],
   ['live: server / client CPU (cores)', 'live', (c) => `${cores(get(c, 'live', 'server_cpu_cores'))} / ${cores(get(c, 'live', 'bench_cpu_cores'))}`],
   ['machine busy during backlog / live / latency (cores, all processes)', 'live', (c) => ['backlog', 'live', 'latency'].map((w) => cores(busy(c, w))).join(' / ')],
+  ['other processes during live / latency (cores: machine − server − client)', 'live', (c) => ['live', 'latency'].map((w) => { const b = busy(c, w); const sv = get(c, w, 'server_cpu_cores'); const cl = get(c, w, 'bench_cpu_cores'); return b == null || sv == null || cl == null ? '–' : cores(Math.max(0, b - sv - cl)); }).join(' / ')],
   ['latency @ rate: receipt p50 (ms)', 'latency', (c) => ms(get(c, 'latency', 'receipt_p50_ms'))],
   ['latency @ rate: receipt p99 / p99.9 (ms)', 'latency', (c) => `${ms(get(c, 'latency', 'receipt_p99_ms'))} / ${ms(get(c, 'latency', 'receipt_p99_9_ms'))}`],
   ['latency @ rate: add call p50 / p99 (ms)', 'latency', (c) => `${ms(get(c, 'latency', 'add_p50_ms'))} / ${ms(get(c, 'latency', 'add_p99_ms'))}`],

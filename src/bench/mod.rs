@@ -151,6 +151,10 @@ pub struct AddArgs {
     /// Spread the tasks over this many fairness keys (`k0`…); 0 = no key.
     #[arg(long, default_value_t = 0)]
     pub fairness_keys: u64,
+    /// Tasks per add request: 1 = `POST {q}/tasks`, more = `POST {q}/tasks/batch` (1–1000).
+    /// Batches take the producers out of the way when the workers are what is measured.
+    #[arg(long, default_value_t = 1)]
+    pub add_batch: u64,
 }
 
 /// How workers take tasks.

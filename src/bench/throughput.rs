@@ -46,7 +46,8 @@ fn common_params(r: &mut Report, ctx: &Ctx, add: Option<&AddArgs>, w: &WorkerArg
     if let Some(a) = add {
         r.param("count", a.count)
             .param("in_flight", a.in_flight as u64)
-            .param("fairness_keys", a.fairness_keys);
+            .param("fairness_keys", a.fairness_keys)
+            .param("add_batch", a.add_batch);
     }
 }
 
@@ -60,7 +61,7 @@ pub async fn backlog(ctx: &Ctx, a: &BacklogArgs) -> BenchResult<Report> {
     let bar = ctx.progress_bar(n, "add");
     let add_cpu = CpuMeter::start(ctx);
     let t0 = Instant::now();
-    let add_lat = add_all(ctx, &qpath, n, a.add.in_flight, &payloads, &clock, &bar).await?;
+    let add_lat = add_all(ctx, &qpath, &a.add, &payloads, &clock, &bar).await?;
     let add_time = t0.elapsed();
     bar.finish_and_clear();
     let mut cpu = Report::new("cpu");
@@ -114,7 +115,7 @@ pub async fn live(ctx: &Ctx, a: &LiveArgs) -> BenchResult<Report> {
     let cpu = CpuMeter::start(ctx);
     let first_add = shared.now_ns();
     let adds = async {
-        let lat = add_all(ctx, &qpath, n, a.add.in_flight, &payloads, &shared, &no_bar).await;
+        let lat = add_all(ctx, &qpath, &a.add, &payloads, &shared, &no_bar).await;
         (lat, shared.now_ns())
     };
     let ((add_lat, adds_done), receipts) =

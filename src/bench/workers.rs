@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::http::{parse_poll, Conn};
-use super::{BenchError, BenchResult, Ctx, Transport, WorkerArgs};
+use super::{AddArgs, BenchError, BenchResult, Ctx, Transport, WorkerArgs};
 
 /// A latency histogram in nanoseconds (1 µs … 100 s, 3 significant digits).
 pub fn histogram() -> Histogram<u64> {
@@ -158,6 +158,20 @@ impl Payloads {
         s.push('}');
         Bytes::from(s)
     }
+
+    /// A batch add body (`{"tasks": [...]}`) of tasks `range`, all stamped `t_ns`.
+    pub fn batch_body(&self, range: std::ops::Range<u64>, t_ns: u64) -> Bytes {
+        let mut out = Vec::with_capacity(16 + range.clone().count() * (self.pad.len() + 96));
+        out.extend_from_slice(br#"{"tasks":["#);
+        for (k, i) in range.enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.body(i, t_ns));
+        }
+        out.extend_from_slice(b"]}");
+        Bytes::from(out)
+    }
 }
 
 /// The time stamp of a payload written by [`Payloads::body`], read without a JSON parse. The
@@ -173,23 +187,29 @@ pub fn stamp_of(payload: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-/// Adds `n` tasks to `qpath` with `in_flight` producers, each on its own connection.
-/// Returns the add-call latency histogram (call start → 2xx).
+/// Adds `a.count` tasks to `qpath` with `a.in_flight` producers, each on its own connection,
+/// `a.add_batch` tasks per request. Returns the add-call latency histogram (call start → 2xx).
 pub async fn add_all(
     ctx: &Ctx,
     qpath: &str,
-    n: u64,
-    in_flight: usize,
+    a: &AddArgs,
     payloads: &Payloads,
     clock: &Arc<Shared>,
     bar: &indicatif::ProgressBar,
 ) -> BenchResult<Histogram<u64>> {
+    if !(1..=1000).contains(&a.add_batch) {
+        return Err(BenchError::new("--add-batch must be 1–1000"));
+    }
+    let (n, batch) = (a.count, a.add_batch);
     let next = Arc::new(AtomicU64::new(0));
-    let tasks_path: Arc<str> = Arc::from(format!("{qpath}/tasks"));
+    let path: Arc<str> = match batch {
+        1 => Arc::from(format!("{qpath}/tasks")),
+        _ => Arc::from(format!("{qpath}/tasks/batch")),
+    };
     let mut set = JoinSet::new();
-    for _ in 0..in_flight.max(1) {
+    for _ in 0..a.in_flight.max(1) {
         let next = next.clone();
-        let tasks_path = tasks_path.clone();
+        let path = path.clone();
         let payloads = payloads.clone();
         let clock = clock.clone();
         let bar = bar.clone();
@@ -197,14 +217,19 @@ pub async fn add_all(
         set.spawn(async move {
             let mut hist = histogram();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= n {
                     return Ok(hist);
                 }
+                let last = (first + batch).min(n);
                 let t = clock.now_ns();
-                conn.add(&tasks_path, payloads.body(i, t)).await?;
+                let body = match batch {
+                    1 => payloads.body(first, t),
+                    _ => payloads.batch_body(first..last, t),
+                };
+                conn.add(&path, body).await?;
                 record(&mut hist, clock.now_ns().saturating_sub(t));
-                bar.inc(1);
+                bar.inc(last - first);
             }
         });
     }

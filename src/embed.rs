@@ -272,7 +272,9 @@ impl Tasq {
                     tasks: Arc::new(vec![task]),
                 },
             )
-            .await??;
+            .await??
+            .wait(&self.inner.state.store)
+            .await?;
         results
             .pop()
             .ok_or_else(|| Error::Internal("the queue answered no result".into()))
@@ -306,7 +308,9 @@ impl Tasq {
                     tasks: Arc::new(tasks),
                 },
             )
-            .await?
+            .await??
+            .wait(&self.inner.state.store)
+            .await
     }
 
     /// Long-polls for up to `max_tasks` tasks: answers as soon as at least one can be given,
@@ -346,7 +350,11 @@ impl Tasq {
             lease_id: token.lease_id,
             op,
         };
-        queues.call(&token.queue, msg).await?
+        queues
+            .call(&token.queue, msg)
+            .await??
+            .wait(&self.inner.state.store)
+            .await
     }
 
     /// Extends the lease (when the task has a heartbeat timeout) and keeps `details` with the
@@ -412,7 +420,9 @@ impl Tasq {
                     task_id: task_id.to_string(),
                 },
             )
-            .await??;
+            .await??
+            .wait(&self.inner.state.store)
+            .await?;
         Ok(TaskInfo::from(&rec))
     }
 

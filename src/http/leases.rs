@@ -58,7 +58,12 @@ async fn settle(state: &AppState, lease: &str, op: SettleOp) -> Result<HttpRespo
         lease_id: token.lease_id,
         op,
     };
-    let answer = state.queues.call(&token.queue, msg).await??;
+    let answer = state
+        .queues
+        .call(&token.queue, msg)
+        .await??
+        .wait(&state.store)
+        .await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 

@@ -99,7 +99,12 @@ async fn set_config(
                 .map_or_else(|| RateLimit::default_burst(r), |b| b as u32),
         }),
     };
-    let stored = state.queues.call(&key, SetConfig { rate_limit }).await??;
+    let stored = state
+        .queues
+        .call(&key, SetConfig { rate_limit })
+        .await??
+        .wait(&state.store)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({
         "max_tasks_per_second": stored.max_tasks_per_second,
         "burst": stored.burst,
@@ -205,7 +210,12 @@ async fn redrive(
             ))
         }
     };
-    let n = state.queues.call(&key, Redrive { task_ids }).await??;
+    let n = state
+        .queues
+        .call(&key, Redrive { task_ids })
+        .await??
+        .wait(&state.store)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({ "redriven": n })))
 }
 

@@ -57,7 +57,9 @@ async fn add(
                 tasks: Arc::new(vec![task]),
             },
         )
-        .await??;
+        .await??
+        .wait(&state.store)
+        .await?;
     let result = results
         .pop()
         .ok_or_else(|| Error::Internal("the queue answered no result".into()))?;
@@ -114,7 +116,9 @@ async fn add_batch(
                 tasks: Arc::new(tasks),
             },
         )
-        .await??;
+        .await??
+        .wait(&state.store)
+        .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "results": results })))
 }
 
@@ -172,6 +176,11 @@ async fn status(
 
 async fn cancel(state: web::Data<AppState>, path: TaskPath) -> Result<HttpResponse> {
     let (key, task_id) = task_path(path)?;
-    let rec = state.queues.call(&key, Cancel { task_id }).await??;
+    let rec = state
+        .queues
+        .call(&key, Cancel { task_id })
+        .await??
+        .wait(&state.store)
+        .await?;
     Ok(HttpResponse::Ok().json(rec.status()))
 }

@@ -388,7 +388,12 @@ async fn settle(
         lease_id: token.lease_id,
         op,
     };
-    let answer = state.queues.call(&queue, msg).await??;
+    let answer = state
+        .queues
+        .call(&queue, msg)
+        .await??
+        .wait(&state.store)
+        .await?;
     Ok(json!({
         "op": "settled",
         "lease": f.lease,

@@ -13,12 +13,36 @@ use tokio::sync::oneshot;
 
 use crate::error::Result;
 use crate::model::{NewTask, TaskError, TaskRecord, TaskState};
+use crate::storage::Store;
 
 use super::pollers::{Delivery, PollerInfo};
 
+/// The answer to a message whose writes the queue actor has applied but that may not be on
+/// disk yet. The value only comes out through [`Durable::wait`], once the group commit covers
+/// it, so no caller can answer a client before its write is durable. The wait runs on the
+/// caller's thread (an HTTP worker, a socket, an embedder), not on the queue actor's: the
+/// flusher wakes the caller directly, one thread hand-off fewer per write than a reply
+/// future spawned on the actor's arbiter, and the actor is free meanwhile.
+#[must_use = "the value is only given out once durable: call wait()"]
+pub struct Durable<T>(T);
+
+impl<T> Durable<T> {
+    /// Wraps a value whose writes were applied to the store just now.
+    pub(crate) fn applied(value: T) -> Self {
+        Durable(value)
+    }
+
+    /// Resolves with the value once every write applied before it is on disk (per the
+    /// durability setting).
+    pub async fn wait(self, store: &Store) -> Result<T> {
+        store.durable().await?;
+        Ok(self.0)
+    }
+}
+
 /// Adds tasks (one, or a batch applied all or nothing). Answered once durable.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<Vec<AddResult>>")]
+#[rtype(result = "Result<Durable<Vec<AddResult>>>")]
 pub struct AddTasks {
     /// Validated tasks, in order.
     pub tasks: Arc<Vec<NewTask>>,
@@ -114,7 +138,7 @@ pub enum SettleOp {
 
 /// Complete or fail a lease. Answered once durable.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<Settlement>")]
+#[rtype(result = "Result<Durable<Settlement>>")]
 pub struct Settle {
     /// The task.
     pub task_id: String,
@@ -158,7 +182,7 @@ pub struct HeartbeatAnswer {
 
 /// Cancel a task. Answered with its record once durable.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<TaskRecord>")]
+#[rtype(result = "Result<Durable<TaskRecord>>")]
 pub struct Cancel {
     /// The task.
     pub task_id: String,
@@ -225,7 +249,7 @@ pub struct RateLimitView {
 
 /// Set (or with `None` remove) the queue's stored dispatch limit. Answered once durable.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<RateLimitView>")]
+#[rtype(result = "Result<Durable<RateLimitView>>")]
 pub struct SetConfig {
     /// The limit.
     pub rate_limit: Option<super::throttle::RateLimit>,
@@ -233,7 +257,7 @@ pub struct SetConfig {
 
 /// Put dead letters back as pending, attempts reset. Answered with how many, once durable.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<usize>")]
+#[rtype(result = "Result<Durable<usize>>")]
 pub struct Redrive {
     /// These tasks; `None` = every dead letter of the queue.
     pub task_ids: Option<Vec<String>>,

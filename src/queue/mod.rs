@@ -1335,22 +1335,13 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
-/// Wraps an answer that promises durability: resolves once the group commit covers it.
-fn when_durable<T: 'static>(store: Arc<Store>, result: Result<T>) -> ResponseFuture<Result<T>> {
-    Box::pin(async move {
-        let value = result?;
-        store.durable().await?;
-        Ok(value)
-    })
-}
-
 impl Handler<AddTasks> for QueueActor {
-    type Result = ResponseFuture<Result<Vec<AddResult>>>;
+    type Result = Result<Durable<Vec<AddResult>>>;
 
     fn handle(&mut self, msg: AddTasks, ctx: &mut Self::Context) -> Self::Result {
         let result = self.add(&msg.tasks, ctx);
         self.after_change(ctx);
-        when_durable(self.env.store.clone(), result)
+        result.map(Durable::applied)
     }
 }
 
@@ -1456,13 +1447,13 @@ impl Handler<ReturnTasks> for QueueActor {
 }
 
 impl Handler<Settle> for QueueActor {
-    type Result = ResponseFuture<Result<Settlement>>;
+    type Result = Result<Durable<Settlement>>;
 
     fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) -> Self::Result {
         let result = self.settle(&msg);
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        when_durable(self.env.store.clone(), result)
+        result.map(Durable::applied)
     }
 }
 
@@ -1477,12 +1468,12 @@ impl Handler<Heartbeat> for QueueActor {
 }
 
 impl Handler<Cancel> for QueueActor {
-    type Result = ResponseFuture<Result<TaskRecord>>;
+    type Result = Result<Durable<TaskRecord>>;
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
         let result = self.cancel(&msg.task_id);
         self.after_change(ctx);
-        when_durable(self.env.store.clone(), result)
+        result.map(Durable::applied)
     }
 }
 
@@ -1533,25 +1524,25 @@ impl Handler<Shutdown> for QueueActor {
 }
 
 impl Handler<SetConfig> for QueueActor {
-    type Result = ResponseFuture<Result<RateLimitView>>;
+    type Result = Result<Durable<RateLimitView>>;
 
     fn handle(&mut self, msg: SetConfig, ctx: &mut Self::Context) -> Self::Result {
         let result = self.set_config(msg.rate_limit);
         self.throttled = false;
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        when_durable(self.env.store.clone(), result)
+        result.map(Durable::applied)
     }
 }
 
 impl Handler<Redrive> for QueueActor {
-    type Result = ResponseFuture<Result<usize>>;
+    type Result = Result<Durable<usize>>;
 
     fn handle(&mut self, msg: Redrive, ctx: &mut Self::Context) -> Self::Result {
         let result = self.redrive(msg.task_ids.as_deref());
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        when_durable(self.env.store.clone(), result)
+        result.map(Durable::applied)
     }
 }
 

@@ -66,14 +66,17 @@ use crate::error::{Error, Result};
 use crate::http::{decode, AppState, Lifecycle};
 use crate::metrics::Metrics;
 use crate::model::{
-    validate_identity, validate_name, AddTaskRequest, LeaseToken, NewTask, QueueKey, RetryPolicy,
-    RouteTo, Task, TaskError, TaskRecord, TaskState, MAX_BATCH, MAX_POLL_TASKS, MAX_POLL_WAIT_MS,
+    validate_identity, validate_name, validate_task_ids, AddTaskRequest, LeaseToken, NewTask,
+    QueueKey, RetryPolicy, RouteTo, Task, TaskError, TaskRecord, TaskState, MAX_BATCH,
+    MAX_POLL_TASKS, MAX_POLL_WAIT_MS,
 };
 use crate::queue::messages::{
     AddResult, AddTasks, Cancel, Describe, ForgetWaiter, GaveUp, Heartbeat, HeartbeatAnswer, Poll,
-    PollOutcome, Settle, SettleOp, Settlement, Stats, Watch, WatchTask,
+    PollOutcome, RateLimitView, Redrive, SetConfig, Settle, SettleOp, Settlement, Stats, Watch,
+    WatchTask,
 };
 use crate::queue::pollers::Delivery;
+use crate::queue::throttle::RateLimit;
 use crate::queue::{Env, QueueActor};
 use crate::registry::Queues;
 use crate::storage::{Store, StoreOptions};
@@ -424,6 +427,37 @@ impl Tasq {
             .wait(&self.inner.state.store)
             .await?;
         Ok(TaskInfo::from(&rec))
+    }
+
+    /// Sets the queue's dispatch limit, as `PUT {q}/config` does: `Some(0.0)` pauses
+    /// dispatch, `None` removes the limit; `burst` defaults to one second's worth. Stored
+    /// (answered once on disk), kept across restarts, and it overrides a limit sent by
+    /// workers. Adds are never throttled.
+    pub async fn set_config(
+        &self,
+        queue: &QueueKey,
+        max_tasks_per_second: Option<f64>,
+        burst: Option<u32>,
+    ) -> Result<RateLimitView> {
+        let rate_limit = RateLimit::requested(max_tasks_per_second, burst.map(u64::from))?;
+        self.check()?
+            .call(queue, SetConfig { rate_limit })
+            .await??
+            .wait(&self.inner.state.store)
+            .await
+    }
+
+    /// Puts dead letters (`None`: all of the queue's) back as pending with their attempts
+    /// reset, as `POST {q}/dead-letters/redrive` does; answers how many, once on disk.
+    pub async fn redrive(&self, queue: &QueueKey, task_ids: Option<Vec<String>>) -> Result<usize> {
+        if let Some(ids) = &task_ids {
+            validate_task_ids(ids)?;
+        }
+        self.check()?
+            .call(queue, Redrive { task_ids })
+            .await??
+            .wait(&self.inner.state.store)
+            .await
     }
 
     /// The statistics of one queue (one type of a name): backlog, age, pollers, rates.

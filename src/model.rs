@@ -50,6 +50,20 @@ pub fn check_duration(field: &str, ms: u64) -> Result<u64> {
     Ok(ms)
 }
 
+/// Most task ids in one redrive, and most items in one page of a listing.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Checks a list of task ids (a redrive's): 1–[`MAX_LIST_LIMIT`] valid names.
+pub fn validate_task_ids(ids: &[String]) -> Result<()> {
+    if ids.is_empty() || ids.len() > MAX_LIST_LIMIT {
+        return Err(Error::invalid(format!(
+            "task_ids must hold 1–{MAX_LIST_LIMIT} ids"
+        )));
+    }
+    ids.iter()
+        .try_for_each(|id| validate_name("task_ids[]", id))
+}
+
 /// Checks a name: 1–200 characters from `A–Z a–z 0–9 . _ - : @`.
 pub fn validate_name(what: &str, value: &str) -> Result<()> {
     if value.is_empty() || value.chars().count() > MAX_NAME_LEN {

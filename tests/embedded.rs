@@ -519,3 +519,65 @@ fn a_data_dir_store_keeps_its_files() {
     assert!(data.is_dir(), "the store lives in the data dir");
     assert!(std::fs::read_dir(&data).unwrap().next().is_some());
 }
+
+#[test]
+fn set_config_and_redrive() {
+    with_tasq(|t| async move {
+        let q = queue("embed-config");
+        // Pause dispatch: a task waits in the backlog.
+        let view = t.set_config(&q, Some(0.0), Some(3)).await.unwrap();
+        assert_eq!(view.max_tasks_per_second, Some(0.0));
+        assert_eq!(view.burst, Some(3));
+        assert_eq!(view.source, "api");
+        t.add(
+            &q,
+            TaskSpec::new("job")
+                .task_id("c-1")
+                .retry(RetryPolicy {
+                    max_attempts: 1,
+                    ..RetryPolicy::default()
+                }),
+        )
+        .await
+        .unwrap();
+        let none = t
+            .poll(&q, PollSpec::new("w").wait(Duration::ZERO))
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "paused queue dispatched {none:?}");
+        // Out of range changes nothing.
+        let e = t.set_config(&q, Some(-1.0), None).await.unwrap_err();
+        assert_eq!(e.code(), "invalid_argument");
+        assert_eq!(
+            t.describe(&q).await.unwrap().rate_limit.max_tasks_per_second,
+            Some(0.0)
+        );
+        // Remove the limit: the task goes out; fail it for good.
+        let view = t.set_config(&q, None, None).await.unwrap();
+        assert_eq!((view.max_tasks_per_second, view.source), (None, "none"));
+        let got = t
+            .poll(&q, PollSpec::new("w").wait(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        let settled = t
+            .fail(&got[0].lease, Failure::new("boom").non_retryable())
+            .await
+            .unwrap();
+        assert_eq!(settled.state, TaskState::Failed);
+        // Redrive: a bad id is refused, the dead letter comes back pending.
+        let e = t
+            .redrive(&q, Some(vec!["bad id".into()]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_argument");
+        assert_eq!(t.redrive(&q, None).await.unwrap(), 1);
+        let again = t
+            .poll(&q, PollSpec::new("w").wait(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].task_id, "c-1");
+        assert_eq!(again[0].attempt, 1, "attempts reset by the redrive");
+    });
+}

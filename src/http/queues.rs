@@ -9,13 +9,12 @@ use serde_json::json;
 use super::{queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::model::{present, validate_name, QueueKey, QueueType};
+use crate::model::{
+    present, validate_name, validate_task_ids, QueueKey, QueueType, MAX_LIST_LIMIT,
+};
 use crate::queue::messages::{Describe, Redrive, SetConfig};
 use crate::queue::throttle::RateLimit;
 use actix_web::http::Method;
-
-/// Largest page of the queue list.
-const MAX_LIST_LIMIT: usize = 1000;
 
 /// The queue routes.
 pub fn routes() -> Vec<RouteSpec> {
@@ -55,9 +54,6 @@ pub fn routes() -> Vec<RouteSpec> {
 
 type QueuePath = web::Path<(String, String, String)>;
 
-/// Largest `burst`.
-const MAX_BURST: u64 = 1_000_000;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigRequest {
@@ -78,27 +74,7 @@ async fn set_config(
             "max_tasks_per_second is required: a number ≥ 0, or null to remove the limit",
         ));
     };
-    if let Some(b) = body.burst {
-        if !(1..=MAX_BURST).contains(&b) {
-            return Err(Error::invalid(format!(
-                "burst must be 1–{MAX_BURST}, got {b}"
-            )));
-        }
-    }
-    let rate_limit = match rate {
-        None => None,
-        Some(r) if !r.is_finite() || !(0.0..=1e9).contains(&r) => {
-            return Err(Error::invalid(format!(
-                "max_tasks_per_second must be 0–1e9 or null, got {r}"
-            )))
-        }
-        Some(r) => Some(RateLimit {
-            max_tasks_per_second: r,
-            burst: body
-                .burst
-                .map_or_else(|| RateLimit::default_burst(r), |b| b as u32),
-        }),
-    };
+    let rate_limit = RateLimit::requested(rate, body.burst)?;
     let stored = state
         .queues
         .call(&key, SetConfig { rate_limit })
@@ -193,14 +169,7 @@ async fn redrive(
             ))
         }
         (Some(ids), false) => {
-            if ids.is_empty() || ids.len() > MAX_LIST_LIMIT {
-                return Err(Error::invalid(format!(
-                    "task_ids must hold 1–{MAX_LIST_LIMIT} ids"
-                )));
-            }
-            for id in &ids {
-                validate_name("task_ids[]", id)?;
-            }
+            validate_task_ids(&ids)?;
             Some(ids)
         }
         (None, true) => None,

@@ -16,10 +16,37 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// The largest `burst` a client may set.
+pub const MAX_BURST: u64 = 1_000_000;
+
 impl RateLimit {
     /// The default burst for a rate: one second's worth, at least 1.
     pub fn default_burst(rate: f64) -> u32 {
         (rate.ceil() as u32).max(1)
+    }
+
+    /// The limit a client asked for (`PUT {q}/config`, or an embedder): `None` removes the
+    /// limit, `0` pauses dispatch; `burst` defaults to one second's worth. Out of range is
+    /// `invalid_argument`.
+    pub fn requested(rate: Option<f64>, burst: Option<u64>) -> crate::error::Result<Option<Self>> {
+        use crate::error::Error;
+        if let Some(b) = burst {
+            if !(1..=MAX_BURST).contains(&b) {
+                return Err(Error::invalid(format!(
+                    "burst must be 1–{MAX_BURST}, got {b}"
+                )));
+            }
+        }
+        match rate {
+            None => Ok(None),
+            Some(r) if !r.is_finite() || !(0.0..=1e9).contains(&r) => Err(Error::invalid(format!(
+                "max_tasks_per_second must be 0–1e9 or null, got {r}"
+            ))),
+            Some(r) => Ok(Some(RateLimit {
+                max_tasks_per_second: r,
+                burst: burst.map_or_else(|| RateLimit::default_burst(r), |b| b as u32),
+            })),
+        }
     }
 }
 

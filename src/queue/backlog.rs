@@ -6,7 +6,7 @@
 //! `high` is in the window and nothing after it is; when the window runs low it is refilled
 //! by a range scan that starts after `high`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::Result;
 use crate::model::QueueKey;
@@ -14,6 +14,9 @@ use crate::storage::{Entry, ReadyPos, Store};
 
 /// How many stored entries a type-filtered poll may scan beyond the window.
 const SCAN_BEYOND_LIMIT: usize = 10_000;
+
+/// Most remembered misses (distinct task-type filters); past it the memo starts over.
+const MAX_MISSES: usize = 256;
 
 /// A bounded window of ready tasks in dispatch order.
 #[derive(Debug)]
@@ -26,6 +29,14 @@ pub struct Backlog {
     /// The last position loaded from the store while not complete.
     high: Option<ReadyPos>,
     capacity: usize,
+    /// Type-filtered scans beyond the window that found nothing: the filter's task types and
+    /// the `beyond_gen` they saw. Until the stored entries past the window change other than
+    /// by deletion, the same scan finds nothing again and is skipped, so a poller whose types
+    /// have no task (a rolling upgrade) does not cost a 10,000-entry scan per dispatch try.
+    misses: HashMap<Vec<String>, u64>,
+    /// Bumped whenever the entries past the window may have gained one: an insert past
+    /// `high`, or `high` / `complete` moving (refill, trim).
+    beyond_gen: u64,
 }
 
 impl Backlog {
@@ -37,6 +48,8 @@ impl Backlog {
             complete: false,
             high: None,
             capacity: capacity.max(1),
+            misses: HashMap::new(),
+            beyond_gen: 0,
         }
     }
 
@@ -70,6 +83,8 @@ impl Backlog {
         if self.complete || self.high.is_some_and(|h| pos < h) {
             self.put(pos, entry);
             self.trim();
+        } else {
+            self.beyond_gen += 1;
         }
     }
 
@@ -89,6 +104,7 @@ impl Backlog {
         }
         self.complete = false;
         self.high = self.window.last_key_value().map(|(k, _)| *k);
+        self.beyond_gen += 1;
     }
 
     /// Reads more entries from the store when the window runs low.
@@ -104,6 +120,7 @@ impl Backlog {
         if let Some((last, _)) = loaded.last() {
             self.high = Some(*last);
         }
+        self.beyond_gen += 1;
         for (pos, entry) in loaded {
             self.put(pos, entry);
         }
@@ -112,11 +129,14 @@ impl Backlog {
 
     /// Takes the first entry (in dispatch order) that `accepts`, looking past the window into
     /// the store if the window has none, so a filtered poller is not blocked by other types.
+    /// `types` is the taker's task-type filter when `accepts` is that filter (plus routing):
+    /// it keys the memo of scans past the window that found nothing.
     pub fn take(
         &mut self,
         store: &Store,
         queue: &QueueKey,
         accepts: impl Fn(&Entry) -> bool,
+        types: Option<&[String]>,
     ) -> Result<Option<(ReadyPos, Entry)>> {
         self.refill(store, queue)?;
         let found = self
@@ -130,8 +150,14 @@ impl Backlog {
         if self.complete {
             return Ok(None);
         }
+        if types.is_some_and(|t| self.misses.get(t) == Some(&self.beyond_gen)) {
+            return Ok(None);
+        }
         let mut after = self.high;
         let mut scanned = 0;
+        // A routed entry's eligibility changes with time (its fallback), so a scan that met
+        // one is not remembered as a miss.
+        let mut saw_routed = false;
         while scanned < SCAN_BEYOND_LIMIT {
             let chunk = store.scan_ready(queue, after, 500)?;
             if chunk.is_empty() {
@@ -139,9 +165,16 @@ impl Backlog {
             }
             scanned += chunk.len();
             after = chunk.last().map(|(p, _)| *p);
+            saw_routed |= chunk.iter().any(|(_, e)| e.route.is_some());
             if let Some(hit) = chunk.into_iter().find(|(_, e)| accepts(e)) {
                 return Ok(Some(hit));
             }
+        }
+        if let (Some(types), false) = (types, saw_routed) {
+            if self.misses.len() >= MAX_MISSES {
+                self.misses.clear();
+            }
+            self.misses.insert(types.to_vec(), self.beyond_gen);
         }
         Ok(None)
     }
@@ -246,7 +279,7 @@ mod tests {
 
     fn drain(b: &mut Backlog, store: &Store, q: &QueueKey) -> Vec<String> {
         let mut out = vec![];
-        while let Some((_, e)) = b.take(store, q, |_| true).unwrap() {
+        while let Some((_, e)) = b.take(store, q, |_| true, None).unwrap() {
             out.push(e.task_id);
         }
         out
@@ -281,10 +314,72 @@ mod tests {
         items.push((3, 100, "b"));
         fill(&s, &q, &items);
         let mut b = Backlog::new(4);
-        let hit = b.take(&s, &q, |e| e.task_type == "b").unwrap().unwrap();
+        let hit = b
+            .take(&s, &q, |e| e.task_type == "b", None)
+            .unwrap()
+            .unwrap();
         assert_eq!(hit.1.task_id, "t50");
         assert!(b.len() <= 8);
-        assert!(b.take(&s, &q, |e| e.task_type == "c").unwrap().is_none());
+        assert!(b
+            .take(&s, &q, |e| e.task_type == "c", None)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_filtered_miss_is_remembered_until_an_entry_lands_past_the_window() {
+        let s = store();
+        let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
+        let items: Vec<(u8, u64, &str)> = (0..50).map(|i| (3, i, "a")).collect();
+        fill(&s, &q, &items);
+        let mut b = Backlog::new(4);
+        let types = vec!["new".to_string()];
+        let wants_new = |e: &Entry| e.task_type == "new";
+        assert!(b.take(&s, &q, wants_new, Some(&types)).unwrap().is_none());
+        let gen = b.beyond_gen;
+        assert_eq!(b.misses.get(&types), Some(&gen), "the miss is remembered");
+        // A task of that type lands past the window: the memo no longer applies.
+        let pos = ReadyPos {
+            priority: 3,
+            order: 1000,
+            seq: 1000,
+        };
+        let mut txn = Txn::default();
+        txn.put_ready(&q, pos, &entry(1000, "new", 3));
+        s.commit(txn).unwrap();
+        b.insert(pos, entry(1000, "new", 3));
+        let hit = b.take(&s, &q, wants_new, Some(&types)).unwrap().unwrap();
+        assert_eq!(hit.1.task_id, "t1000");
+    }
+
+    #[test]
+    fn a_scan_that_met_a_routed_entry_is_not_remembered() {
+        let s = store();
+        let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
+        let items: Vec<(u8, u64, &str)> = (0..20).map(|i| (3, i, "a")).collect();
+        fill(&s, &q, &items);
+        let pos = ReadyPos {
+            priority: 3,
+            order: 500,
+            seq: 500,
+        };
+        let mut routed = entry(500, "new", 3);
+        routed.route = Some(crate::storage::EntryRoute {
+            identity: "w-7".into(),
+            fallback_at: Some(10),
+        });
+        let mut txn = Txn::default();
+        txn.put_ready(&q, pos, &routed);
+        s.commit(txn).unwrap();
+        let mut b = Backlog::new(4);
+        let types = vec!["new".to_string()];
+        // Not eligible yet (another identity, before the fallback): a miss, not remembered.
+        let before = |e: &Entry| e.task_type == "new" && e.route.is_none();
+        assert!(b.take(&s, &q, before, Some(&types)).unwrap().is_none());
+        assert!(b.misses.is_empty());
+        // Once the fallback passed, the same filter finds it.
+        let after = |e: &Entry| e.task_type == "new";
+        assert!(b.take(&s, &q, after, Some(&types)).unwrap().is_some());
     }
 
     #[test]

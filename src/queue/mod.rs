@@ -414,14 +414,16 @@ impl QueueActor {
         Ok(Some(rec))
     }
 
-    /// Leases up to `max` ready tasks that `accepts` lets through, in dispatch order.
+    /// Leases up to `max` ready tasks that a poller with `identity` and task-type filter
+    /// `types` may take (see [`eligible`]), in dispatch order.
     fn lease_ready(
         &mut self,
-        accepts: &dyn Fn(&Entry) -> bool,
+        types: Option<&[String]>,
         max: usize,
         identity: &str,
     ) -> Result<Vec<TaskRecord>> {
         let now = now_ms();
+        let accepts = |e: &Entry| eligible(types, identity, e, now);
         let instant = Instant::now();
         let mut out = Vec::new();
         let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
@@ -431,7 +433,10 @@ impl QueueActor {
                 self.metrics.rate_limited.inc();
                 break;
             }
-            let Some((pos, entry)) = self.backlog.take(&self.env.store, &self.key, accepts)? else {
+            let Some((pos, entry)) =
+                self.backlog
+                    .take(&self.env.store, &self.key, accepts, types)?
+            else {
                 break;
             };
             if let Some(rec) = self.lease_entry(pos, entry, identity, now)? {
@@ -609,9 +614,7 @@ impl QueueActor {
                 .collect();
             let mut served = false;
             for (id, types, max, identity) in candidates {
-                let now = now_ms();
-                let accepts = |e: &Entry| eligible(types.as_deref(), &identity, e, now);
-                match self.lease_ready(&accepts, max, &identity) {
+                match self.lease_ready(types.as_deref(), max, &identity) {
                     Ok(recs) if recs.is_empty() => continue,
                     Ok(recs) => {
                         match self.waiters.remove(id) {
@@ -1379,9 +1382,7 @@ impl Handler<Poll> for QueueActor {
                 self.key
             )));
         }
-        let types = msg.task_types.clone();
-        let accepts = |e: &Entry| eligible(types.as_deref(), &msg.identity, e, now);
-        let recs = self.lease_ready(&accepts, msg.max_tasks, &msg.identity)?;
+        let recs = self.lease_ready(msg.task_types.as_deref(), msg.max_tasks, &msg.identity)?;
         let outcome = if !recs.is_empty() {
             PollOutcome::Now(self.delivery(recs, ctx))
         } else if let Some(deadline) = msg.park_until {

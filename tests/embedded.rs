@@ -531,12 +531,10 @@ fn set_config_and_redrive() {
         assert_eq!(view.source, "api");
         t.add(
             &q,
-            TaskSpec::new("job")
-                .task_id("c-1")
-                .retry(RetryPolicy {
-                    max_attempts: 1,
-                    ..RetryPolicy::default()
-                }),
+            TaskSpec::new("job").task_id("c-1").retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            }),
         )
         .await
         .unwrap();
@@ -549,7 +547,11 @@ fn set_config_and_redrive() {
         let e = t.set_config(&q, Some(-1.0), None).await.unwrap_err();
         assert_eq!(e.code(), "invalid_argument");
         assert_eq!(
-            t.describe(&q).await.unwrap().rate_limit.max_tasks_per_second,
+            t.describe(&q)
+                .await
+                .unwrap()
+                .rate_limit
+                .max_tasks_per_second,
             Some(0.0)
         );
         // Remove the limit: the task goes out; fail it for good.

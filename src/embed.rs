@@ -269,14 +269,13 @@ impl Tasq {
         let task = task.validate()?;
         let mut results = self
             .check()?
-            .call(
+            .call_durable(
                 queue,
                 AddTasks {
                     tasks: Arc::new(vec![task]),
                 },
+                &self.inner.state.store,
             )
-            .await??
-            .wait(&self.inner.state.store)
             .await?;
         results
             .pop()
@@ -305,14 +304,13 @@ impl Tasq {
             )));
         }
         self.check()?
-            .call(
+            .call_durable(
                 queue,
                 AddTasks {
                     tasks: Arc::new(tasks),
                 },
+                &self.inner.state.store,
             )
-            .await??
-            .wait(&self.inner.state.store)
             .await
     }
 
@@ -354,9 +352,7 @@ impl Tasq {
             op,
         };
         queues
-            .call(&token.queue, msg)
-            .await??
-            .wait(&self.inner.state.store)
+            .call_durable(&token.queue, msg, &self.inner.state.store)
             .await
     }
 
@@ -417,14 +413,13 @@ impl Tasq {
         let queues = self.check()?;
         validate_name("task_id", task_id)?;
         let rec = queues
-            .call(
+            .call_durable(
                 queue,
                 Cancel {
                     task_id: task_id.to_string(),
                 },
+                &self.inner.state.store,
             )
-            .await??
-            .wait(&self.inner.state.store)
             .await?;
         Ok(TaskInfo::from(&rec))
     }
@@ -441,9 +436,7 @@ impl Tasq {
     ) -> Result<RateLimitView> {
         let rate_limit = RateLimit::requested(max_tasks_per_second, burst.map(u64::from))?;
         self.check()?
-            .call(queue, SetConfig { rate_limit })
-            .await??
-            .wait(&self.inner.state.store)
+            .call_durable(queue, SetConfig { rate_limit }, &self.inner.state.store)
             .await
     }
 
@@ -454,9 +447,7 @@ impl Tasq {
             validate_task_ids(ids)?;
         }
         self.check()?
-            .call(queue, Redrive { task_ids })
-            .await??
-            .wait(&self.inner.state.store)
+            .call_durable(queue, Redrive { task_ids }, &self.inner.state.store)
             .await
     }
 

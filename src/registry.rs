@@ -16,8 +16,9 @@ use actix::prelude::*;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::model::QueueKey;
-use crate::queue::messages::{ExpireWaiting, Shutdown};
+use crate::queue::messages::{Durable, ExpireWaiting, Shutdown};
 use crate::queue::{Env, QueueActor, QueueStopped};
+use crate::storage::Store;
 
 type Map = Arc<RwLock<HashMap<QueueKey, (u64, Addr<QueueActor>)>>>;
 
@@ -215,6 +216,18 @@ impl Queues {
             }
         }
         Err(Error::Unavailable(format!("queue {key} keeps stopping")))
+    }
+
+    /// [`Queues::call`] for a message whose writes promise durability: answers its value once
+    /// the group commit covers them (see [`Durable`]).
+    pub async fn call_durable<M, T>(&self, key: &QueueKey, msg: M, store: &Store) -> Result<T>
+    where
+        M: Message<Result = Result<Durable<T>>> + Send + Clone + 'static,
+        T: Send + 'static,
+        QueueActor: Handler<M>,
+        <QueueActor as Actor>::Context: ToEnvelope<QueueActor, M>,
+    {
+        self.call(key, msg).await??.wait(store).await
     }
 
     /// Tells every loaded queue to answer its parked polls and stop parking.

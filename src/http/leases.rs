@@ -60,9 +60,7 @@ async fn settle(state: &AppState, lease: &str, op: SettleOp) -> Result<HttpRespo
     };
     let answer = state
         .queues
-        .call(&token.queue, msg)
-        .await??
-        .wait(&state.store)
+        .call_durable(&token.queue, msg, &state.store)
         .await?;
     Ok(HttpResponse::Ok().json(answer))
 }

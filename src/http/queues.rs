@@ -77,9 +77,7 @@ async fn set_config(
     let rate_limit = RateLimit::requested(rate, body.burst)?;
     let stored = state
         .queues
-        .call(&key, SetConfig { rate_limit })
-        .await??
-        .wait(&state.store)
+        .call_durable(&key, SetConfig { rate_limit }, &state.store)
         .await?;
     Ok(HttpResponse::Ok().json(json!({
         "max_tasks_per_second": stored.max_tasks_per_second,
@@ -181,9 +179,7 @@ async fn redrive(
     };
     let n = state
         .queues
-        .call(&key, Redrive { task_ids })
-        .await??
-        .wait(&state.store)
+        .call_durable(&key, Redrive { task_ids }, &state.store)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "redriven": n })))
 }

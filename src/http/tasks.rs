@@ -51,14 +51,13 @@ async fn add(
     let task = body.validate()?;
     let mut results = state
         .queues
-        .call(
+        .call_durable(
             &key,
             AddTasks {
                 tasks: Arc::new(vec![task]),
             },
+            &state.store,
         )
-        .await??
-        .wait(&state.store)
         .await?;
     let result = results
         .pop()
@@ -110,14 +109,13 @@ async fn add_batch(
     let tasks = validate_batch(body)?;
     let results = state
         .queues
-        .call(
+        .call_durable(
             &key,
             AddTasks {
                 tasks: Arc::new(tasks),
             },
+            &state.store,
         )
-        .await??
-        .wait(&state.store)
         .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "results": results })))
 }
@@ -178,9 +176,7 @@ async fn cancel(state: web::Data<AppState>, path: TaskPath) -> Result<HttpRespon
     let (key, task_id) = task_path(path)?;
     let rec = state
         .queues
-        .call(&key, Cancel { task_id })
-        .await??
-        .wait(&state.store)
+        .call_durable(&key, Cancel { task_id }, &state.store)
         .await?;
     Ok(HttpResponse::Ok().json(rec.status()))
 }

@@ -388,12 +388,7 @@ async fn settle(
         lease_id: token.lease_id,
         op,
     };
-    let answer = state
-        .queues
-        .call(&queue, msg)
-        .await??
-        .wait(&state.store)
-        .await?;
+    let answer = state.queues.call_durable(&queue, msg, &state.store).await?;
     Ok(json!({
         "op": "settled",
         "lease": f.lease,

@@ -43,6 +43,16 @@ wait_gone() {
   kill -9 "$pid" 2>/dev/null || true
 }
 
+# Stops the daemon whose pid is in the variable named $1 (SIGTERM, SIGKILL after $2 s, default
+# 20) and clears that variable; does nothing when it is empty.
+stop_daemon() {
+  local pid=${!1:-}
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || true
+  wait_gone "$pid" "${2:-20}"
+  printf -v "$1" '%s' ''
+}
+
 # ---- Redis (for BullMQ) ----
 start_redis() {
   local d=$PEERS_TMP/redis
@@ -54,12 +64,7 @@ start_redis() {
   SERVER_PID=$REDIS_PID
   wait_port "$REDIS_PORT" 20
 }
-stop_redis() {
-  [ -n "${REDIS_PID:-}" ] || return 0
-  kill "$REDIS_PID" 2>/dev/null || true
-  wait_gone "$REDIS_PID" 20
-  REDIS_PID=
-}
+stop_redis() { stop_daemon REDIS_PID; }
 
 # ---- RabbitMQ ----
 rabbit_env() {
@@ -115,12 +120,7 @@ start_nats() {
   SERVER_PID=$NATS_PID
   wait_port "$NATS_PORT" 20
 }
-stop_nats() {
-  [ -n "${NATS_PID:-}" ] || return 0
-  kill "$NATS_PID" 2>/dev/null || true
-  wait_gone "$NATS_PID" 20
-  NATS_PID=
-}
+stop_nats() { stop_daemon NATS_PID; }
 
 # ---- tasq ----
 start_tasq() {
@@ -131,12 +131,7 @@ start_tasq() {
   SERVER_PID=$TASQ_PID
   wait_port "$TASQ_PORT" 30
 }
-stop_tasq() {
-  [ -n "${TASQ_PID:-}" ] || return 0
-  kill "$TASQ_PID" 2>/dev/null || true
-  wait_gone "$TASQ_PID" 20
-  TASQ_PID=
-}
+stop_tasq() { stop_daemon TASQ_PID; }
 
 # ---- plain actix-web (wrk baseline) ----
 start_plain() {
@@ -145,12 +140,7 @@ start_plain() {
   SERVER_PID=$PLAIN_PID
   wait_port "$PLAIN_PORT" 20
 }
-stop_plain() {
-  [ -n "${PLAIN_PID:-}" ] || return 0
-  kill "$PLAIN_PID" 2>/dev/null || true
-  wait_gone "$PLAIN_PID" 10
-  PLAIN_PID=
-}
+stop_plain() { stop_daemon PLAIN_PID 10; }
 
 stop_all() {
   stop_redis; stop_rabbitmq; stop_nats; stop_tasq; stop_plain

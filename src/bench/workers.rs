@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::http::{parse_poll, Conn};
 use super::{AddArgs, BenchError, BenchResult, Ctx, Transport, WorkerArgs};
+use crate::model::MAX_BATCH;
 
 /// A latency histogram in nanoseconds (1 µs … 100 s, 3 significant digits).
 pub fn histogram() -> Histogram<u64> {
@@ -197,8 +198,10 @@ pub async fn add_all(
     clock: &Arc<Shared>,
     bar: &indicatif::ProgressBar,
 ) -> BenchResult<Histogram<u64>> {
-    if !(1..=1000).contains(&a.add_batch) {
-        return Err(BenchError::new("--add-batch must be 1–1000"));
+    if !(1..=MAX_BATCH as u64).contains(&a.add_batch) {
+        return Err(BenchError::new(format!(
+            "--add-batch must be 1–{MAX_BATCH}"
+        )));
     }
     let (n, batch) = (a.count, a.add_batch);
     let next = Arc::new(AtomicU64::new(0));

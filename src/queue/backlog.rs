@@ -277,6 +277,19 @@ mod tests {
         store.commit(txn).unwrap();
     }
 
+    /// Writes one ready entry at `order` (its seq too) and returns its position.
+    fn store_one(store: &Store, q: &QueueKey, order: u64, e: &Entry) -> ReadyPos {
+        let pos = ReadyPos {
+            priority: e.priority,
+            order,
+            seq: order,
+        };
+        let mut txn = Txn::default();
+        txn.put_ready(q, pos, e);
+        store.commit(txn).unwrap();
+        pos
+    }
+
     fn drain(b: &mut Backlog, store: &Store, q: &QueueKey) -> Vec<String> {
         let mut out = vec![];
         while let Some((_, e)) = b.take(store, q, |_| true, None).unwrap() {
@@ -339,14 +352,7 @@ mod tests {
         let gen = b.beyond_gen;
         assert_eq!(b.misses.get(&types), Some(&gen), "the miss is remembered");
         // A task of that type lands past the window: the memo no longer applies.
-        let pos = ReadyPos {
-            priority: 3,
-            order: 1000,
-            seq: 1000,
-        };
-        let mut txn = Txn::default();
-        txn.put_ready(&q, pos, &entry(1000, "new", 3));
-        s.commit(txn).unwrap();
+        let pos = store_one(&s, &q, 1000, &entry(1000, "new", 3));
         b.insert(pos, entry(1000, "new", 3));
         let hit = b.take(&s, &q, wants_new, Some(&types)).unwrap().unwrap();
         assert_eq!(hit.1.task_id, "t1000");
@@ -358,19 +364,12 @@ mod tests {
         let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
         let items: Vec<(u8, u64, &str)> = (0..20).map(|i| (3, i, "a")).collect();
         fill(&s, &q, &items);
-        let pos = ReadyPos {
-            priority: 3,
-            order: 500,
-            seq: 500,
-        };
         let mut routed = entry(500, "new", 3);
         routed.route = Some(crate::storage::EntryRoute {
             identity: "w-7".into(),
             fallback_at: Some(10),
         });
-        let mut txn = Txn::default();
-        txn.put_ready(&q, pos, &routed);
-        s.commit(txn).unwrap();
+        store_one(&s, &q, 500, &routed);
         let mut b = Backlog::new(4);
         let types = vec!["new".to_string()];
         // Not eligible yet (another identity, before the fallback): a miss, not remembered.

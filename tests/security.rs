@@ -1433,17 +1433,21 @@ fn disk_bound_refuses_adds_while_dispatch_and_settle_go_on() {
         thread::sleep(Duration::from_millis(50));
     };
     refused.exhausted();
-    assert!(!accepted.is_empty());
+    // 20 KB tasks against a 300 KB bound: more than one is accepted before the first 429.
+    assert!(accepted.len() >= 2, "{} accepted", accepted.len());
     let batch = json!({"tasks": [{"task_type": "t"}]});
     c.call("POST", &format!("{qp}/tasks/batch"), None, Some(&batch))
         .exhausted();
 
-    // While full: every acknowledged task is dispatched and settled, status reads work.
+    // While full: every acknowledged task is dispatched and settled, status reads work. One
+    // task fails for good (a dead letter, kept until redriven); the rest complete and are
+    // purged after `completed_retention`, so the store gets back under the bound however many
+    // adds the size watcher let in before it noticed (more dead letters could keep it over).
     let mut seen = Vec::new();
     for i in 0..accepted.len() {
         let task = poll_one(&s, &qp, "drain", 0).expect("a pending task");
         let lease = lease_of(&task);
-        let (status, body) = if i % 2 == 0 {
+        let (status, body) = if i != 1 {
             heartbeat(&s, &lease, json!(null));
             complete(&s, &lease, json!(i))
         } else {

@@ -309,6 +309,11 @@ pub(crate) struct IoBufs {
     // file, and there may be buffers that have been written out-of-order
     // to stable storage due to interesting thread interleavings.
     pub stable_lsn: AtomicLsn,
+    // tasq patch: the highest log sequence number known to be on disk (fdatasync'd).
+    // Log writes only `pwrite`; `make_stable` syncs the file once for everything
+    // written so far, so a group commit costs one sync instead of one per buffer.
+    pub synced_lsn: AtomicLsn,
+    sync_mu: Mutex<()>,
     pub max_reserved_lsn: AtomicLsn,
     pub max_header_stable_lsn: Arc<AtomicLsn>,
     pub segment_accountant: Mutex<SegmentAccountant>,
@@ -386,6 +391,13 @@ impl IoBufs {
         // of our file has not yet been written.
         let stable = next_lsn - 1;
 
+        // tasq patch: what recovery read may still sit in the OS page cache only
+        // (a process crash does not lose it, a power cut would): make it durable
+        // before the log builds on it, so `synced_lsn` can start at `stable`.
+        if !config.temporary {
+            config.file.sync_all()?;
+        }
+
         // the tip offset is not completely full yet, reuse it
         let base = assert_usize(next_lid % segment_size as LogOffset);
 
@@ -412,6 +424,8 @@ impl IoBufs {
             interval_updated: Condvar::new(),
 
             stable_lsn: AtomicLsn::new(stable),
+            synced_lsn: AtomicLsn::new(stable),
+            sync_mu: Mutex::new(()),
             max_reserved_lsn: AtomicLsn::new(stable),
             max_header_stable_lsn: Arc::new(AtomicLsn::new(next_lsn)),
             segment_accountant: Mutex::new(segment_accountant),
@@ -519,6 +533,30 @@ impl IoBufs {
     pub(in crate::pagecache) fn stable(&self) -> Lsn {
         debug_delay();
         self.stable_lsn.load(Acquire)
+    }
+
+    /// tasq patch: the last offset known to be synced to disk.
+    pub(in crate::pagecache) fn synced(&self) -> Lsn {
+        self.synced_lsn.load(Acquire)
+    }
+
+    /// tasq patch: syncs the log file so that everything up to `lsn` (already
+    /// written, i.e. `stable() >= lsn`) is on disk. Concurrent callers share one
+    /// sync: whoever takes the lock syncs everything written so far.
+    pub(in crate::pagecache) fn sync_to(&self, lsn: Lsn) -> Result<()> {
+        if self.config.temporary || self.synced() >= lsn {
+            return Ok(());
+        }
+        let _mu = self.sync_mu.lock();
+        if self.synced() >= lsn {
+            return Ok(());
+        }
+        // everything up to `written` has been handed to the OS; the sync covers it.
+        let written = self.stable();
+        io_fail!(self, "log sync");
+        sync_file(&self.config.file)?;
+        bump_atomic_lsn(&self.synced_lsn, written);
+        Ok(())
     }
 
     // Adds a header to the front of the buffer
@@ -728,33 +766,9 @@ impl IoBufs {
         {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
-            if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
-            }
+            // tasq patch: no per-buffer sync here; `make_stable` syncs once for all
+            // buffers written before it (see `sync_to`). Segment headers record the
+            // synced offset, so segments are only reused behind synced data.
         }
         io_fail!(self, "buffer write post");
 
@@ -870,6 +884,38 @@ pub(crate) fn roll_iobuf(iobufs: &Arc<IoBufs>) -> Result<usize> {
     Ok(header::offset(header))
 }
 
+/// tasq patch: makes every page of the log file written so far durable, at the
+/// level sled always used on Linux: wait for the written pages to reach the device
+/// (`sync_file_range` with WAIT_BEFORE | WRITE | WAIT_AFTER, once for the whole file
+/// instead of once per buffer). Elsewhere, or if the call is unsupported, `fsync`.
+fn sync_file(file: &std::fs::File) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // offset 0, nbytes 0: the whole file, whatever segments were written.
+        #[allow(unsafe_code)]
+        let ret = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                0,
+                0,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+        };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(err.into());
+        }
+    }
+    file.sync_all()?;
+    Ok(())
+}
+
 /// Blocks until the specified log sequence number has
 /// been made stable on disk. Returns the number of
 /// bytes written. Suitable as a full consistency
@@ -878,7 +924,10 @@ pub(in crate::pagecache) fn make_stable(
     iobufs: &Arc<IoBufs>,
     lsn: Lsn,
 ) -> Result<usize> {
-    make_stable_inner(iobufs, lsn, false)
+    let written = make_stable_inner(iobufs, lsn, false)?;
+    // tasq patch: written is not yet durable; one sync covers every buffer.
+    iobufs.sync_to(lsn)?;
+    Ok(written)
 }
 
 /// Blocks until the specified log sequence number
@@ -933,9 +982,7 @@ pub(in crate::pagecache) fn make_stable_inner(
             // nothing to write, don't bother sealing
             // current IO buffer.
         } else {
-            // tasq patch: the caller blocks until this buffer is stable anyway, so it
-            // writes the buffer itself instead of handing it to the IO threadpool.
-            seal_and_write_iobuf(iobufs, &iobuf, header, false, true)?;
+            maybe_seal_and_write_iobuf(iobufs, &iobuf, header, false)?;
             stable = iobufs.stable();
             // NB we have to continue here to possibly clear
             // the next io buffer, which may have dirty
@@ -1024,18 +1071,6 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     iobuf: &Arc<IoBuf>,
     header: Header,
     from_reserve: bool,
-) -> Result<()> {
-    seal_and_write_iobuf(iobufs, iobuf, header, from_reserve, false)
-}
-
-/// tasq patch: [`maybe_seal_and_write_iobuf`], writing the sealed buffer on the calling
-/// thread when `write_inline` is set (the caller is about to wait for it to be stable).
-fn seal_and_write_iobuf(
-    iobufs: &Arc<IoBufs>,
-    iobuf: &Arc<IoBuf>,
-    header: Header,
-    from_reserve: bool,
-    write_inline: bool,
 ) -> Result<()> {
     if header::is_sealed(header) {
         // this buffer is already sealed. nothing to do here.
@@ -1143,7 +1178,8 @@ fn seal_and_write_iobuf(
             stored_max_stable_lsn: -1,
         };
 
-        next_iobuf.store_segment_header(sealed, next_lsn, iobufs.stable());
+        // tasq patch: synced, not stable: this drives segment reuse (see `sync_to`).
+        next_iobuf.store_segment_header(sealed, next_lsn, iobufs.synced());
 
         next_iobuf
     } else {
@@ -1192,43 +1228,19 @@ fn seal_and_write_iobuf(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
             lsn
         );
-        if write_inline {
-            return iobufs.write_to_log(iobuf).map_err(|e| {
-                error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
-                iobufs.config.set_global_error(e.clone());
-                let intervals = iobufs.intervals.lock();
-                drop(intervals);
-                let _notified = iobufs.interval_updated.notify_all();
-                e
-            });
-        }
-        let iobufs = iobufs.clone();
-        let iobuf = iobuf.clone();
-        let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
-        })?;
-
-        #[cfg(feature = "event_log")]
-        _result.wait();
-
-        Ok(())
+        // tasq patch: a log write is a plain `pwrite` now (one sync per flush, see
+        // `IoBufs::sync_to`), cheaper than handing it to the IO threadpool and back,
+        // so whoever seals a buffer with no writers left writes it.
+        iobufs.write_to_log(iobuf).map_err(|e| {
+            error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+            // store error before notifying so that waiting threads will see it
+            iobufs.config.set_global_error(e.clone());
+            let intervals = iobufs.intervals.lock();
+            // having held the mutex makes this linearized with the notify below.
+            drop(intervals);
+            let _notified = iobufs.interval_updated.notify_all();
+            e
+        })
     } else {
         Ok(())
     }

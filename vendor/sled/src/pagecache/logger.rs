@@ -433,18 +433,20 @@ impl Log {
                  to log from exit_reservation",
                 lsn
             );
-            let iobufs = self.iobufs.clone();
-            let iobuf = iobuf.clone();
-            threadpool::spawn(move || {
-                if let Err(e) = iobufs.write_to_log(&iobuf) {
-                    error!(
-                        "hit error while writing iobuf with lsn {}: {:?}",
-                        lsn, e
-                    );
-                    iobufs.config.set_global_error(e);
-                }
-            })?;
-
+            // tasq patch: the log write is a plain `pwrite` now (the sync happens once
+            // per flush, see `IoBufs::sync_to`), cheaper than a hand-off to the IO
+            // threadpool and back, so the last writer out writes the buffer itself.
+            if let Err(e) = self.iobufs.write_to_log(&iobuf) {
+                error!(
+                    "hit error while writing iobuf with lsn {}: {:?}",
+                    lsn, e
+                );
+                self.iobufs.config.set_global_error(e.clone());
+                let intervals = self.iobufs.intervals.lock();
+                drop(intervals);
+                let _notified = self.iobufs.interval_updated.notify_all();
+                return Err(e);
+            }
             Ok(())
         } else {
             Ok(())

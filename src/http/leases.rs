@@ -12,7 +12,7 @@ use actix_web::http::Method;
 
 /// The lease routes.
 pub fn routes() -> Vec<RouteSpec> {
-    let at = |op: &str| format!("/api/v1/leases/{{lease}}/{op}");
+    let at = |op: &str| format!("{}/{op}", super::LEASE_PATH);
     vec![
         RouteSpec::new(Method::POST, at("complete"), Role::Worker, || {
             web::post().to(complete)

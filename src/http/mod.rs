@@ -39,6 +39,12 @@ use crate::storage::Store;
 /// Prefix of every queue route: `{q}` of the contract.
 pub const QUEUE_PATH: &str = "/api/v1/namespaces/{namespace}/task-queues/{queue}/{queue_type}";
 
+/// Prefix of the lease routes.
+const LEASE_PATH: &str = "/api/v1/leases/{lease}";
+
+/// The dynamic prefixes whose routes are mounted in one scope each (see [`configure`]).
+const SCOPES: [&str; 2] = [QUEUE_PATH, LEASE_PATH];
+
 /// Whether the server takes requests.
 #[derive(Debug, Default)]
 pub struct Lifecycle {
@@ -102,14 +108,37 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 None => by_path.push((route.path.clone(), vec![route])),
             }
         }
+        // Routes under a dynamic prefix go in one scope per prefix: actix tries resources one
+        // after another, each dynamic pattern a regex run, so the scope's one regex replaces a
+        // run per route on every request (the matched pattern, the metrics label, is the same).
+        let mut scopes: Vec<actix_web::Scope> = SCOPES
+            .iter()
+            .map(|prefix| web::scope(prefix).default_service(web::to(not_found)))
+            .collect();
         for (path, list) in by_path {
             // A method the path does not serve is a route that does not exist: 404 in the
             // contract's error shape (actix would answer an empty 405).
-            let mut resource = web::resource(path).default_service(web::to(not_found));
+            let scoped = SCOPES.iter().position(|p| {
+                path.strip_prefix(p)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            });
+            let local = scoped.map_or(path.as_str(), |i| &path[SCOPES[i].len()..]);
+            let mut resource = web::resource(local).default_service(web::to(not_found));
             for route in list {
                 resource = resource.route((route.handler)());
             }
-            cfg.service(resource);
+            match scoped {
+                Some(i) => {
+                    let scope = std::mem::replace(&mut scopes[i], web::scope(""));
+                    scopes[i] = scope.service(resource);
+                }
+                None => {
+                    cfg.service(resource);
+                }
+            }
+        }
+        for scope in scopes {
+            cfg.service(scope);
         }
         cfg.default_service(web::to(not_found));
     }

@@ -505,7 +505,7 @@ pub struct TaskError {
 pub enum Queued {
     /// In the ready index at (priority, order, seq).
     Ready {
-        /// Order within the priority: when it became ready (ms).
+        /// Order within the priority: the fair-share pass (see `queue::fairness`).
         order: u64,
     },
     /// In the delayed index until `due` (ms).
@@ -532,9 +532,23 @@ pub struct ActiveLease {
     /// (poller gone, server restarted) returns to where it was.
     #[serde(default)]
     pub order: u64,
+    /// When the task last became ready (ms), so a task handed back keeps its backlog age.
+    /// 0 in records written before this field: [`ActiveLease::ready_since`] falls back.
+    #[serde(default)]
+    pub ready_at: u64,
 }
 
 impl ActiveLease {
+    /// When the task became ready before this attempt (its dispatch time for records that
+    /// predate `ready_at`).
+    pub fn ready_since(&self) -> u64 {
+        if self.ready_at == 0 {
+            self.dispatched_at
+        } else {
+            self.ready_at
+        }
+    }
+
     /// When the lease ends unless settled: the earlier of both deadlines.
     pub fn expires_at(&self) -> u64 {
         self.heartbeat_deadline

@@ -15,6 +15,7 @@ const A: &str = "activity";
 
 #[test]
 fn kill9_loses_no_acknowledged_add_or_settle() {
+    let started = Instant::now();
     let mut s = TestServer::start();
     let queue = "durability-kill9";
     let qp = q(NS, queue, A);
@@ -62,6 +63,17 @@ fn kill9_loses_no_acknowledged_add_or_settle() {
     s.kill9();
     s.restart();
     s.wait_ready();
+
+    // The leased tasks are back in the backlog with the age they had, not an age computed
+    // from their place in the fair-share order.
+    let age = describe(&s, NS, queue)["types"][A]["backlog_age_ms"]
+        .as_u64()
+        .expect("backlog_age_ms");
+    assert!(
+        age <= started.elapsed().as_millis() as u64,
+        "backlog age {age} ms is older than this test ({:?})",
+        started.elapsed()
+    );
 
     // A duplicate add of a pending task is still a duplicate after the crash.
     let pending_id = (0..50)

@@ -249,7 +249,15 @@ impl QueueActor {
         Ok(())
     }
 
-    fn start_lease(&self, rec: &mut TaskRecord, identity: &str, now: u64, order: u64) {
+    /// Leases `rec` to `identity`; `order` and `ready_at` are its place in the ready order and
+    /// when it became ready, kept so a task handed back returns as it was.
+    fn start_lease(
+        &self,
+        rec: &mut TaskRecord,
+        identity: &str,
+        now: u64,
+        (order, ready_at): (u64, u64),
+    ) {
         rec.attempt += 1;
         rec.state = TaskState::Running;
         rec.queued = None;
@@ -261,6 +269,7 @@ impl QueueActor {
             close_deadline: now.saturating_add(rec.start_to_close_timeout_ms),
             heartbeat_deadline: rec.heartbeat_timeout_ms.map(|h| now.saturating_add(h)),
             order,
+            ready_at,
         });
     }
 
@@ -334,7 +343,7 @@ impl QueueActor {
                         );
                         self.fair.dispatched(rec.priority, pass);
                         self.end_waiting(&rec, &mut txn);
-                        self.start_lease(&mut rec, &w.identity, now, pass);
+                        self.start_lease(&mut rec, &w.identity, now, (pass, now));
                         txn.put_inflight(&self.key, &rec.task_id);
                         meta.in_flight += 1;
                         sync.push((w, rec.clone()));
@@ -397,7 +406,7 @@ impl QueueActor {
         };
         let mut rec = rec;
         self.end_waiting(&rec, &mut txn);
-        self.start_lease(&mut rec, identity, now, pos.order);
+        self.start_lease(&mut rec, identity, now, (pos.order, entry.ready_at));
         txn.put_task(&self.key, &rec)?;
         txn.put_inflight(&self.key, &rec.task_id);
         meta.in_flight += 1;
@@ -667,7 +676,7 @@ impl QueueActor {
             order: lease.order,
             seq: rec.seq,
         };
-        let entry = entry_of(&rec, lease.order);
+        let entry = entry_of(&rec, lease.ready_since());
         let mut txn = Txn::default();
         let mut meta = self.meta;
         txn.put_task(&self.key, &rec)?;

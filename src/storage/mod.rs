@@ -398,8 +398,14 @@ impl Store {
             if rec.state != TaskState::Running {
                 continue;
             }
-            // It was ready when it was dispatched: back at that place in the order.
-            let order = rec.lease.as_ref().map_or(rec.updated_at, |l| l.order);
+            // It was ready when it was dispatched: back at that place in the order, with the
+            // backlog age it had.
+            let (order, ready_at) = rec
+                .lease
+                .as_ref()
+                .map_or((rec.updated_at, rec.updated_at), |l| {
+                    (l.order, l.ready_since())
+                });
             rec.state = TaskState::Pending;
             rec.lease = None;
             rec.queued = Some(Queued::Ready { order });
@@ -408,7 +414,7 @@ impl Store {
                 order,
                 seq: rec.seq,
             };
-            txn.put_ready(&queue, pos, &entry_of(&rec, order));
+            txn.put_ready(&queue, pos, &entry_of(&rec, ready_at));
             txn.put_task(&queue, &rec)?;
             meta.ready += 1;
             n += 1;

@@ -634,3 +634,56 @@ fn unknown_routes_and_methods_answer_not_found() {
     // Nothing was added by the stray requests.
     assert_eq!(backlog(&s, "default", "ops-routes", A), 0);
 }
+
+/// A queue whose mailbox never empties (producers that send again as soon as answered) must
+/// not hold the thread it shares with other queues: actix handles a whole mailbox before it
+/// yields, and before queue actors paced themselves a bulk load into one queue kept a
+/// describe of another waiting for over a minute. One queue thread, so both share it.
+#[test]
+fn a_busy_queue_does_not_starve_others_on_its_thread() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let s = TestServer::start_with(&[], &[("TASQ_QUEUE_THREADS", "1")]);
+    let busy = q(NS, "busy-loader", A);
+    let url = s.url(&format!("{busy}/tasks/batch"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let added = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, stop, added) = (url.clone(), stop.clone(), added.clone());
+            thread::spawn(move || {
+                let batch: Vec<Value> = (0..500)
+                    .map(|i| json!({"task_type": "t", "payload": {"i": i}}))
+                    .collect();
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = post(&url, &json!({ "tasks": batch }));
+                    assert_eq!(status, 201, "{body}");
+                    added.fetch_add(500, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Wait until the loader is in full swing, then ask about other queues on the same thread.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while added.load(Ordering::Relaxed) < 5_000 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut slowest = Duration::ZERO;
+    for i in 0..5 {
+        let started = Instant::now();
+        let st = describe(&s, NS, &format!("quiet-{i}"));
+        assert_empty_stats(&st["types"][A]);
+        slowest = slowest.max(started.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.join().expect("producer");
+    }
+    // Generous: paced, a describe waits a few milliseconds; starved, it waited over a minute.
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a describe of an idle queue took {slowest:?} while another queue on its thread was busy"
+    );
+}

@@ -45,6 +45,8 @@ use throttle::{RateLimit, Source, Throttle};
 
 /// Delayed entries promoted per step, so one step stays short.
 const PROMOTE_BATCH: usize = 1000;
+/// How long a queue handles messages before it lets the other queues on its thread run.
+const YIELD_EVERY: Duration = Duration::from_millis(5);
 
 /// What every queue actor shares: the store, the configuration and the metrics.
 pub struct Env {
@@ -130,9 +132,23 @@ pub struct QueueActor {
     /// Which socket holds a lease.
     lease_sockets: HashMap<u64, u64>,
     next_socket: u64,
+    /// When this actor last gave its thread to the others (see [`QueueActor::pace`]).
+    last_yield: Instant,
 }
 
 impl QueueActor {
+    /// Lets the other queue actors on this thread run after [`YIELD_EVERY`] of work. actix
+    /// handles every message in a mailbox before it returns to the thread's scheduler, so a
+    /// queue whose mailbox never empties (producers that send again as soon as answered)
+    /// starved every queue that shares its thread: a describe of another queue waited over a
+    /// minute behind a bulk load. Waiting on a one-poll future ends the mailbox loop for now.
+    fn pace(&mut self, ctx: &mut Context<Self>) {
+        if self.last_yield.elapsed() >= YIELD_EVERY {
+            self.last_yield = Instant::now();
+            ctx.wait(actix::fut::wrap_future(tokio::task::yield_now()));
+        }
+    }
+
     /// A queue actor for `key`; it loads its state from the store when started.
     pub fn new(
         key: QueueKey,
@@ -157,6 +173,7 @@ impl QueueActor {
             dispatch_rate: Rate::default(),
             timer: None,
             idle_since: None,
+            last_yield: Instant::now(),
             shutting_down: false,
             metrics,
             throttle: Throttle::default(),
@@ -1063,6 +1080,7 @@ impl QueueActor {
 
     /// Reports gauges and arms the timer for the next thing due.
     fn after_change(&mut self, ctx: &mut Context<Self>) {
+        self.pace(ctx);
         let now = now_ms();
         self.metrics.report(GaugeValues {
             pollers: self.waiters.len() as i64,

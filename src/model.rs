@@ -337,6 +337,9 @@ pub struct AddTaskRequest {
 pub struct NewTask {
     /// Idempotency key; generated when the client sent none.
     pub task_id: String,
+    /// The client chose `task_id`. A generated id (a random UUID) names no earlier task, so
+    /// an add with one skips the duplicate lookup in the store.
+    pub id_given: bool,
     /// What kind of work this is.
     pub task_type: String,
     /// Any JSON, kept as the exact text the client sent.
@@ -371,6 +374,7 @@ impl AddTaskRequest {
     /// Validates every field and applies defaults.
     pub fn validate(self) -> Result<NewTask> {
         validate_name("task_type", &self.task_type)?;
+        let id_given = self.task_id.is_some();
         let task_id = match self.task_id {
             Some(id) => {
                 validate_name("task_id", &id)?;
@@ -442,6 +446,7 @@ impl AddTaskRequest {
         };
         Ok(NewTask {
             task_id,
+            id_given,
             task_type: self.task_type,
             payload: self.payload.unwrap_or_else(null_payload),
             priority: priority as u8,

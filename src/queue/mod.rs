@@ -318,7 +318,7 @@ impl QueueActor {
         let mut first_due: Option<u64> = None;
         for spec in tasks {
             let duplicate = !ids.insert(spec.task_id.as_str())
-                || self.store().task(&self.key, &spec.task_id)?.is_some();
+                || (spec.id_given && self.store().task(&self.key, &spec.task_id)?.is_some());
             results.push(AddResult {
                 task_id: spec.task_id.clone(),
                 duplicate,

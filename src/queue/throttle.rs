@@ -19,6 +19,10 @@ pub struct RateLimit {
 /// The largest `burst` a client may set.
 pub const MAX_BURST: u64 = 1_000_000;
 
+/// The longest the actor's timer waits for a token; it checks again when it fires. A tiny
+/// positive rate (`1e-300` per second is valid) puts the next token beyond any `Duration`.
+const MAX_TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl RateLimit {
     /// The default burst for a rate: one second's worth, at least 1.
     pub fn default_burst(rate: f64) -> u32 {
@@ -144,9 +148,8 @@ impl Throttle {
         }
         self.refill(now);
         let missing = (1.0 - self.tokens).max(0.0);
-        Some(std::time::Duration::from_secs_f64(
-            missing / l.max_tasks_per_second,
-        ))
+        let wait = std::time::Duration::try_from_secs_f64(missing / l.max_tasks_per_second);
+        Some(wait.map_or(MAX_TOKEN_WAIT, |w| w.min(MAX_TOKEN_WAIT)))
     }
 }
 
@@ -177,6 +180,25 @@ mod tests {
         let later = now + Duration::from_secs(60);
         let n = (0..10).filter(|_| t.try_take(later)).count();
         assert_eq!(n, 3);
+    }
+
+    /// Found by schemathesis: `max_tasks_per_second: 5e-324` made the wait for the next token
+    /// infinite, and `Duration::from_secs_f64` panicked in the queue actor.
+    #[test]
+    fn a_tiny_rate_waits_at_most_the_cap() {
+        for rate in [5e-324, 1e-300, 1e-9] {
+            let mut t = Throttle::default();
+            t.set(Some((
+                RateLimit {
+                    max_tasks_per_second: rate,
+                    burst: 1,
+                },
+                Source::Api,
+            )));
+            let now = t.refilled;
+            assert!(t.try_take(now));
+            assert_eq!(t.next_token_in(now), Some(MAX_TOKEN_WAIT), "rate {rate}");
+        }
     }
 
     #[test]

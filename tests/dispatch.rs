@@ -397,6 +397,34 @@ fn worker_limit_shows_source_worker_and_the_api_setting_overrides_it() {
     assert_rate_limit(&s, queue, Some(50.0), Some(50), "worker");
 }
 
+/// Found by schemathesis: a valid but tiny rate made the wait for the next token infinite,
+/// and arming the timer panicked the queue actor, whose restart then dispatched past the
+/// limit. The limit holds and the server logs no panic.
+#[test]
+fn a_tiny_rate_holds_dispatch_without_a_panic() {
+    let s = TestServer::start();
+    let qp = q(NS, "dispatch-tiny-rate", A);
+    set_config_ok(&s, &qp, json!({"max_tasks_per_second": 5e-324, "burst": 1}));
+    for i in 0..3 {
+        add_task(
+            &s,
+            &qp,
+            json!({"task_type": "t", "task_id": format!("t{i}")}),
+        );
+    }
+    assert!(
+        poll_one(&s, &qp, "w", 0).is_some(),
+        "the burst of 1 is dispatched"
+    );
+    assert!(
+        poll_one(&s, &qp, "w", 300).is_none(),
+        "no second token at 5e-324 tasks/s"
+    );
+    assert!(poll_one(&s, &qp, "w", 0).is_none());
+    let log = s.stderr();
+    assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+}
+
 #[test]
 fn bad_config_is_rejected_and_changes_nothing() {
     let s = TestServer::start();

@@ -33,7 +33,7 @@ use crate::metrics::{GaugeValues, Metrics, QueueMetrics};
 use crate::model::{
     ActiveLease, QueueKey, Queued, SettleKind, Settled, TaskError, TaskRecord, TaskState,
 };
-use crate::storage::{entry_of, Entry, QueueMeta, ReadyPos, Store, Txn};
+use crate::storage::{entry_of, requeue_leased, Entry, QueueMeta, ReadyPos, Store, Txn};
 
 use backlog::Backlog;
 use fairness::FairClock;
@@ -678,22 +678,11 @@ impl QueueActor {
         let Some(mut rec) = self.store().task(&self.key, task_id)? else {
             return Ok(());
         };
-        let Some(lease) = rec.lease.clone().filter(|l| l.id == lease_id) else {
-            return Ok(());
-        };
-        if rec.state != TaskState::Running {
+        if rec.state != TaskState::Running || rec.lease.as_ref().is_none_or(|l| l.id != lease_id) {
             return Ok(());
         }
         rec.attempt = rec.attempt.saturating_sub(1);
-        rec.state = TaskState::Pending;
-        rec.lease = None;
-        rec.queued = Some(Queued::Ready { order: lease.order });
-        let pos = ReadyPos {
-            priority: rec.priority,
-            order: lease.order,
-            seq: rec.seq,
-        };
-        let entry = entry_of(&rec, lease.ready_since());
+        let (pos, entry) = requeue_leased(&mut rec);
         let mut txn = Txn::default();
         let mut meta = self.meta;
         txn.put_task(&self.key, &rec)?;

@@ -398,23 +398,8 @@ impl Store {
             if rec.state != TaskState::Running {
                 continue;
             }
-            // It was ready when it was dispatched: back at that place in the order, with the
-            // backlog age it had.
-            let (order, ready_at) = rec
-                .lease
-                .as_ref()
-                .map_or((rec.updated_at, rec.updated_at), |l| {
-                    (l.order, l.ready_since())
-                });
-            rec.state = TaskState::Pending;
-            rec.lease = None;
-            rec.queued = Some(Queued::Ready { order });
-            let pos = ReadyPos {
-                priority: rec.priority,
-                order,
-                seq: rec.seq,
-            };
-            txn.put_ready(&queue, pos, &entry_of(&rec, ready_at));
+            let (pos, entry) = requeue_leased(&mut rec);
+            txn.put_ready(&queue, pos, &entry);
             txn.put_task(&queue, &rec)?;
             meta.ready += 1;
             n += 1;
@@ -532,6 +517,28 @@ fn watch_size(db: &sled::Db, tree: &Tree, max_bytes: u64) -> Arc<std::sync::atom
         log::error!("cannot watch the store's size: {e}");
     }
     full
+}
+
+/// Makes a leased record pending again (crash recovery, a poller that never received it) at
+/// the place its lease kept in the ready order and with the backlog age it had; answers its
+/// position and entry in the ready index. A record without a lease goes back as of its last
+/// update.
+pub fn requeue_leased(rec: &mut TaskRecord) -> (ReadyPos, Entry) {
+    let (order, ready_at) = rec
+        .lease
+        .as_ref()
+        .map_or((rec.updated_at, rec.updated_at), |l| {
+            (l.order, l.ready_since())
+        });
+    rec.state = TaskState::Pending;
+    rec.lease = None;
+    rec.queued = Some(Queued::Ready { order });
+    let pos = ReadyPos {
+        priority: rec.priority,
+        order,
+        seq: rec.seq,
+    };
+    (pos, entry_of(rec, ready_at))
 }
 
 /// The index entry of a pending record that became ready at `ready_at`.

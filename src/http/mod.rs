@@ -111,34 +111,29 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         // Routes under a dynamic prefix go in one scope per prefix: actix tries resources one
         // after another, each dynamic pattern a regex run, so the scope's one regex replaces a
         // run per route on every request (the matched pattern, the metrics label, is the same).
-        let mut scopes: Vec<actix_web::Scope> = SCOPES
-            .iter()
-            .map(|prefix| web::scope(prefix).default_service(web::to(not_found)))
-            .collect();
+        let mut scoped: Vec<Vec<actix_web::Resource>> = SCOPES.iter().map(|_| Vec::new()).collect();
         for (path, list) in by_path {
             // A method the path does not serve is a route that does not exist: 404 in the
             // contract's error shape (actix would answer an empty 405).
-            let scoped = SCOPES.iter().position(|p| {
+            let scope = SCOPES.iter().position(|p| {
                 path.strip_prefix(p)
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             });
-            let local = scoped.map_or(path.as_str(), |i| &path[SCOPES[i].len()..]);
+            let local = scope.map_or(path.as_str(), |i| &path[SCOPES[i].len()..]);
             let mut resource = web::resource(local).default_service(web::to(not_found));
             for route in list {
                 resource = resource.route((route.handler)());
             }
-            match scoped {
-                Some(i) => {
-                    let scope = std::mem::replace(&mut scopes[i], web::scope(""));
-                    scopes[i] = scope.service(resource);
-                }
+            match scope {
+                Some(i) => scoped[i].push(resource),
                 None => {
                     cfg.service(resource);
                 }
             }
         }
-        for scope in scopes {
-            cfg.service(scope);
+        for (prefix, resources) in SCOPES.iter().zip(scoped) {
+            let scope = web::scope(prefix).default_service(web::to(not_found));
+            cfg.service(resources.into_iter().fold(scope, |s, r| s.service(r)));
         }
         cfg.default_service(web::to(not_found));
     }

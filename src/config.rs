@@ -117,7 +117,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// HTTP worker threads; 0 = one per core.
     pub http_workers: usize,
-    /// Threads running queue actors; 0 = one per core.
+    /// Threads of their own for queue actors; 0 = none when serving HTTP (the actors run on
+    /// the HTTP workers' threads), one per core otherwise.
     pub queue_threads: usize,
     /// sled page cache size.
     pub cache_capacity_bytes: u64,
@@ -280,7 +281,7 @@ impl Config {
         or_cores(self.http_workers)
     }
 
-    /// Queue actor threads to start.
+    /// Queue actor threads of their own to start when actors need them (see `queue_threads`).
     pub fn actor_threads(&self) -> usize {
         or_cores(self.queue_threads)
     }

@@ -227,6 +227,10 @@ impl Tasq {
     /// Mounts the whole HTTP API (`/api/v1/…`, `/metrics`, `/healthz`, `/readyz`) on an
     /// actix-web `App` of the embedder's: `App::new().configure(tasq.configure())`.
     ///
+    /// To run queue actors on the server's worker threads as `tasq serve` does (with
+    /// `queue_threads = 0`), call `tasq.app_state().queues.share_current_thread()` in the
+    /// `HttpServer` factory (see [`Queues::share_current_thread`](crate::registry::Queues::share_current_thread)).
+    ///
     /// Only the routes are mounted. Wrap the `App` with [`crate::http::gatekeeper`]
     /// (`.wrap(actix_web::middleware::from_fn(tasq::http::gatekeeper))`, as
     /// [`crate::http::create_app`] does) to check API keys and client bounds, refuse requests

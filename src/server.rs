@@ -37,14 +37,18 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     let state = tasq.app_state();
     actix_rt::spawn(reload_keys_on_hangup(state.auth.clone(), source));
     let clients = crate::http::ClientConnections::new(config.limits.max_connections_per_client);
-    let server = HttpServer::new(move || create_app(state.clone()))
-        .on_connect(move |conn, data| clients.on_connect(conn, data))
-        .workers(config.http_threads())
-        .disable_signals()
-        // A poller that hangs up must be noticed at once: with half-closed connections
-        // refused, actix drops the handler future on EOF, which unparks the poll.
-        .h1_allow_half_closed(false)
-        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+    let server = HttpServer::new(move || {
+        // Runs on each worker's thread: queue actors may run there too (see `registry`).
+        state.queues.share_current_thread();
+        create_app(state.clone())
+    })
+    .on_connect(move |conn, data| clients.on_connect(conn, data))
+    .workers(config.http_threads())
+    .disable_signals()
+    // A poller that hangs up must be noticed at once: with half-closed connections
+    // refused, actix drops the handler future on EOF, which unparks the poll.
+    .h1_allow_half_closed(false)
+    .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
     let (server, scheme) = if config.tls.enabled() {
         let tls = tls_config(&config.tls)?;
         (server.bind_rustls_0_23(config.bind, tls)?, "https")

@@ -583,3 +583,49 @@ fn set_config_and_redrive() {
         assert_eq!(again[0].attempt, 1, "attempts reset by the redrive");
     });
 }
+
+/// With `queue_threads = 0`, a queue actor runs on a thread offered with
+/// `share_current_thread` (as each HTTP worker offers its own): it stops with that thread, and
+/// the next call for its queue starts a new actor elsewhere, with nothing lost.
+#[test]
+fn queue_actors_run_on_shared_threads_and_outlive_them() {
+    with_tasq(|t| async move {
+        let queues = t.app_state().queues;
+        let worker = actix::Arbiter::new();
+        let (offered, done) = tokio::sync::oneshot::channel();
+        let q2 = queues.clone();
+        assert!(worker.spawn(async move {
+            q2.share_current_thread();
+            let _ = offered.send(());
+        }));
+        // The offer is in the registry's mailbox before the first request for the queue.
+        done.await.unwrap();
+        let q = queue("on-a-worker");
+        let added = t
+            .add(&q, TaskSpec::new("job").payload(json!({"n": 1})))
+            .await
+            .unwrap();
+        let key = q.clone();
+        assert!(queues.is_loaded(&key), "the add started the queue's actor");
+
+        worker.stop();
+        assert!(worker.join().is_ok());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while queues.is_loaded(&key) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the actor did not stop with the thread it ran on"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // A new actor, on the registry's own threads, has the task.
+        let tasks = t
+            .poll(&q, PollSpec::new("w").wait(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].task_id, added.task_id);
+        assert!(queues.is_loaded(&key));
+    });
+}

@@ -1058,8 +1058,15 @@ pub(in crate::pagecache) fn make_stable_inner(
 /// to flush some pending writes. Returns the number
 /// of bytes written during this call.
 pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
-    let _cc = concurrency_control::read();
-    let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
+    // tasq: the concurrency-control read lock is only needed to read the
+    // reserved LSN at a batch boundary (no `apply_batch`, which holds the
+    // write lock, is half-way through its reservations). Holding it through
+    // `make_stable` also kept every `apply_batch` out for the whole sync, so
+    // writers stalled behind each group commit instead of filling the next.
+    let max_reserved_lsn = {
+        let _cc = concurrency_control::read();
+        iobufs.max_reserved_lsn.load(Acquire)
+    };
     make_stable(iobufs, max_reserved_lsn)
 }
 

@@ -132,7 +132,9 @@ impl Actor for Registry {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(WAITING_SWEEP, |act, ctx| act.sweep_waiting(ctx));
         // Stopped queue actors and closed connections free their memory, but glibc keeps it
-        // in its arenas; hand it back to the OS now and then so RSS falls after a burst.
+        // in its arenas; hand it back to the OS now and then so RSS falls after a burst. (The
+        // `tasq` binary allocates with jemalloc, whose background thread does this; this is
+        // for embedders on the system allocator, and costs little when glibc holds nothing.)
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         ctx.run_interval(MEMORY_TRIM, |_, _| {
             // SAFETY: malloc_trim only walks the allocator's own free lists.

@@ -187,6 +187,12 @@ impl Handler<QueueStopped> for Registry {
         let mut map = write(&self.map);
         if map.get(&msg.key).is_some_and(|(g, _)| *g == msg.generation) {
             map.remove(&msg.key);
+            // A map never gives back the room of a burst of queues by itself; a rehash when
+            // it is three quarters empty costs O(n) once per such fall.
+            if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+                let room = map.len() * 2;
+                map.shrink_to(room);
+            }
         }
     }
 }

@@ -641,11 +641,26 @@ fn unknown_routes_and_methods_answer_not_found() {
 /// describe of another waiting for over a minute. One queue thread, so both share it.
 #[test]
 fn a_busy_queue_does_not_starve_others_on_its_thread() {
+    busy_queue_leaves_room(&[("TASQ_QUEUE_THREADS", "1")]);
+}
+
+/// The same with the default placement, queue actors on the HTTP worker threads, and one
+/// worker: the busy queue's actor shares its thread with every request, the describes too.
+/// (Here the producers' requests are parsed on that thread as well, so they cannot refill the
+/// mailbox while the actor runs; what this guards is that a thread running a loaded queue
+/// still answers the other requests it serves.)
+#[test]
+fn a_busy_queue_does_not_starve_requests_on_its_http_thread() {
+    busy_queue_leaves_room(&[("TASQ_HTTP_WORKERS", "1")]);
+}
+
+/// Six producers keep one queue's mailbox full while five describes of idle queues must answer.
+fn busy_queue_leaves_room(env: &[(&str, &str)]) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    let s = TestServer::start_with(&[], &[("TASQ_QUEUE_THREADS", "1")]);
+    let s = TestServer::start_with(&[], env);
     let busy = q(NS, "busy-loader", A);
     let url = s.url(&format!("{busy}/tasks/batch"));
     let stop = Arc::new(AtomicBool::new(false));

@@ -650,6 +650,12 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// True while the task runs under lease `lease_id` (a settle, heartbeat or hand-back with
+    /// any other lease, or after the lease ended, finds the lease lost).
+    pub fn held_by(&self, lease_id: u64) -> bool {
+        self.state == TaskState::Running && self.lease.as_ref().is_some_and(|l| l.id == lease_id)
+    }
+
     /// A new pending record for `spec`, added at `now` with sequence `seq`.
     pub fn new(spec: &NewTask, now: u64, seq: u64) -> Self {
         TaskRecord {

@@ -592,16 +592,12 @@ impl QueueActor {
         failure: Failure,
         now: u64,
     ) -> Result<bool> {
-        let Some(mut rec) = self.store().task(&self.key, task_id)? else {
+        let held = self.store().task(&self.key, task_id)?;
+        let Some(mut rec) = held.filter(|r| r.held_by(lease_id)) else {
             self.leases.remove(lease_id);
             self.lease_ended(lease_id);
             return Ok(false);
         };
-        if rec.state != TaskState::Running || rec.lease.as_ref().is_none_or(|l| l.id != lease_id) {
-            self.leases.remove(lease_id);
-            self.lease_ended(lease_id);
-            return Ok(false);
-        }
         let mut txn = Txn::default();
         let mut meta = self.meta;
         let after = self.plan_failure(&mut rec, &mut txn, &mut meta, failure, now);
@@ -675,12 +671,10 @@ impl QueueActor {
     }
 
     fn return_task(&mut self, task_id: &str, lease_id: u64) -> Result<()> {
-        let Some(mut rec) = self.store().task(&self.key, task_id)? else {
+        let held = self.store().task(&self.key, task_id)?;
+        let Some(mut rec) = held.filter(|r| r.held_by(lease_id)) else {
             return Ok(());
         };
-        if rec.state != TaskState::Running || rec.lease.as_ref().is_none_or(|l| l.id != lease_id) {
-            return Ok(());
-        }
         rec.attempt = rec.attempt.saturating_sub(1);
         let (pos, entry) = requeue_leased(&mut rec);
         let mut txn = Txn::default();
@@ -775,9 +769,7 @@ impl QueueActor {
             SettleOp::Complete { .. } => SettleKind::Complete,
             SettleOp::Fail { .. } => SettleKind::Fail,
         };
-        let held = rec.state == TaskState::Running
-            && rec.lease.as_ref().is_some_and(|l| l.id == msg.lease_id);
-        if !held {
+        if !rec.held_by(msg.lease_id) {
             // A repeat of the settle that already succeeded answers the same.
             return match &rec.settled {
                 Some(s) if s.lease_id == msg.lease_id && s.kind == kind => Ok(Settlement {
@@ -860,11 +852,8 @@ impl QueueActor {
             return Err(Error::lease_lost());
         };
         let hb_timeout = rec.heartbeat_timeout_ms;
-        let Some(lease) = rec
-            .lease
-            .as_mut()
-            .filter(|l| l.id == msg.lease_id && rec.state == TaskState::Running)
-        else {
+        let held = rec.held_by(msg.lease_id);
+        let Some(lease) = rec.lease.as_mut().filter(|_| held) else {
             return Err(Error::lease_lost());
         };
         if now >= lease.expires_at() {

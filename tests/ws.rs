@@ -557,6 +557,83 @@ fn a_settle_on_the_socket_is_durable() {
     assert_eq!(again["state"], "completed", "{again}");
 }
 
+/// Settle frames that arrive together are written together (one batch per queue): each
+/// still gets its own answer, a repeat in the same burst answers like a repeat, a bad one gets
+/// its error without failing the others, and the queue's counts stay right.
+#[test]
+fn settles_sent_in_one_burst_are_each_answered() {
+    let s = TestServer::start();
+    let ids = add_n(&s, 4, "t", json!({}));
+    let mut ws = Ws::connect(&s, &qp(), "identity=burst");
+    ws.credit(4);
+    let tasks: Vec<Value> = (0..4).map(|_| ws.expect_task()).collect();
+    let by_id = |id: &str| {
+        tasks
+            .iter()
+            .find(|t| t["task_id"] == id)
+            .unwrap_or_else(|| panic!("task {id} was not pushed"))
+            .clone()
+    };
+    let (t1, t2, t3, t4) = (
+        by_id(&ids[0]),
+        by_id(&ids[1]),
+        by_id(&ids[2]),
+        by_id(&ids[3]),
+    );
+    let frames = [
+        json!({"op": "complete", "lease": lease_of(&t1), "result": 1}),
+        json!({"op": "complete", "lease": lease_of(&t2), "result": 2}),
+        json!({"op": "complete", "lease": lease_of(&t1), "result": 1}),
+        json!({"op": "fail", "lease": lease_of(&t3), "error": {"message": "later"}, "retry_after_ms": 60000}),
+        json!({"op": "complete", "lease": "not-a-lease", "result": 0}),
+        json!({"op": "complete", "lease": lease_of(&t4), "result": 4}),
+    ];
+    // Queued without flushing, then written at once: the server reads them in one go.
+    for f in &frames {
+        if let Err(e) = ws.sock.write(Message::text(f.to_string())) {
+            panic!("WebSocket write failed: {e}");
+        }
+    }
+    if let Err(e) = ws.sock.flush() {
+        panic!("WebSocket flush failed: {e}");
+    }
+    let mut answers: Vec<Value> = (0..frames.len()).map(|_| ws.expect("an answer")).collect();
+    let errors: Vec<Value> = answers
+        .iter()
+        .filter(|f| f["op"] == "error")
+        .cloned()
+        .collect();
+    assert_eq!(errors.len(), 1, "one bad frame: {answers:?}");
+    assert_eq!(errors[0]["lease"], "not-a-lease", "{}", errors[0]);
+    answers.retain(|f| f["op"] == "settled");
+    let state_of = |t: &Value| -> Vec<Value> {
+        answers
+            .iter()
+            .filter(|f| f["lease"] == t["lease"])
+            .map(|f| f["state"].clone())
+            .collect()
+    };
+    assert_eq!(state_of(&t1), vec![json!("completed"), json!("completed")]);
+    assert_eq!(state_of(&t2), vec![json!("completed")]);
+    assert_eq!(state_of(&t3), vec![json!("pending")]);
+    assert_eq!(state_of(&t4), vec![json!("completed")]);
+    for (id, want) in [
+        (&ids[0], json!(1)),
+        (&ids[1], json!(2)),
+        (&ids[3], json!(4)),
+    ] {
+        let st = status_of(&s, &qp(), id);
+        assert_eq!(st["state"], "completed", "{st}");
+        assert_eq!(st["result"], want, "{st}");
+    }
+    let st = stats(&s, NS, QUEUE, "activity");
+    assert_eq!(stat_u64(&st, "in_flight_count"), 0, "{st}");
+    assert_eq!(stat_u64(&st, "delayed_count"), 1, "{st}");
+    // The repeat completed nothing a second time.
+    let completed = metric_sum(&metrics_text(&s), "tasq_tasks_completed_total", &[]);
+    assert_eq!(completed, 3.0);
+}
+
 #[test]
 fn a_heartbeat_frame_is_answered() {
     let s = TestServer::start();

@@ -13,18 +13,21 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::auth::Grant;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::{queue_key, AppState, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
-use crate::model::{validate_identity, validate_name, LeaseToken, TaskError};
+use crate::model::{
+    validate_identity, validate_name, LeaseToken, QueueKey, Task, TaskError, TaskState,
+};
 use crate::queue::messages::{
-    AddCredit, DrainSocket, Heartbeat, OpenSocket, Settle, SettleOp, SocketClosed, SocketEvent,
+    AddCredit, DrainSocket, Heartbeat, OpenSocket, Settle, SettleBatch, SettleOp, Settlement,
+    SocketClosed, SocketEvent,
 };
 use crate::queue::pollers::Slot;
 use crate::queue::QueueActor;
@@ -36,6 +39,8 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 const PONG_TIMEOUT: Duration = Duration::from_secs(45);
 /// Largest `n` of one credit frame.
 const MAX_CREDIT: i64 = 1000;
+/// Most frames handled in one turn before their settles are sent (bounds one write's size).
+const MAX_BURST: usize = 256;
 
 /// The streaming route.
 pub fn routes() -> Vec<RouteSpec> {
@@ -142,30 +147,26 @@ impl Connection {
         let mut last_pong = Instant::now();
         let reason = loop {
             tokio::select! {
-                frame = stream.next() => match frame {
-                    None => break None,
-                    Some(Err(ProtocolError::Overflow)) => break Some(CloseReason {
-                        code: CloseCode::Size,
-                        description: Some(format!(
-                            "a frame is over max_payload_bytes ({})",
-                            self.state.config.max_payload_bytes
-                        )),
-                    }),
-                    Some(Err(e)) => break Some(CloseReason {
-                        code: CloseCode::Protocol,
-                        description: Some(e.to_string()),
-                    }),
-                    Some(Ok(AggregatedMessage::Text(text))) => self.on_text(&text),
-                    Some(Ok(AggregatedMessage::Binary(_))) => self.send_error(
-                        None,
-                        &Error::invalid("binary frames are not supported; send JSON text frames"),
-                    ),
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        let _ = self.session.pong(&bytes).await;
+                frame = stream.next() => {
+                    // Take every frame already read in the same turn, so a burst of complete
+                    // frames becomes one write and one group commit per queue.
+                    let mut burst = SettleBurst::default();
+                    let mut next = Some(frame);
+                    let mut closed = None;
+                    let mut taken = 0;
+                    while let Some(frame) = next {
+                        if let Some(reason) = self.on_frame(frame, &mut burst, &mut last_pong).await {
+                            closed = Some(reason);
+                            break;
+                        }
+                        taken += 1;
+                        next = if taken < MAX_BURST { stream.next().now_or_never() } else { None };
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => last_pong = Instant::now(),
-                    Some(Ok(AggregatedMessage::Close(reason))) => break reason,
-                },
+                    self.send_settles(burst);
+                    if let Some(reason) = closed {
+                        break reason;
+                    }
+                }
                 event = rx.recv() => match event {
                     Some(SocketEvent::Task(task)) => {
                         if !self.send_tasks(task, &mut rx).await {
@@ -204,6 +205,50 @@ impl Connection {
         let _ = self.session.close(reason).await;
     }
 
+    /// Handles one frame read from the client; `Some` ends the connection with that close
+    /// reason (`None` inside: no close frame to send).
+    async fn on_frame(
+        &mut self,
+        frame: Option<std::result::Result<AggregatedMessage, ProtocolError>>,
+        burst: &mut SettleBurst,
+        last_pong: &mut Instant,
+    ) -> Option<Option<CloseReason>> {
+        match frame {
+            None => Some(None),
+            Some(Err(ProtocolError::Overflow)) => Some(Some(CloseReason {
+                code: CloseCode::Size,
+                description: Some(format!(
+                    "a frame is over max_payload_bytes ({})",
+                    self.state.config.max_payload_bytes
+                )),
+            })),
+            Some(Err(e)) => Some(Some(CloseReason {
+                code: CloseCode::Protocol,
+                description: Some(e.to_string()),
+            })),
+            Some(Ok(AggregatedMessage::Text(text))) => {
+                self.on_text(&text, burst);
+                None
+            }
+            Some(Ok(AggregatedMessage::Binary(_))) => {
+                self.send_error(
+                    None,
+                    &Error::invalid("binary frames are not supported; send JSON text frames"),
+                );
+                None
+            }
+            Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                let _ = self.session.pong(&bytes).await;
+                None
+            }
+            Some(Ok(AggregatedMessage::Pong(_))) => {
+                *last_pong = Instant::now();
+                None
+            }
+            Some(Ok(AggregatedMessage::Close(reason))) => Some(reason),
+        }
+    }
+
     /// Sends a task and every other one already waiting, once their dispatch is durable (one
     /// group commit covers the batch). False when the socket is gone.
     async fn send_tasks(
@@ -226,8 +271,7 @@ impl Connection {
             return false;
         }
         for task in tasks {
-            let frame = json!({ "op": "task", "task": task }).to_string();
-            if self.session.text(frame).await.is_err() {
+            if self.session.text(task_frame(&task)).await.is_err() {
                 return false;
             }
         }
@@ -248,9 +292,10 @@ impl Connection {
         });
     }
 
-    /// Handles one client frame. Settles run concurrently, each answering on the socket when
+    /// Handles one client text frame. Complete and fail frames join `burst` (sent by
+    /// [`Connection::send_settles`]); heartbeats run at once. Each answers on the socket when
     /// done, so a slow flush never holds up reading.
-    fn on_text(&self, text: &str) {
+    fn on_text(&self, text: &str, burst: &mut SettleBurst) {
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => return self.send_error(None, &Error::invalid(format!("not JSON: {e}"))),
@@ -259,8 +304,12 @@ impl Connection {
             .get("lease")
             .and_then(|l| l.as_str())
             .map(str::to_string);
-        let op = value.get("op").and_then(|o| o.as_str()).unwrap_or("");
-        match op {
+        let op = value
+            .get("op")
+            .and_then(|o| o.as_str())
+            .unwrap_or("")
+            .to_string();
+        match op.as_str() {
             "credit" => match frame::<CreditFrame>(value) {
                 Ok(c) if (1..=MAX_CREDIT).contains(&c.n) => self.owner.do_send(AddCredit {
                     socket_id: self.socket_id,
@@ -277,13 +326,16 @@ impl Connection {
             "drain" => self.owner.do_send(DrainSocket {
                 socket_id: self.socket_id,
             }),
-            "complete" | "fail" | "heartbeat" => {
+            "complete" | "fail" => match settle_of(self.grant.as_ref(), &op, value) {
+                Ok((queue, item)) => burst.push(queue, item),
+                Err(e) => self.send_error(lease.as_deref(), &e),
+            },
+            "heartbeat" => {
                 let state = self.state.clone();
                 let mut session = self.session.clone();
-                let op = op.to_string();
                 let grant = self.grant.clone();
                 actix_rt::spawn(async move {
-                    let frame = match settle(&state, grant.as_ref(), &op, value).await {
+                    let frame = match heartbeat(&state, grant.as_ref(), value).await {
                         Ok(frame) => frame,
                         Err(e) => error_frame(lease.as_deref(), &e),
                     };
@@ -298,6 +350,81 @@ impl Connection {
             ),
         }
     }
+
+    /// Runs the settles of a burst, one [`SettleBatch`] per queue, and answers each with a
+    /// `settled` (or `error`) frame once the batch is durable.
+    fn send_settles(&self, burst: SettleBurst) {
+        for (queue, items) in burst.by_queue {
+            let state = self.state.clone();
+            let mut session = self.session.clone();
+            actix_rt::spawn(async move {
+                let (leases, items): (Vec<String>, Vec<Settle>) = items.into_iter().unzip();
+                let answers = match state.queues.call(&queue, SettleBatch { items }).await {
+                    Ok(applied) => applied.wait(&state.store).await,
+                    Err(e) => Err(e),
+                };
+                for (i, lease) in leases.iter().enumerate() {
+                    let frame = match &answers {
+                        Ok(answers) => match answers.get(i) {
+                            Some(Ok(s)) => settled_frame(lease, s),
+                            Some(Err(e)) => error_frame(Some(lease), e),
+                            None => error_frame(Some(lease), &Error::lease_lost()),
+                        },
+                        Err(e) => error_frame(Some(lease), e),
+                    };
+                    if session.text(frame).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The complete and fail frames of one read, grouped by the queue their leases belong to.
+#[derive(Default)]
+struct SettleBurst {
+    /// (queue, [(lease token as sent, settle)]), queues in the order first seen.
+    by_queue: Vec<(QueueKey, Vec<(String, Settle)>)>,
+}
+
+impl SettleBurst {
+    fn push(&mut self, queue: QueueKey, item: (String, Settle)) {
+        match self.by_queue.iter_mut().find(|(q, _)| *q == queue) {
+            Some((_, items)) => items.push(item),
+            None => self.by_queue.push((queue, vec![item])),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SettledFrame<'a> {
+    op: &'static str,
+    lease: &'a str,
+    state: TaskState,
+    task_id: &'a str,
+    next_attempt_at: Option<&'a str>,
+}
+
+fn settled_frame(lease: &str, s: &Settlement) -> String {
+    serde_json::to_string(&SettledFrame {
+        op: "settled",
+        lease,
+        state: s.state,
+        task_id: &s.task_id,
+        next_attempt_at: s.next_attempt_at.as_deref(),
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct TaskFrame<'a> {
+    op: &'static str,
+    task: &'a Task,
+}
+
+fn task_frame(task: &Task) -> String {
+    serde_json::to_string(&TaskFrame { op: "task", task }).unwrap_or_default()
 }
 
 fn error_frame(lease: Option<&str>, e: &Error) -> String {
@@ -339,35 +466,14 @@ struct SettleFrame {
     details: Option<serde_json::Value>,
 }
 
-/// Runs a complete / fail / heartbeat frame and returns the frame that answers it.
-async fn settle(
-    state: &AppState,
+/// Reads a complete or fail frame into the settle it asks for, with the queue of its lease.
+fn settle_of(
     grant: Option<&Grant>,
     op: &str,
     value: serde_json::Value,
-) -> Result<String> {
+) -> Result<(QueueKey, (String, Settle))> {
     let f: SettleFrame = frame(value)?;
-    let token = LeaseToken::decode(&f.lease)?;
-    if let Some(g) = grant {
-        // A lease taken in one namespace cannot be settled with a key for another.
-        g.allows(Role::Worker, token.queue.namespace())?;
-    }
-    let queue = token.queue.clone();
-    if op == "heartbeat" {
-        let msg = Heartbeat {
-            task_id: token.task_id,
-            lease_id: token.lease_id,
-            details: raw(f.details),
-        };
-        let answer = state.queues.call(&queue, msg).await??;
-        return Ok(json!({
-            "op": "heartbeat",
-            "lease": f.lease,
-            "lease_expires_at": answer.lease_expires_at,
-            "cancel_requested": answer.cancel_requested,
-        })
-        .to_string());
-    }
+    let token = lease_token(grant, &f.lease)?;
     let op = if op == "complete" {
         SettleOp::Complete {
             result: raw(f.result)
@@ -388,13 +494,38 @@ async fn settle(
         lease_id: token.lease_id,
         op,
     };
-    let answer = state.queues.call_durable(&queue, msg, &state.store).await?;
+    Ok((token.queue, (f.lease, msg)))
+}
+
+/// Decodes a lease token sent on the socket; with auth on, the socket's key must cover its
+/// namespace (a lease taken in one namespace cannot be settled with a key for another).
+fn lease_token(grant: Option<&Grant>, lease: &str) -> Result<LeaseToken> {
+    let token = LeaseToken::decode(lease)?;
+    if let Some(g) = grant {
+        g.allows(Role::Worker, token.queue.namespace())?;
+    }
+    Ok(token)
+}
+
+/// Runs a heartbeat frame and returns the frame that answers it.
+async fn heartbeat(
+    state: &AppState,
+    grant: Option<&Grant>,
+    value: serde_json::Value,
+) -> Result<String> {
+    let f: SettleFrame = frame(value)?;
+    let token = lease_token(grant, &f.lease)?;
+    let msg = Heartbeat {
+        task_id: token.task_id,
+        lease_id: token.lease_id,
+        details: raw(f.details),
+    };
+    let answer = state.queues.call(&token.queue, msg).await??;
     Ok(json!({
-        "op": "settled",
+        "op": "heartbeat",
         "lease": f.lease,
-        "state": answer.state,
-        "task_id": answer.task_id,
-        "next_attempt_at": answer.next_attempt_at,
+        "lease_expires_at": answer.lease_expires_at,
+        "cancel_requested": answer.cancel_requested,
     })
     .to_string())
 }

@@ -148,6 +148,16 @@ pub struct Settle {
     pub op: SettleOp,
 }
 
+/// Settles several leases of one queue with one write: what a WebSocket worker's burst of
+/// complete and fail frames becomes. Each item answers on its own, in order; a failed one does
+/// not fail the others. Answered once durable.
+#[derive(Message, Clone)]
+#[rtype(result = "Durable<Vec<Result<Settlement>>>")]
+pub struct SettleBatch {
+    /// The settles, in the order their frames came.
+    pub items: Vec<Settle>,
+}
+
 /// The answer to a settle.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settlement {

@@ -102,6 +102,43 @@ enum AfterFailure {
     Delayed(u64),
 }
 
+/// Settles planned into one write (see [`QueueActor::settle_all`]).
+struct SettleBatchWrite {
+    txn: Txn,
+    meta: QueueMeta,
+    /// Task ids written so far: a second settle of one of them needs a write of its own.
+    task_ids: HashSet<String>,
+    /// (index of the answer, what to do once written).
+    planned: Vec<(usize, PlannedSettle)>,
+}
+
+impl SettleBatchWrite {
+    fn new(meta: QueueMeta) -> Self {
+        SettleBatchWrite {
+            txn: Txn::default(),
+            meta,
+            task_ids: HashSet::new(),
+            planned: Vec::new(),
+        }
+    }
+}
+
+/// What planning one settle came to.
+enum Planned {
+    /// Its writes are in the batch.
+    Write(PlannedSettle),
+    /// A repeat of a settle that already succeeded: answered the same, nothing to write.
+    Answered(Settlement),
+}
+
+/// One settle whose writes are in a [`SettleBatchWrite`].
+struct PlannedSettle {
+    lease_id: u64,
+    ran_ms: u64,
+    after: Option<AfterFailure>,
+    answer: Settlement,
+}
+
 /// The actor of one task queue.
 pub struct QueueActor {
     key: QueueKey,
@@ -753,7 +790,43 @@ impl QueueActor {
         }
     }
 
-    fn settle(&mut self, msg: &Settle) -> Result<Settlement> {
+    /// Settles a batch of leases with one write (one `apply_batch`, one group commit for the
+    /// caller to wait on); each item answers on its own, in order. A task settled twice in one
+    /// batch starts a second write, so every settle reads the record the one before it wrote.
+    fn settle_all(&mut self, msgs: &[Settle]) -> Vec<Result<Settlement>> {
+        let now = now_ms();
+        let mut answers: Vec<Option<Result<Settlement>>> = Vec::with_capacity(msgs.len());
+        let mut batch = SettleBatchWrite::new(self.meta);
+        for msg in msgs {
+            if batch.task_ids.contains(msg.task_id.as_str()) {
+                self.finish_settles(batch, &mut answers);
+                batch = SettleBatchWrite::new(self.meta);
+            }
+            let answer = match self.plan_settle(msg, &mut batch, now) {
+                Ok(Planned::Answered(settlement)) => Some(Ok(settlement)),
+                Ok(Planned::Write(planned)) => {
+                    batch.task_ids.insert(msg.task_id.clone());
+                    batch.planned.push((answers.len(), planned));
+                    None
+                }
+                Err(e) => Some(Err(e)),
+            };
+            answers.push(answer);
+        }
+        self.finish_settles(batch, &mut answers);
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(Error::lease_lost())))
+            .collect()
+    }
+
+    /// Plans one settle's writes into `batch`, or answers it at once when it needs none.
+    fn plan_settle(
+        &mut self,
+        msg: &Settle,
+        batch: &mut SettleBatchWrite,
+        now: u64,
+    ) -> Result<Planned> {
         if let SettleOp::Fail {
             retry_after_ms: Some(ms),
             ..
@@ -761,7 +834,6 @@ impl QueueActor {
         {
             crate::model::check_duration("retry_after_ms", ms)?;
         }
-        let now = now_ms();
         let Some(mut rec) = self.store().task(&self.key, &msg.task_id)? else {
             return Err(Error::lease_lost());
         };
@@ -772,17 +844,19 @@ impl QueueActor {
         if !rec.held_by(msg.lease_id) {
             // A repeat of the settle that already succeeded answers the same.
             return match &rec.settled {
-                Some(s) if s.lease_id == msg.lease_id && s.kind == kind => Ok(Settlement {
-                    task_id: rec.task_id.clone(),
-                    state: s.state,
-                    next_attempt_at: s.next_attempt_at.map(rfc3339),
-                }),
+                Some(s) if s.lease_id == msg.lease_id && s.kind == kind => {
+                    Ok(Planned::Answered(Settlement {
+                        task_id: rec.task_id.clone(),
+                        state: s.state,
+                        next_attempt_at: s.next_attempt_at.map(rfc3339),
+                    }))
+                }
                 _ => Err(Error::lease_lost()),
             };
         }
         let dispatched_at = rec.lease.as_ref().map_or(now, |l| l.dispatched_at);
-        let mut txn = Txn::default();
-        let mut meta = self.meta;
+        let txn = &mut batch.txn;
+        let meta = &mut batch.meta;
         let after = match &msg.op {
             SettleOp::Complete { result } => {
                 rec.state = TaskState::Completed;
@@ -800,8 +874,8 @@ impl QueueActor {
                 retry_after_ms,
             } => Some(self.plan_failure(
                 &mut rec,
-                &mut txn,
-                &mut meta,
+                txn,
+                meta,
                 Failure {
                     error: error.clone(),
                     non_retryable: *non_retryable,
@@ -822,24 +896,47 @@ impl QueueActor {
             next_attempt_at,
         });
         txn.put_task(&self.key, &rec)?;
-        self.commit(txn, meta)?;
-        self.leases.remove(msg.lease_id);
-        self.lease_ended(msg.lease_id);
-        self.metrics
-            .task_run
-            .observe(now.saturating_sub(dispatched_at) as f64 / 1000.0);
-        match after {
-            None => {
-                self.metrics.completed.inc();
-                self.notify(&rec.task_id);
-            }
-            Some(after) => self.apply_failure(&rec.task_id, after),
+        Ok(Planned::Write(PlannedSettle {
+            lease_id: msg.lease_id,
+            ran_ms: now.saturating_sub(dispatched_at),
+            after,
+            answer: Settlement {
+                task_id: rec.task_id,
+                state: rec.state,
+                next_attempt_at: next_attempt_at.map(rfc3339),
+            },
+        }))
+    }
+
+    /// Writes a planned batch; then, only if the write succeeded, changes memory (leases,
+    /// credit, backlog) and fills in each planned settle's answer.
+    fn finish_settles(
+        &mut self,
+        batch: SettleBatchWrite,
+        answers: &mut [Option<Result<Settlement>>],
+    ) {
+        if batch.planned.is_empty() {
+            return;
         }
-        Ok(Settlement {
-            task_id: rec.task_id,
-            state: rec.state,
-            next_attempt_at: next_attempt_at.map(rfc3339),
-        })
+        if let Err(e) = self.commit(batch.txn, batch.meta) {
+            for (i, _) in batch.planned {
+                answers[i] = Some(Err(e.clone()));
+            }
+            return;
+        }
+        for (i, p) in batch.planned {
+            self.leases.remove(p.lease_id);
+            self.lease_ended(p.lease_id);
+            self.metrics.task_run.observe(p.ran_ms as f64 / 1000.0);
+            match p.after {
+                None => {
+                    self.metrics.completed.inc();
+                    self.notify(&p.answer.task_id);
+                }
+                Some(after) => self.apply_failure(&p.answer.task_id, after),
+            }
+            answers[i] = Some(Ok(p.answer));
+        }
     }
 
     fn retention_end(&self, now: u64) -> u64 {
@@ -1456,10 +1553,23 @@ impl Handler<Settle> for QueueActor {
     type Result = Result<Durable<Settlement>>;
 
     fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) -> Self::Result {
-        let result = self.settle(&msg);
+        let result = self.settle_all(std::slice::from_ref(&msg)).pop();
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        result.map(Durable::applied)
+        result
+            .unwrap_or_else(|| Err(Error::lease_lost()))
+            .map(Durable::applied)
+    }
+}
+
+impl Handler<SettleBatch> for QueueActor {
+    type Result = MessageResult<SettleBatch>;
+
+    fn handle(&mut self, msg: SettleBatch, ctx: &mut Self::Context) -> Self::Result {
+        let answers = self.settle_all(&msg.items);
+        self.dispatch_waiting(ctx);
+        self.after_change(ctx);
+        MessageResult(Durable::applied(answers))
     }
 }
 

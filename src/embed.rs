@@ -71,7 +71,7 @@ use crate::model::{
     MAX_POLL_TASKS, MAX_POLL_WAIT_MS,
 };
 use crate::queue::messages::{
-    AddResult, AddTasks, Cancel, Describe, ForgetWaiter, GaveUp, Heartbeat, HeartbeatAnswer, Poll,
+    AddResult, Cancel, Describe, ForgetWaiter, GaveUp, Heartbeat, HeartbeatAnswer, Poll,
     PollOutcome, RateLimitView, Redrive, SetConfig, Settle, SettleOp, Settlement, Stats, Watch,
     WatchTask,
 };
@@ -273,13 +273,7 @@ impl Tasq {
         let task = task.validate()?;
         let mut results = self
             .check()?
-            .call_durable(
-                queue,
-                AddTasks {
-                    tasks: Arc::new(vec![task]),
-                },
-                &self.inner.state.store,
-            )
+            .add(queue, Arc::new(vec![task]), &self.inner.state.store)
             .await?;
         results
             .pop()
@@ -308,13 +302,7 @@ impl Tasq {
             )));
         }
         self.check()?
-            .call_durable(
-                queue,
-                AddTasks {
-                    tasks: Arc::new(tasks),
-                },
-                &self.inner.state.store,
-            )
+            .add(queue, Arc::new(tasks), &self.inner.state.store)
             .await
     }
 

@@ -18,15 +18,27 @@ use std::time::Duration;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::model::NewTask;
 use crate::model::QueueKey;
-use crate::queue::messages::{Durable, ExpireWaiting, Shutdown};
+use crate::queue::messages::{AddInbox, AddResult, Durable, ExpireWaiting, Shutdown, TakeAdds};
 use crate::queue::{Env, QueueActor, QueueStopped};
 use crate::storage::Store;
 
-type Map = Arc<RwLock<HashMap<QueueKey, (u64, Addr<QueueActor>)>>>;
+type Map = Arc<RwLock<HashMap<QueueKey, Loaded>>>;
+
+/// A running queue actor, as the shared map holds it.
+#[derive(Clone)]
+struct Loaded {
+    /// Which start of the queue's actor this is (a stopped one reports its own).
+    generation: u64,
+    addr: Addr<QueueActor>,
+    /// Where adds wait for this actor ([`Queues::add`]).
+    adds: Arc<AddInbox>,
+}
 
 /// How many times a message is re-sent to a replaced actor.
 const SEND_ATTEMPTS: usize = 5;
@@ -86,10 +98,10 @@ impl Registry {
     }
 
     /// The actor of `key`, spawned if it is not running.
-    fn get_or_spawn(&mut self, key: QueueKey, ctx: &mut Context<Self>) -> Addr<QueueActor> {
-        if let Some((_, addr)) = read(&self.map).get(&key) {
-            if addr.connected() {
-                return addr.clone();
+    fn get_or_spawn(&mut self, key: QueueKey, ctx: &mut Context<Self>) -> Loaded {
+        if let Some(loaded) = read(&self.map).get(&key) {
+            if loaded.addr.connected() {
+                return loaded.clone();
             }
         }
         self.generation += 1;
@@ -100,8 +112,13 @@ impl Registry {
         let addr = QueueActor::start_in_arbiter(&self.arbiter(), move |_| {
             QueueActor::new(k, generation, env, on_stop)
         });
-        write(&self.map).insert(key, (generation, addr.clone()));
-        addr
+        let loaded = Loaded {
+            generation,
+            addr,
+            adds: Arc::default(),
+        };
+        write(&self.map).insert(key, loaded.clone());
+        loaded
     }
 
     /// Hands passed schedule-to-start deadlines to their queues, loading a queue if needed,
@@ -120,6 +137,7 @@ impl Registry {
         }
         for (key, task_ids) in by_queue {
             self.get_or_spawn(key, ctx)
+                .addr
                 .do_send(ExpireWaiting { task_ids });
         }
     }
@@ -169,7 +187,7 @@ impl Handler<ShareThread> for Registry {
 
 /// Get (spawning if needed) the actor of a queue.
 #[derive(Message)]
-#[rtype(result = "Addr<QueueActor>")]
+#[rtype(result = "Loaded")]
 struct Spawn(QueueKey);
 
 impl Handler<Spawn> for Registry {
@@ -185,7 +203,10 @@ impl Handler<QueueStopped> for Registry {
 
     fn handle(&mut self, msg: QueueStopped, _ctx: &mut Self::Context) {
         let mut map = write(&self.map);
-        if map.get(&msg.key).is_some_and(|(g, _)| *g == msg.generation) {
+        if map
+            .get(&msg.key)
+            .is_some_and(|l| l.generation == msg.generation)
+        {
             map.remove(&msg.key);
             // A map never gives back the room of a burst of queues by itself; a rehash when
             // it is three quarters empty costs O(n) once per such fall.
@@ -197,11 +218,11 @@ impl Handler<QueueStopped> for Registry {
     }
 }
 
-fn read(map: &Map) -> std::sync::RwLockReadGuard<'_, HashMap<QueueKey, (u64, Addr<QueueActor>)>> {
+fn read(map: &Map) -> std::sync::RwLockReadGuard<'_, HashMap<QueueKey, Loaded>> {
     map.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write(map: &Map) -> std::sync::RwLockWriteGuard<'_, HashMap<QueueKey, (u64, Addr<QueueActor>)>> {
+fn write(map: &Map) -> std::sync::RwLockWriteGuard<'_, HashMap<QueueKey, Loaded>> {
     map.write().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -233,9 +254,13 @@ impl Queues {
 
     /// The actor of `key`, spawned on first use.
     pub async fn actor(&self, key: &QueueKey) -> Result<Addr<QueueActor>> {
-        if let Some((_, addr)) = read(&self.map).get(key) {
-            if addr.connected() {
-                return Ok(addr.clone());
+        Ok(self.running(key).await?.addr)
+    }
+
+    async fn running(&self, key: &QueueKey) -> Result<Loaded> {
+        if let Some(loaded) = read(&self.map).get(key) {
+            if loaded.addr.connected() {
+                return Ok(loaded.clone());
             }
         }
         self.registry
@@ -244,9 +269,34 @@ impl Queues {
             .map_err(|_| Error::Unavailable("the queue registry has stopped".into()))
     }
 
+    /// Adds `tasks` (one request's, all or nothing) to the queue `key`; answers their results
+    /// once durable. Adds that arrive while the queue's actor is busy wait in its inbox and are
+    /// written together, one write for all of them, each still answered on its own.
+    pub async fn add(
+        &self,
+        key: &QueueKey,
+        tasks: Arc<Vec<NewTask>>,
+        store: &Store,
+    ) -> Result<Vec<AddResult>> {
+        let inbox = self.running(key).await?.adds;
+        let (reply, answer) = oneshot::channel();
+        inbox.push(tasks.clone(), reply);
+        // Every add sends its own TakeAdds, so an add is never left waiting on another
+        // caller's message (one that went away before sending it).
+        if let Err(e) = self.call(key, TakeAdds(inbox.clone())).await {
+            if inbox.withdraw(&tasks) {
+                return Err(e);
+            }
+        }
+        let applied = answer
+            .await
+            .map_err(|_| Error::Unavailable(format!("queue {key} stopped")))??;
+        applied.wait(store).await
+    }
+
     /// True when the actor of `key` is running.
     pub fn is_loaded(&self, key: &QueueKey) -> bool {
-        read(&self.map).get(key).is_some_and(|(_, a)| a.connected())
+        read(&self.map).get(key).is_some_and(|l| l.addr.connected())
     }
 
     /// Sends `msg` to the actor of `key` and awaits its answer. If the actor stopped before
@@ -288,7 +338,7 @@ impl Queues {
 
     /// Tells every loaded queue to answer its parked polls and stop parking.
     pub async fn shutdown_all(&self) {
-        let addrs: Vec<_> = read(&self.map).values().map(|(_, a)| a.clone()).collect();
+        let addrs: Vec<_> = read(&self.map).values().map(|l| l.addr.clone()).collect();
         for a in addrs {
             let _ = a.send(Shutdown).await;
         }

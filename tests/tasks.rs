@@ -117,6 +117,56 @@ fn add_with_existing_task_id_is_duplicate_and_changes_nothing() {
     assert!(poll_one(&s, &qp, "w1", 0).is_none());
 }
 
+/// Adds that arrive together are written together (one write for the adds waiting on a
+/// queue): a task id sent by many at once is still added exactly once, with the payload of the
+/// one add that answered 201, and every other add still lands.
+#[test]
+fn concurrent_adds_of_one_task_id_add_it_once() {
+    let s = TestServer::start();
+    let qp = q(NS, "tasks-add-concurrent", A);
+    let url = s.url(&format!("{qp}/tasks"));
+    let n = 16;
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2 * n));
+    let mut handles = Vec::new();
+    for i in 0..2 * n {
+        let (url, start) = (url.clone(), start.clone());
+        handles.push(thread::spawn(move || {
+            // Even threads all add the id "same"; odd threads add an id of their own.
+            let body = if i % 2 == 0 {
+                json!({"task_id": "same", "task_type": "t", "payload": {"by": i}})
+            } else {
+                json!({"task_id": format!("own-{i}"), "task_type": "t", "payload": {"by": i}})
+            };
+            start.wait();
+            (i, post(&url, &body))
+        }));
+    }
+    let answers: Vec<(usize, (u16, Value))> = handles
+        .into_iter()
+        .map(|h| h.join().expect("adder thread"))
+        .collect();
+    let mut created_same = Vec::new();
+    for (i, (status, body)) in &answers {
+        if i % 2 == 1 {
+            assert_eq!(*status, 201, "own id of {i}: {body}");
+            continue;
+        }
+        match status {
+            201 => created_same.push(*i),
+            200 => assert_eq!(body["duplicate"], json!(true), "{body}"),
+            other => panic!("add of \"same\" by {i} answered {other} {body}"),
+        }
+    }
+    assert_eq!(created_same.len(), 1, "one add creates it: {created_same:?}");
+    let st = status_of(&s, &qp, "same");
+    assert_eq!(st["state"], "pending", "{st}");
+    assert_eq!(backlog(&s, NS, "tasks-add-concurrent", A), 1 + n as u64);
+    let polled = poll_tasks(&s, &qp, json!({"identity": "w", "max_tasks": 100, "wait_ms": 0}));
+    let same: Vec<&Value> = polled.iter().filter(|t| t["task_id"] == "same").collect();
+    assert_eq!(same.len(), 1, "{polled:?}");
+    assert_eq!(same[0]["payload"], json!({"by": created_same[0]}), "{}", same[0]);
+}
+
 #[test]
 fn batch_add_answers_results_in_order() {
     let s = TestServer::start();

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     validate_name, AddTaskRequest, NewTask, QueueKey, TaskRecord, MAX_BATCH, MAX_STATUS_WAIT_MS,
 };
-use crate::queue::messages::{AddTasks, Cancel, Watch, WatchTask};
+use crate::queue::messages::{Cancel, Watch, WatchTask};
 use actix_web::http::Method;
 
 /// The task routes.
@@ -51,13 +51,7 @@ async fn add(
     let task = body.validate()?;
     let mut results = state
         .queues
-        .call_durable(
-            &key,
-            AddTasks {
-                tasks: Arc::new(vec![task]),
-            },
-            &state.store,
-        )
+        .add(&key, Arc::new(vec![task]), &state.store)
         .await?;
     let result = results
         .pop()
@@ -109,13 +103,7 @@ async fn add_batch(
     let tasks = validate_batch(body)?;
     let results = state
         .queues
-        .call_durable(
-            &key,
-            AddTasks {
-                tasks: Arc::new(tasks),
-            },
-            &state.store,
-        )
+        .add(&key, Arc::new(tasks), &state.store)
         .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "results": results })))
 }

@@ -40,13 +40,49 @@ impl<T> Durable<T> {
     }
 }
 
-/// Adds tasks (one, or a batch applied all or nothing). Answered once durable.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<Durable<Vec<AddResult>>>")]
-pub struct AddTasks {
-    /// Validated tasks, in order.
-    pub tasks: Arc<Vec<NewTask>>,
+/// The reply to one add waiting in an [`AddInbox`].
+pub type AddReply = oneshot::Sender<Result<Durable<Vec<AddResult>>>>;
+
+/// Adds waiting for their queue actor: see [`crate::registry::Queues::add`]. Each add goes in
+/// here and sends a [`TakeAdds`]; the first of those the actor reads takes every add waiting
+/// into one write (one `apply_batch`), and the ones after it find the inbox empty. Adds that
+/// arrive together while the actor is busy so cost one write, not one each.
+#[derive(Default)]
+pub struct AddInbox {
+    pending: std::sync::Mutex<Vec<(Arc<Vec<NewTask>>, AddReply)>>,
 }
+
+impl AddInbox {
+    /// Puts an add in.
+    pub fn push(&self, tasks: Arc<Vec<NewTask>>, reply: AddReply) {
+        self.lock().push((tasks, reply));
+    }
+
+    /// Takes every add waiting.
+    pub fn take(&self) -> Vec<(Arc<Vec<NewTask>>, AddReply)> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Takes back the add of `tasks` if the actor has not taken it; false when it has (its
+    /// answer is coming).
+    pub fn withdraw(&self, tasks: &Arc<Vec<NewTask>>) -> bool {
+        let mut pending = self.lock();
+        let before = pending.len();
+        pending.retain(|(t, _)| !Arc::ptr_eq(t, tasks));
+        pending.len() < before
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Vec<NewTask>>, AddReply)>> {
+        // A panic while holding the lock left a whole Vec: still usable.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Take the adds waiting in an inbox and write them together; each is answered on its own
+/// reply once applied (the caller then waits for durability).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct TakeAdds(pub Arc<AddInbox>);
 
 /// The answer for one added task.
 #[derive(Debug, Clone, Serialize)]

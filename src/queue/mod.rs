@@ -123,6 +123,30 @@ impl SettleBatchWrite {
     }
 }
 
+/// Leases planned into one write (see [`QueueActor::lease_ready`]).
+struct LeaseBatch {
+    txn: Txn,
+    meta: QueueMeta,
+    /// Task ids leased so far in the batch.
+    task_ids: HashSet<String>,
+    /// The ready entries leased: (position, entry, when), to track once written or put back.
+    leased: Vec<(ReadyPos, Entry, u64)>,
+    /// A stale ready entry's deletion is in the batch.
+    dropped_stale: bool,
+}
+
+impl LeaseBatch {
+    fn new(meta: QueueMeta) -> Self {
+        LeaseBatch {
+            txn: Txn::default(),
+            meta,
+            task_ids: HashSet::new(),
+            leased: Vec::new(),
+            dropped_stale: false,
+        }
+    }
+}
+
 /// What planning one settle came to.
 enum Planned {
     /// Its writes are in the batch.
@@ -287,9 +311,9 @@ impl QueueActor {
         (pos, entry)
     }
 
-    /// A first dispatch ends the schedule-to-start wait.
+    /// A first dispatch ends the schedule-to-start wait (call it once `rec` is leased).
     fn end_waiting(&self, rec: &TaskRecord, txn: &mut Txn) {
-        if let (0, Some(t)) = (rec.attempt, rec.schedule_to_start_timeout_ms) {
+        if let (1, Some(t)) = (rec.attempt, rec.schedule_to_start_timeout_ms) {
             txn.del_waiting(rec.added_at.saturating_add(t), &self.key, &rec.task_id);
         }
     }
@@ -334,11 +358,14 @@ impl QueueActor {
         }
     }
 
+    /// Adds the tasks of several requests with one write, all or nothing; answers each
+    /// request's results in order. A task id given twice (in one request or two) is added
+    /// once; the later one answers `duplicate`.
     fn add(
         &mut self,
-        tasks: &[crate::model::NewTask],
+        requests: &[&[crate::model::NewTask]],
         ctx: &mut Context<Self>,
-    ) -> Result<Vec<AddResult>> {
+    ) -> Result<Vec<Vec<AddResult>>> {
         if self.env.store.is_full() {
             return Err(exhausted(
                 "the store is over storage.max_bytes; adds resume as tasks drain".into(),
@@ -348,70 +375,74 @@ impl QueueActor {
         let instant = Instant::now();
         let mut txn = Txn::default();
         let mut meta = self.meta;
-        let mut results = Vec::with_capacity(tasks.len());
+        let mut results: Vec<Vec<AddResult>> = Vec::with_capacity(requests.len());
         let mut ids = HashSet::new();
         let mut to_backlog = Vec::new();
         let mut sync: Vec<(Waiter, TaskRecord)> = Vec::new();
         let mut first_due: Option<u64> = None;
-        for spec in tasks {
-            let duplicate = !ids.insert(spec.task_id.as_str())
-                || (spec.id_given && self.store().task(&self.key, &spec.task_id)?.is_some());
-            results.push(AddResult {
-                task_id: spec.task_id.clone(),
-                duplicate,
-            });
-            if duplicate {
-                continue;
-            }
-            let seq = self.store().next_seq()?;
-            let mut rec = TaskRecord::new(spec, now, seq);
-            if let Some(t) = spec.schedule_to_start_timeout_ms {
-                txn.put_waiting(now.saturating_add(t), &self.key, &rec.task_id);
-            }
-            if spec.delay_ms > 0 {
-                let due = now.saturating_add(spec.delay_ms);
-                rec.queued = Some(Queued::Delayed { due });
-                txn.put_delayed(&self.key, due, seq, &entry_of(&rec, due));
-                meta.delayed += 1;
-                first_due = Some(first_due.map_or(due, |d| d.min(due)));
-            } else {
-                let entry = entry_of(&rec, now);
-                let full = self.leases.len() + sync.len()
-                    >= self.env.config.limits.max_in_flight_per_queue;
-                let waiter = if self.shutting_down || self.waiters.is_empty() || full {
-                    None
-                } else if !self.throttle.has_token(instant) {
-                    self.throttled = true;
-                    self.metrics.rate_limited.inc();
-                    None
+        for request in requests {
+            let mut answers = Vec::with_capacity(request.len());
+            for spec in request.iter() {
+                let duplicate = !ids.insert(spec.task_id.as_str())
+                    || (spec.id_given && self.store().task(&self.key, &spec.task_id)?.is_some());
+                answers.push(AddResult {
+                    task_id: spec.task_id.clone(),
+                    duplicate,
+                });
+                if duplicate {
+                    continue;
+                }
+                let seq = self.store().next_seq()?;
+                let mut rec = TaskRecord::new(spec, now, seq);
+                if let Some(t) = spec.schedule_to_start_timeout_ms {
+                    txn.put_waiting(now.saturating_add(t), &self.key, &rec.task_id);
+                }
+                if spec.delay_ms > 0 {
+                    let due = now.saturating_add(spec.delay_ms);
+                    rec.queued = Some(Queued::Delayed { due });
+                    txn.put_delayed(&self.key, due, seq, &entry_of(&rec, due));
+                    meta.delayed += 1;
+                    first_due = Some(first_due.map_or(due, |d| d.min(due)));
                 } else {
-                    self.waiters.take_for(&entry, instant, now)
-                };
-                match waiter {
-                    Some(w) => {
-                        self.throttle.try_take(instant);
-                        let pass = self.fair.enqueue(
-                            rec.priority,
-                            rec.fairness_key.as_deref(),
-                            rec.fairness_weight,
-                        );
-                        self.fair.dispatched(rec.priority, pass);
-                        self.end_waiting(&rec, &mut txn);
-                        self.start_lease(&mut rec, &w.identity, now, (pass, now));
-                        txn.put_inflight(&self.key, &rec.task_id);
-                        meta.in_flight += 1;
-                        sync.push((w, rec.clone()));
-                    }
-                    None => {
-                        to_backlog.push(self.enqueue_ready(&mut rec, &mut txn, &mut meta, now));
+                    let entry = entry_of(&rec, now);
+                    let full = self.leases.len() + sync.len()
+                        >= self.env.config.limits.max_in_flight_per_queue;
+                    let waiter = if self.shutting_down || self.waiters.is_empty() || full {
+                        None
+                    } else if !self.throttle.has_token(instant) {
+                        self.throttled = true;
+                        self.metrics.rate_limited.inc();
+                        None
+                    } else {
+                        self.waiters.take_for(&entry, instant, now)
+                    };
+                    match waiter {
+                        Some(w) => {
+                            self.throttle.try_take(instant);
+                            let pass = self.fair.enqueue(
+                                rec.priority,
+                                rec.fairness_key.as_deref(),
+                                rec.fairness_weight,
+                            );
+                            self.fair.dispatched(rec.priority, pass);
+                            self.start_lease(&mut rec, &w.identity, now, (pass, now));
+                            self.end_waiting(&rec, &mut txn);
+                            txn.put_inflight(&self.key, &rec.task_id);
+                            meta.in_flight += 1;
+                            sync.push((w, rec.clone()));
+                        }
+                        None => {
+                            to_backlog.push(self.enqueue_ready(&mut rec, &mut txn, &mut meta, now));
+                        }
                     }
                 }
+                txn.put_task(&self.key, &rec)?;
             }
-            txn.put_task(&self.key, &rec)?;
+            results.push(answers);
         }
         // On failure the waiters taken above are dropped: their polls answer empty.
         self.commit(txn, meta)?;
-        let added = results.iter().filter(|r| !r.duplicate).count() as u64;
+        let added = results.iter().flatten().filter(|r| !r.duplicate).count() as u64;
         self.metrics.added.inc_by(added);
         self.add_rate.add(now, added as u32);
         for (pos, entry) in to_backlog {
@@ -429,18 +460,16 @@ impl QueueActor {
         Ok(results)
     }
 
-    /// Leases one ready task found at `pos`; `None` when the index entry was stale.
+    /// Plans the lease of one ready task found at `pos` into `batch`; `None` when the index
+    /// entry was stale (its deletion joins the batch).
     fn lease_entry(
         &mut self,
         pos: ReadyPos,
         entry: Entry,
         identity: &str,
         now: u64,
+        batch: &mut LeaseBatch,
     ) -> Result<Option<TaskRecord>> {
-        let mut txn = Txn::default();
-        let mut meta = self.meta;
-        txn.del_ready(&self.key, pos);
-        meta.ready = meta.ready.saturating_sub(1);
         let rec = match self.store().task(&self.key, &entry.task_id)? {
             Some(rec)
                 if rec.state == TaskState::Pending
@@ -448,66 +477,100 @@ impl QueueActor {
             {
                 rec
             }
-            _ => {
+            Some(_) | None => {
                 log::warn!(
                     "{}: dropping a stale ready entry for {}",
                     self.key,
                     entry.task_id
                 );
-                self.commit(txn, meta)?;
+                batch.txn.del_ready(&self.key, pos);
+                batch.meta.ready = batch.meta.ready.saturating_sub(1);
+                batch.dropped_stale = true;
                 return Ok(None);
             }
         };
         let mut rec = rec;
-        self.end_waiting(&rec, &mut txn);
         self.start_lease(&mut rec, identity, now, (pos.order, entry.ready_at));
-        txn.put_task(&self.key, &rec)?;
-        txn.put_inflight(&self.key, &rec.task_id);
-        meta.in_flight += 1;
-        if let Err(e) = self.commit(txn, meta) {
+        if let Err(e) = batch.txn.put_task(&self.key, &rec) {
             self.backlog.put_back(pos, entry);
             return Err(e);
         }
-        self.track_lease(&rec);
-        self.fair.dispatched(pos.priority, pos.order);
-        self.metrics.dispatched_backlog.inc();
-        self.metrics
-            .schedule_to_start
-            .observe(now.saturating_sub(entry.ready_at) as f64 / 1000.0);
+        // Nothing fails from here on: the batch holds all of this lease or none of it.
+        batch.txn.del_ready(&self.key, pos);
+        self.end_waiting(&rec, &mut batch.txn);
+        batch.txn.put_inflight(&self.key, &rec.task_id);
+        batch.meta.ready = batch.meta.ready.saturating_sub(1);
+        batch.meta.in_flight += 1;
+        batch.task_ids.insert(rec.task_id.clone());
+        batch.leased.push((pos, entry, now));
         Ok(Some(rec))
     }
 
-    /// Leases up to `max` ready tasks that a poller with `identity` and task-type filter
-    /// `types` may take (see [`eligible`]), in dispatch order.
+    /// Plans the lease of up to `max` ready tasks that a poller with `identity` and task-type
+    /// filter `types` may take (see [`eligible`]), in dispatch order, into `batch`; they are
+    /// the poller's once [`QueueActor::commit_leases`] wrote the batch.
     fn lease_ready(
         &mut self,
         types: Option<&[String]>,
         max: usize,
         identity: &str,
+        batch: &mut LeaseBatch,
     ) -> Result<Vec<TaskRecord>> {
         let now = now_ms();
-        let accepts = |e: &Entry| eligible(types, identity, e, now);
         let instant = Instant::now();
         let mut out = Vec::new();
         let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
-        while out.len() < max && self.meta.ready > 0 && self.leases.len() < max_in_flight {
+        while out.len() < max
+            && batch.meta.ready > 0
+            && self.leases.len() + batch.leased.len() < max_in_flight
+        {
             if !self.throttle.has_token(instant) {
                 self.throttled = true;
                 self.metrics.rate_limited.inc();
                 break;
             }
+            // A task leased earlier in this batch is still ready in the store until the batch
+            // is written: a scan past the window must not find it again.
+            let taken = &batch.task_ids;
+            let accepts =
+                |e: &Entry| eligible(types, identity, e, now) && !taken.contains(&e.task_id);
             let Some((pos, entry)) =
                 self.backlog
                     .take(&self.env.store, &self.key, accepts, types)?
             else {
                 break;
             };
-            if let Some(rec) = self.lease_entry(pos, entry, identity, now)? {
+            if let Some(rec) = self.lease_entry(pos, entry, identity, now, batch)? {
                 self.throttle.try_take(instant);
                 out.push(rec);
             }
         }
         Ok(out)
+    }
+
+    /// Writes the leases planned in `batch`; then, only if the write succeeded, tracks them.
+    /// On failure their entries go back into the window (their pollers get nothing).
+    fn commit_leases(&mut self, batch: LeaseBatch, recs: &[&TaskRecord]) -> Result<()> {
+        if batch.leased.is_empty() && !batch.dropped_stale {
+            return Ok(());
+        }
+        if let Err(e) = self.commit(batch.txn, batch.meta) {
+            for (pos, entry, _) in batch.leased {
+                self.backlog.put_back(pos, entry);
+            }
+            return Err(e);
+        }
+        for rec in recs {
+            self.track_lease(rec);
+        }
+        for (pos, entry, now) in batch.leased {
+            self.fair.dispatched(pos.priority, pos.order);
+            self.metrics.dispatched_backlog.inc();
+            self.metrics
+                .schedule_to_start
+                .observe(now.saturating_sub(entry.ready_at) as f64 / 1000.0);
+        }
+        Ok(())
     }
 
     /// Gives leased tasks to a waiter; if it went away meanwhile, they go back at once.
@@ -655,7 +718,9 @@ impl QueueActor {
         Delivery::new(tasks, leases, ctx.address())
     }
 
-    /// Serves parked polls from the backlog, oldest waiter first.
+    /// Serves parked polls from the backlog, oldest waiter first. Each round offers every
+    /// waiter its share in order and writes all of the round's leases at once; a socket with
+    /// credit left is queued again at the back and served in the next round.
     fn dispatch_waiting(&mut self, ctx: &mut Context<Self>) {
         if self.shutting_down {
             return;
@@ -671,28 +736,39 @@ impl QueueActor {
                 .iter()
                 .map(|w| (w.id, w.task_types.clone(), w.max_tasks, w.identity.clone()))
                 .collect();
-            let mut served = false;
+            let mut batch = LeaseBatch::new(self.meta);
+            let mut served: Vec<(u64, Vec<TaskRecord>)> = Vec::new();
+            let mut failed = false;
             for (id, types, max, identity) in candidates {
-                match self.lease_ready(types.as_deref(), max, &identity) {
+                if batch.meta.ready == 0 || self.throttled {
+                    break;
+                }
+                match self.lease_ready(types.as_deref(), max, &identity, &mut batch) {
                     Ok(recs) if recs.is_empty() => continue,
-                    Ok(recs) => {
-                        match self.waiters.remove(id) {
-                            Some(w) => self.deliver(w, recs, ctx),
-                            None => {
-                                let leases: Vec<_> = recs.iter().filter_map(lease_of).collect();
-                                self.return_tasks(&leases);
-                            }
-                        }
-                        served = true;
-                        break;
-                    }
+                    Ok(recs) => served.push((id, recs)),
                     Err(e) => {
                         log::error!("{}: dispatch failed: {e}", self.key);
-                        return;
+                        failed = true;
+                        break;
                     }
                 }
             }
-            if !served || self.throttled {
+            let recs: Vec<&TaskRecord> = served.iter().flat_map(|(_, r)| r.iter()).collect();
+            if let Err(e) = self.commit_leases(batch, &recs) {
+                log::error!("{}: dispatch failed: {e}", self.key);
+                return;
+            }
+            let progressed = !served.is_empty();
+            for (id, recs) in served {
+                match self.waiters.remove(id) {
+                    Some(w) => self.deliver(w, recs, ctx),
+                    None => {
+                        let leases: Vec<_> = recs.iter().filter_map(lease_of).collect();
+                        self.return_tasks(&leases);
+                    }
+                }
+            }
+            if failed || !progressed || self.throttled {
                 return;
             }
         }
@@ -1440,13 +1516,30 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
-impl Handler<AddTasks> for QueueActor {
-    type Result = Result<Durable<Vec<AddResult>>>;
+impl Handler<TakeAdds> for QueueActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: AddTasks, ctx: &mut Self::Context) -> Self::Result {
-        let result = self.add(&msg.tasks, ctx);
+    fn handle(&mut self, TakeAdds(inbox): TakeAdds, ctx: &mut Self::Context) {
+        let pending = inbox.take();
+        if pending.is_empty() {
+            return;
+        }
+        let requests: Vec<&[crate::model::NewTask]> =
+            pending.iter().map(|(tasks, _)| tasks.as_slice()).collect();
+        let result = self.add(&requests, ctx);
         self.after_change(ctx);
-        result.map(Durable::applied)
+        match result {
+            Ok(results) => {
+                for ((_, reply), r) in pending.into_iter().zip(results) {
+                    let _ = reply.send(Ok(Durable::applied(r)));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in pending {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -1484,7 +1577,26 @@ impl Handler<Poll> for QueueActor {
                 self.key
             )));
         }
-        let recs = self.lease_ready(msg.task_types.as_deref(), msg.max_tasks, &msg.identity)?;
+        let mut batch = LeaseBatch::new(self.meta);
+        let planned = self.lease_ready(
+            msg.task_types.as_deref(),
+            msg.max_tasks,
+            &msg.identity,
+            &mut batch,
+        );
+        // What was planned before a failed read is still written and delivered.
+        let recs = match planned {
+            Ok(recs) => recs,
+            Err(e) if batch.leased.is_empty() => {
+                self.commit_leases(batch, &[])?;
+                return Err(e);
+            }
+            Err(e) => {
+                log::error!("{}: poll stopped early: {e}", self.key);
+                Vec::new()
+            }
+        };
+        self.commit_leases(batch, &recs.iter().collect::<Vec<_>>())?;
         let outcome = if !recs.is_empty() {
             PollOutcome::Now(self.delivery(recs, ctx))
         } else if let Some(deadline) = msg.park_until {

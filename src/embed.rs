@@ -344,8 +344,10 @@ impl Tasq {
             op,
         };
         queues
-            .call_durable(&token.queue, msg, &self.inner.state.store)
-            .await
+            .settle(&token.queue, vec![msg], &self.inner.state.store)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(Error::lease_lost()))
     }
 
     /// Extends the lease (when the task has a heartbeat timeout) and keeps `details` with the

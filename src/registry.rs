@@ -24,7 +24,10 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::model::NewTask;
 use crate::model::QueueKey;
-use crate::queue::messages::{AddInbox, AddResult, Durable, ExpireWaiting, Shutdown, TakeAdds};
+use crate::queue::messages::{
+    AddInbox, AddResult, Durable, ExpireWaiting, Inbox, Settle, SettleInbox, Settlement, Shutdown,
+    TakeAdds, TakeSettles,
+};
 use crate::queue::{Env, QueueActor, QueueStopped};
 use crate::storage::Store;
 
@@ -38,6 +41,8 @@ struct Loaded {
     addr: Addr<QueueActor>,
     /// Where adds wait for this actor ([`Queues::add`]).
     adds: Arc<AddInbox>,
+    /// Where settles wait for this actor ([`Queues::settle`]).
+    settles: Arc<SettleInbox>,
 }
 
 /// How many times a message is re-sent to a replaced actor.
@@ -116,6 +121,7 @@ impl Registry {
             generation,
             addr,
             adds: Arc::default(),
+            settles: Arc::default(),
         };
         write(&self.map).insert(key, loaded.clone());
         loaded
@@ -279,19 +285,54 @@ impl Queues {
         store: &Store,
     ) -> Result<Vec<AddResult>> {
         let inbox = self.running(key).await?.adds;
+        let applied = self
+            .through_inbox(key, &inbox, tasks, TakeAdds(inbox.clone()))
+            .await??;
+        applied.wait(store).await
+    }
+
+    /// Completes or fails leases of the queue `key` (a WebSocket burst, or one HTTP settle);
+    /// answers one result per settle, in order, once durable. Like adds, settles that arrive
+    /// together are written together.
+    pub async fn settle(
+        &self,
+        key: &QueueKey,
+        settles: Vec<Settle>,
+        store: &Store,
+    ) -> Result<Vec<Result<Settlement>>> {
+        let inbox = self.running(key).await?.settles;
+        let applied = self
+            .through_inbox(key, &inbox, Arc::new(settles), TakeSettles(inbox.clone()))
+            .await?;
+        applied.wait(store).await
+    }
+
+    /// Puts `request` in `inbox` and sends `take` to the queue's actor; resolves with the
+    /// request's reply.
+    async fn through_inbox<T, R, M>(
+        &self,
+        key: &QueueKey,
+        inbox: &Inbox<T, R>,
+        request: Arc<T>,
+        take: M,
+    ) -> Result<R>
+    where
+        M: Message<Result = ()> + Send + Clone + 'static,
+        QueueActor: Handler<M>,
+        <QueueActor as Actor>::Context: ToEnvelope<QueueActor, M>,
+    {
         let (reply, answer) = oneshot::channel();
-        inbox.push(tasks.clone(), reply);
-        // Every add sends its own TakeAdds, so an add is never left waiting on another
-        // caller's message (one that went away before sending it).
-        if let Err(e) = self.call(key, TakeAdds(inbox.clone())).await {
-            if inbox.withdraw(&tasks) {
+        inbox.push(request.clone(), reply);
+        // Every request sends its own take message, so none is left waiting on another
+        // caller's (one that went away before sending it).
+        if let Err(e) = self.call(key, take).await {
+            if inbox.withdraw(&request) {
                 return Err(e);
             }
         }
-        let applied = answer
+        answer
             .await
-            .map_err(|_| Error::Unavailable(format!("queue {key} stopped")))??;
-        applied.wait(store).await
+            .map_err(|_| Error::Unavailable(format!("queue {key} stopped")))
     }
 
     /// True when the actor of `key` is running.

@@ -157,14 +157,27 @@ fn concurrent_adds_of_one_task_id_add_it_once() {
             other => panic!("add of \"same\" by {i} answered {other} {body}"),
         }
     }
-    assert_eq!(created_same.len(), 1, "one add creates it: {created_same:?}");
+    assert_eq!(
+        created_same.len(),
+        1,
+        "one add creates it: {created_same:?}"
+    );
     let st = status_of(&s, &qp, "same");
     assert_eq!(st["state"], "pending", "{st}");
     assert_eq!(backlog(&s, NS, "tasks-add-concurrent", A), 1 + n as u64);
-    let polled = poll_tasks(&s, &qp, json!({"identity": "w", "max_tasks": 100, "wait_ms": 0}));
+    let polled = poll_tasks(
+        &s,
+        &qp,
+        json!({"identity": "w", "max_tasks": 100, "wait_ms": 0}),
+    );
     let same: Vec<&Value> = polled.iter().filter(|t| t["task_id"] == "same").collect();
     assert_eq!(same.len(), 1, "{polled:?}");
-    assert_eq!(same[0]["payload"], json!({"by": created_same[0]}), "{}", same[0]);
+    assert_eq!(
+        same[0]["payload"],
+        json!({"by": created_same[0]}),
+        "{}",
+        same[0]
+    );
 }
 
 #[test]

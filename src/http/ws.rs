@@ -26,8 +26,8 @@ use crate::model::{
     validate_identity, validate_name, LeaseToken, QueueKey, Task, TaskError, TaskState,
 };
 use crate::queue::messages::{
-    AddCredit, DrainSocket, Heartbeat, OpenSocket, Settle, SettleBatch, SettleOp, Settlement,
-    SocketClosed, SocketEvent,
+    AddCredit, DrainSocket, Heartbeat, OpenSocket, Settle, SettleOp, Settlement, SocketClosed,
+    SocketEvent,
 };
 use crate::queue::pollers::Slot;
 use crate::queue::QueueActor;
@@ -351,7 +351,7 @@ impl Connection {
         }
     }
 
-    /// Runs the settles of a burst, one [`SettleBatch`] per queue, and answers each with a
+    /// Runs the settles of a burst, one request per queue, and answers each with a
     /// `settled` (or `error`) frame once the batch is durable.
     fn send_settles(&self, burst: SettleBurst) {
         for (queue, items) in burst.by_queue {
@@ -359,10 +359,7 @@ impl Connection {
             let mut session = self.session.clone();
             actix_rt::spawn(async move {
                 let (leases, items): (Vec<String>, Vec<Settle>) = items.into_iter().unzip();
-                let answers = match state.queues.call(&queue, SettleBatch { items }).await {
-                    Ok(applied) => applied.wait(&state.store).await,
-                    Err(e) => Err(e),
-                };
+                let answers = state.queues.settle(&queue, items, &state.store).await;
                 for (i, lease) in leases.iter().enumerate() {
                     let frame = match &answers {
                         Ok(answers) => match answers.get(i) {

@@ -40,49 +40,67 @@ impl<T> Durable<T> {
     }
 }
 
-/// The reply to one add waiting in an [`AddInbox`].
-pub type AddReply = oneshot::Sender<Result<Durable<Vec<AddResult>>>>;
-
-/// Adds waiting for their queue actor: see [`crate::registry::Queues::add`]. Each add goes in
-/// here and sends a [`TakeAdds`]; the first of those the actor reads takes every add waiting
-/// into one write (one `apply_batch`), and the ones after it find the inbox empty. Adds that
-/// arrive together while the actor is busy so cost one write, not one each.
-#[derive(Default)]
-pub struct AddInbox {
-    pending: std::sync::Mutex<Vec<(Arc<Vec<NewTask>>, AddReply)>>,
+/// Requests waiting for their queue actor, to be handled together: see
+/// [`crate::registry::Queues::add`] and [`crate::registry::Queues::settle`]. Each request goes
+/// in here and sends a take message ([`TakeAdds`], [`TakeSettles`]); the first of those the
+/// actor reads takes every request waiting into one write (one `apply_batch`), and the ones
+/// after it find the inbox empty. Requests that arrive together while the actor is busy so
+/// cost one write, not one each.
+pub struct Inbox<T, R> {
+    pending: std::sync::Mutex<Vec<(Arc<T>, oneshot::Sender<R>)>>,
 }
 
-impl AddInbox {
-    /// Puts an add in.
-    pub fn push(&self, tasks: Arc<Vec<NewTask>>, reply: AddReply) {
-        self.lock().push((tasks, reply));
+impl<T, R> Default for Inbox<T, R> {
+    fn default() -> Self {
+        Inbox {
+            pending: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T, R> Inbox<T, R> {
+    /// Puts a request in.
+    pub fn push(&self, request: Arc<T>, reply: oneshot::Sender<R>) {
+        self.lock().push((request, reply));
     }
 
-    /// Takes every add waiting.
-    pub fn take(&self) -> Vec<(Arc<Vec<NewTask>>, AddReply)> {
+    /// Takes every request waiting.
+    pub fn take(&self) -> Vec<(Arc<T>, oneshot::Sender<R>)> {
         std::mem::take(&mut *self.lock())
     }
 
-    /// Takes back the add of `tasks` if the actor has not taken it; false when it has (its
-    /// answer is coming).
-    pub fn withdraw(&self, tasks: &Arc<Vec<NewTask>>) -> bool {
+    /// Takes back `request` if the actor has not taken it; false when it has (its answer is
+    /// coming).
+    pub fn withdraw(&self, request: &Arc<T>) -> bool {
         let mut pending = self.lock();
         let before = pending.len();
-        pending.retain(|(t, _)| !Arc::ptr_eq(t, tasks));
+        pending.retain(|(r, _)| !Arc::ptr_eq(r, request));
         pending.len() < before
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Vec<NewTask>>, AddReply)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<T>, oneshot::Sender<R>)>> {
         // A panic while holding the lock left a whole Vec: still usable.
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Take the adds waiting in an inbox and write them together; each is answered on its own
-/// reply once applied (the caller then waits for durability).
+/// Adds waiting: each request's validated tasks (all or nothing), answered with their results.
+pub type AddInbox = Inbox<Vec<NewTask>, Result<Durable<Vec<AddResult>>>>;
+
+/// Settles waiting: each request's settles, answered one result per settle.
+pub type SettleInbox = Inbox<Vec<Settle>, Durable<Vec<Result<Settlement>>>>;
+
+/// Take the adds waiting in an inbox and write them together; each request is answered on its
+/// own reply once applied (the caller then waits for durability).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct TakeAdds(pub Arc<AddInbox>);
+
+/// Take the settles waiting in an inbox (HTTP complete / fail, bursts of WebSocket frames)
+/// and write them together; each request is answered on its own reply once applied.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct TakeSettles(pub Arc<SettleInbox>);
 
 /// The answer for one added task.
 #[derive(Debug, Clone, Serialize)]
@@ -172,9 +190,8 @@ pub enum SettleOp {
     },
 }
 
-/// Complete or fail a lease. Answered once durable.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<Durable<Settlement>>")]
+/// Complete or fail a lease: one item of a [`SettleInbox`] request.
+#[derive(Debug, Clone)]
 pub struct Settle {
     /// The task.
     pub task_id: String,
@@ -182,16 +199,6 @@ pub struct Settle {
     pub lease_id: u64,
     /// What to do.
     pub op: SettleOp,
-}
-
-/// Settles several leases of one queue with one write: what a WebSocket worker's burst of
-/// complete and fail frames becomes. Each item answers on its own, in order; a failed one does
-/// not fail the others. Answered once durable.
-#[derive(Message, Clone)]
-#[rtype(result = "Durable<Vec<Result<Settlement>>>")]
-pub struct SettleBatch {
-    /// The settles, in the order their frames came.
-    pub items: Vec<Settle>,
 }
 
 /// The answer to a settle.

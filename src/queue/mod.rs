@@ -869,7 +869,7 @@ impl QueueActor {
     /// Settles a batch of leases with one write (one `apply_batch`, one group commit for the
     /// caller to wait on); each item answers on its own, in order. A task settled twice in one
     /// batch starts a second write, so every settle reads the record the one before it wrote.
-    fn settle_all(&mut self, msgs: &[Settle]) -> Vec<Result<Settlement>> {
+    fn settle_all(&mut self, msgs: &[&Settle]) -> Vec<Result<Settlement>> {
         let now = now_ms();
         let mut answers: Vec<Option<Result<Settlement>>> = Vec::with_capacity(msgs.len());
         let mut batch = SettleBatchWrite::new(self.meta);
@@ -1661,27 +1661,22 @@ impl Handler<ReturnTasks> for QueueActor {
     }
 }
 
-impl Handler<Settle> for QueueActor {
-    type Result = Result<Durable<Settlement>>;
+impl Handler<TakeSettles> for QueueActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) -> Self::Result {
-        let result = self.settle_all(std::slice::from_ref(&msg)).pop();
+    fn handle(&mut self, TakeSettles(inbox): TakeSettles, ctx: &mut Self::Context) {
+        let pending = inbox.take();
+        if pending.is_empty() {
+            return;
+        }
+        let all: Vec<&Settle> = pending.iter().flat_map(|(items, _)| items.iter()).collect();
+        let mut answers = self.settle_all(&all).into_iter();
+        for (items, reply) in pending {
+            let mine: Vec<_> = answers.by_ref().take(items.len()).collect();
+            let _ = reply.send(Durable::applied(mine));
+        }
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        result
-            .unwrap_or_else(|| Err(Error::lease_lost()))
-            .map(Durable::applied)
-    }
-}
-
-impl Handler<SettleBatch> for QueueActor {
-    type Result = MessageResult<SettleBatch>;
-
-    fn handle(&mut self, msg: SettleBatch, ctx: &mut Self::Context) -> Self::Result {
-        let answers = self.settle_all(&msg.items);
-        self.dispatch_waiting(ctx);
-        self.after_change(ctx);
-        MessageResult(Durable::applied(answers))
     }
 }
 

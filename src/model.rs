@@ -380,7 +380,11 @@ impl AddTaskRequest {
                 validate_name("task_id", &id)?;
                 id
             }
-            None => uuid::Uuid::new_v4().to_string(),
+            // A v4 UUID from the thread's userspace generator: `Uuid::new_v4` asks the kernel
+            // (one getrandom system call per task).
+            None => uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
         };
         let priority = self.priority.unwrap_or(DEFAULT_PRIORITY as i64);
         if !PRIORITY_RANGE.contains(&priority) {
@@ -829,6 +833,21 @@ impl LeaseToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generated_task_id_is_a_fresh_v4_uuid() {
+        let new = || {
+            let req: AddTaskRequest = serde_json::from_str(r#"{"task_type": "t"}"#).unwrap();
+            req.validate().unwrap().task_id
+        };
+        let (a, b) = (new(), new());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let u = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(u.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+    }
 
     #[test]
     fn names() {

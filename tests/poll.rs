@@ -432,3 +432,91 @@ fn concurrent_first_use_of_a_queue_loses_nothing() {
     assert_eq!(got.len(), 20, "drained {got:?}");
     assert_eq!(distinct, expected);
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `stream`.
+fn read_response(stream: &mut std::io::BufReader<TcpStream>) -> (u16, Value) {
+    use std::io::{BufRead, Read};
+    let mut status_line = String::new();
+    stream.read_line(&mut status_line).expect("status line");
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).expect("header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("content-length");
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("body");
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    (status, value)
+}
+
+/// One keep-alive connection through what the server does to hold less memory per waiting
+/// request (vendor/actix-http): two pipelined requests in one write, one of them with many
+/// headers; then a poll that parks (its buffers released while it waits) and is answered;
+/// then one more request on the same connection.
+#[test]
+fn a_keep_alive_connection_serves_pipelined_requests_around_a_parked_poll() {
+    let s = TestServer::start();
+    let qp = q(NS, "poll-keepalive", A);
+    let authority = s.base().trim_start_matches("http://").to_string();
+    let tcp = TcpStream::connect(&authority).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut writer = tcp.try_clone().expect("clone");
+    let mut reader = std::io::BufReader::new(tcp);
+    let add_body = json!({"task_id": "ka-1", "task_type": "t"}).to_string();
+    let many_headers: String = (0..40)
+        .map(|i| format!("X-Extra-{i}: value-{i}\r\n"))
+        .collect();
+    let pipelined = format!(
+        "POST {qp}/tasks HTTP/1.1\r\nHost: {authority}\r\n{many_headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{add_body}\
+         GET /healthz HTTP/1.1\r\nHost: {authority}\r\n\r\n",
+        add_body.len()
+    );
+    writer.write_all(pipelined.as_bytes()).expect("write");
+    let (status, body) = read_response(&mut reader);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["task_id"], "ka-1");
+    let (status, _) = read_response(&mut reader);
+    assert_eq!(status, 200, "healthz after the pipelined add");
+
+    // Take the task, so the next poll on this connection parks.
+    let task = poll_one(&s, &qp, "other", 0).expect("the added task");
+    assert_eq!(task["task_id"], "ka-1");
+    let poll_body = json!({"identity": "ka", "wait_ms": 20000}).to_string();
+    write!(
+        writer,
+        "POST {qp}/poll HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{poll_body}",
+        poll_body.len()
+    )
+    .expect("write poll");
+    let parked = wait_until(Duration::from_secs(10), || {
+        poller_identities(&s, NS, "poll-keepalive", A).contains(&"ka".to_string())
+    });
+    assert!(parked, "the poll did not park");
+    add_task(&s, &qp, json!({"task_id": "ka-2", "task_type": "t"}));
+    let (status, body) = read_response(&mut reader);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tasks"][0]["task_id"], "ka-2", "{body}");
+
+    write!(writer, "GET /healthz HTTP/1.1\r\nHost: {authority}\r\n\r\n").expect("write");
+    let (status, _) = read_response(&mut reader);
+    assert_eq!(status, 200, "healthz after the parked poll");
+}

@@ -496,22 +496,7 @@ fn fake_server(status: u16, body: Value) -> (String, thread::JoinHandle<(String,
             .set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let mut request_line = String::new();
-        reader.read_line(&mut request_line).expect("request line");
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("header");
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().expect("content-length");
-                }
-            }
-        }
+        let (request_line, length) = read_http_head(&mut reader);
         let mut raw = vec![0u8; length];
         reader.read_exact(&mut raw).expect("body");
         let text = body.to_string();

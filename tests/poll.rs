@@ -435,28 +435,13 @@ fn concurrent_first_use_of_a_queue_loses_nothing() {
 
 /// Reads one HTTP/1.1 response with a Content-Length body from `stream`.
 fn read_response(stream: &mut std::io::BufReader<TcpStream>) -> (u16, Value) {
-    use std::io::{BufRead, Read};
-    let mut status_line = String::new();
-    stream.read_line(&mut status_line).expect("status line");
+    use std::io::Read;
+    let (status_line, length) = read_http_head(stream);
     let status: u16 = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        stream.read_line(&mut line).expect("header line");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().expect("content-length");
-            }
-        }
-    }
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).expect("body");
     let value = if body.is_empty() {

@@ -625,6 +625,29 @@ pub fn describe_path(ns: &str, queue: &str) -> String {
     format!("/api/v1/namespaces/{ns}/task-queues/{queue}")
 }
 
+/// Reads an HTTP/1.1 message head (request or status line, then headers) from `reader`:
+/// the first line, and the Content-Length (0 when absent).
+#[track_caller]
+pub fn read_http_head(reader: &mut impl BufRead) -> (String, usize) {
+    let mut first_line = String::new();
+    reader.read_line(&mut first_line).expect("first line");
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("content-length");
+            }
+        }
+    }
+    (first_line, length)
+}
+
 /// Adds one task and asserts 201 (not a duplicate); returns its task id.
 #[track_caller]
 pub fn add_task(s: &TestServer, qpath: &str, body: Value) -> String {

@@ -634,6 +634,31 @@ fn settles_sent_in_one_burst_are_each_answered() {
     assert_eq!(completed, 3.0);
 }
 
+/// A complete that arrives together with the close frame is applied before the socket's
+/// tasks are released: the task ends completed, not back in the queue for another attempt.
+#[test]
+fn a_complete_sent_with_the_close_is_applied_before_the_release() {
+    let s = TestServer::start();
+    let id = add_task(&s, &qp(), json!({"task_type": "t"}));
+    let mut ws = Ws::connect(&s, &qp(), "identity=closer");
+    ws.credit(1);
+    let task = ws.expect_task();
+    let complete = json!({"op": "complete", "lease": lease_of(&task), "result": "done"});
+    // Queued, then written with the close frame in one flush.
+    if let Err(e) = ws.sock.write(Message::text(complete.to_string())) {
+        panic!("WebSocket write failed: {e}");
+    }
+    ws.close();
+    let done = wait_until(FRAME_WAIT, || {
+        status_of(&s, &qp(), &id)["state"] != "running"
+    });
+    assert!(done, "the task stayed running");
+    let st = status_of(&s, &qp(), &id);
+    assert_eq!(st["state"], "completed", "{st}");
+    assert_eq!(st["result"], "done", "{st}");
+    assert_eq!(st["attempt"], 1, "{st}");
+}
+
 #[test]
 fn a_heartbeat_frame_is_answered() {
     let s = TestServer::start();

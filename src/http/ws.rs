@@ -118,6 +118,7 @@ async fn connect(
         session,
         grant,
         _slot: slot,
+        settling: Vec::new(),
     };
     actix_rt::spawn(conn.run(stream, rx));
     Ok(response)
@@ -133,6 +134,9 @@ struct Connection {
     grant: Option<Grant>,
     /// Its place among `limits.max_websockets`, given back when the connection ends.
     _slot: Slot,
+    /// Settles sent to their queue and not yet answered: awaited before the socket's tasks
+    /// are released, so a complete that came before the close is applied, not undone.
+    settling: Vec<actix_rt::task::JoinHandle<()>>,
 }
 
 impl Connection {
@@ -197,7 +201,12 @@ impl Connection {
                 }
             }
         };
-        // Release first: the tasks go back even if the close frame cannot be written.
+        // Settles read before the close are applied first (each waits at most for a group
+        // commit); then the rest of the socket's tasks go back, even if the close frame
+        // cannot be written.
+        for settling in std::mem::take(&mut self.settling) {
+            let _ = settling.await;
+        }
         self.owner.do_send(SocketClosed {
             socket_id: self.socket_id,
         });
@@ -353,11 +362,12 @@ impl Connection {
 
     /// Runs the settles of a burst, one request per queue, and answers each with a
     /// `settled` (or `error`) frame once the batch is durable.
-    fn send_settles(&self, burst: SettleBurst) {
+    fn send_settles(&mut self, burst: SettleBurst) {
+        self.settling.retain(|h| !h.is_finished());
         for (queue, items) in burst.by_queue {
             let state = self.state.clone();
             let mut session = self.session.clone();
-            actix_rt::spawn(async move {
+            let handle = actix_rt::spawn(async move {
                 let (leases, items): (Vec<String>, Vec<Settle>) = items.into_iter().unzip();
                 let answers = state.queues.settle(&queue, items, &state.store).await;
                 for (i, lease) in leases.iter().enumerate() {
@@ -374,6 +384,7 @@ impl Connection {
                     }
                 }
             });
+            self.settling.push(handle);
         }
     }
 }

@@ -214,6 +214,17 @@ fn add_n(s: &TestServer, n: usize, ty: &str, extra: Value) -> Vec<String> {
         .collect()
 }
 
+/// Adds one task, connects a socket as `identity` with credit 1 and takes the task pushed
+/// to it: (task id, socket, task).
+#[track_caller]
+fn one_task_on_a_socket(s: &TestServer, identity: &str) -> (String, Ws, Value) {
+    let id = add_task(s, &qp(), json!({"task_type": "t"}));
+    let mut ws = Ws::connect(s, &qp(), &format!("identity={identity}"));
+    ws.credit(1);
+    let task = ws.expect_task();
+    (id, ws, task)
+}
+
 fn ws_gauge(s: &TestServer) -> f64 {
     metric_sum(&metrics_text(s), "tasq_websocket_connections", &[])
 }
@@ -539,10 +550,7 @@ fn an_oversized_frame_closes_the_socket_with_1009() {
 #[test]
 fn a_settle_on_the_socket_is_durable() {
     let s = TestServer::start();
-    let id = add_task(&s, &qp(), json!({"task_type": "t"}));
-    let mut ws = Ws::connect(&s, &qp(), "identity=settler");
-    ws.credit(1);
-    let task = ws.expect_task();
+    let (id, mut ws, task) = one_task_on_a_socket(&s, "settler");
     ws.complete(&task, json!({"ok": 1}));
     let f = ws.expect_op("settled");
     assert_eq!(f["lease"], task["lease"], "{f}");
@@ -639,10 +647,7 @@ fn settles_sent_in_one_burst_are_each_answered() {
 #[test]
 fn a_complete_sent_with_the_close_is_applied_before_the_release() {
     let s = TestServer::start();
-    let id = add_task(&s, &qp(), json!({"task_type": "t"}));
-    let mut ws = Ws::connect(&s, &qp(), "identity=closer");
-    ws.credit(1);
-    let task = ws.expect_task();
+    let (id, mut ws, task) = one_task_on_a_socket(&s, "closer");
     let complete = json!({"op": "complete", "lease": lease_of(&task), "result": "done"});
     // Queued, then written with the close frame in one flush.
     if let Err(e) = ws.sock.write(Message::text(complete.to_string())) {
@@ -724,10 +729,7 @@ fn describe_lists_the_socket_as_a_poller() {
 #[test]
 fn a_failed_task_comes_back_on_the_socket() {
     let s = TestServer::start();
-    let id = add_task(&s, &qp(), json!({"task_type": "t"}));
-    let mut ws = Ws::connect(&s, &qp(), "identity=failer");
-    ws.credit(1);
-    let task = ws.expect_task();
+    let (id, mut ws, task) = one_task_on_a_socket(&s, "failer");
     assert_eq!(task["attempt"], 1);
     ws.send(json!({
         "op": "fail", "lease": lease_of(&task),

@@ -129,10 +129,21 @@ struct LeaseBatch {
     meta: QueueMeta,
     /// Task ids leased so far in the batch.
     task_ids: HashSet<String>,
-    /// The ready entries leased: (position, entry, when), to track once written or put back.
-    leased: Vec<(ReadyPos, Entry, u64)>,
+    /// The leases planned, to track once written, or to put back into the window if not.
+    leased: Vec<PlannedLease>,
     /// A stale ready entry's deletion is in the batch.
     dropped_stale: bool,
+}
+
+/// One lease in a [`LeaseBatch`].
+struct PlannedLease {
+    /// Where the task was in the ready order, and its index entry.
+    pos: ReadyPos,
+    entry: Entry,
+    /// When it was leased (ms).
+    at: u64,
+    lease_id: u64,
+    expires_at: u64,
 }
 
 impl LeaseBatch {
@@ -502,25 +513,36 @@ impl QueueActor {
         batch.meta.ready = batch.meta.ready.saturating_sub(1);
         batch.meta.in_flight += 1;
         batch.task_ids.insert(rec.task_id.clone());
-        batch.leased.push((pos, entry, now));
+        if let Some(lease) = &rec.lease {
+            batch.leased.push(PlannedLease {
+                pos,
+                entry,
+                at: now,
+                lease_id: lease.id,
+                expires_at: lease.expires_at(),
+            });
+        }
         Ok(Some(rec))
     }
 
     /// Plans the lease of up to `max` ready tasks that a poller with `identity` and task-type
-    /// filter `types` may take (see [`eligible`]), in dispatch order, into `batch`; they are
-    /// the poller's once [`QueueActor::commit_leases`] wrote the batch.
+    /// filter `types` may take (see [`eligible`]), in dispatch order, into `batch`, and puts
+    /// their records in `out`; they are the poller's once [`QueueActor::commit_leases`] wrote
+    /// the batch. On an error, `out` still holds every lease planned before it (they are in
+    /// the batch, so the caller delivers them).
     fn lease_ready(
         &mut self,
         types: Option<&[String]>,
         max: usize,
         identity: &str,
         batch: &mut LeaseBatch,
-    ) -> Result<Vec<TaskRecord>> {
+        out: &mut Vec<TaskRecord>,
+    ) -> Result<()> {
         let now = now_ms();
         let instant = Instant::now();
-        let mut out = Vec::new();
+        let start = out.len();
         let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
-        while out.len() < max
+        while out.len() - start < max
             && batch.meta.ready > 0
             && self.leases.len() + batch.leased.len() < max_in_flight
         {
@@ -545,30 +567,29 @@ impl QueueActor {
                 out.push(rec);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes the leases planned in `batch`; then, only if the write succeeded, tracks them.
     /// On failure their entries go back into the window (their pollers get nothing).
-    fn commit_leases(&mut self, batch: LeaseBatch, recs: &[&TaskRecord]) -> Result<()> {
+    fn commit_leases(&mut self, batch: LeaseBatch) -> Result<()> {
         if batch.leased.is_empty() && !batch.dropped_stale {
             return Ok(());
         }
         if let Err(e) = self.commit(batch.txn, batch.meta) {
-            for (pos, entry, _) in batch.leased {
-                self.backlog.put_back(pos, entry);
+            for l in batch.leased {
+                self.backlog.put_back(l.pos, l.entry);
             }
             return Err(e);
         }
-        for rec in recs {
-            self.track_lease(rec);
-        }
-        for (pos, entry, now) in batch.leased {
-            self.fair.dispatched(pos.priority, pos.order);
+        for l in batch.leased {
+            self.fair.dispatched(l.pos.priority, l.pos.order);
             self.metrics.dispatched_backlog.inc();
             self.metrics
                 .schedule_to_start
-                .observe(now.saturating_sub(entry.ready_at) as f64 / 1000.0);
+                .observe(l.at.saturating_sub(l.entry.ready_at) as f64 / 1000.0);
+            self.leases
+                .insert(l.lease_id, l.entry.task_id, l.expires_at);
         }
         Ok(())
     }
@@ -743,18 +764,20 @@ impl QueueActor {
                 if batch.meta.ready == 0 || self.throttled {
                     break;
                 }
-                match self.lease_ready(types.as_deref(), max, &identity, &mut batch) {
-                    Ok(recs) if recs.is_empty() => continue,
-                    Ok(recs) => served.push((id, recs)),
-                    Err(e) => {
-                        log::error!("{}: dispatch failed: {e}", self.key);
-                        failed = true;
-                        break;
-                    }
+                let mut recs = Vec::new();
+                let planned =
+                    self.lease_ready(types.as_deref(), max, &identity, &mut batch, &mut recs);
+                // What was planned before an error is in the batch: it is delivered too.
+                if !recs.is_empty() {
+                    served.push((id, recs));
+                }
+                if let Err(e) = planned {
+                    log::error!("{}: dispatch failed: {e}", self.key);
+                    failed = true;
+                    break;
                 }
             }
-            let recs: Vec<&TaskRecord> = served.iter().flat_map(|(_, r)| r.iter()).collect();
-            if let Err(e) = self.commit_leases(batch, &recs) {
+            if let Err(e) = self.commit_leases(batch) {
                 log::error!("{}: dispatch failed: {e}", self.key);
                 return;
             }
@@ -1578,25 +1601,22 @@ impl Handler<Poll> for QueueActor {
             )));
         }
         let mut batch = LeaseBatch::new(self.meta);
+        let mut recs = Vec::new();
         let planned = self.lease_ready(
             msg.task_types.as_deref(),
             msg.max_tasks,
             &msg.identity,
             &mut batch,
+            &mut recs,
         );
-        // What was planned before a failed read is still written and delivered.
-        let recs = match planned {
-            Ok(recs) => recs,
-            Err(e) if batch.leased.is_empty() => {
-                self.commit_leases(batch, &[])?;
-                return Err(e);
-            }
-            Err(e) => {
-                log::error!("{}: poll stopped early: {e}", self.key);
-                Vec::new()
-            }
-        };
-        self.commit_leases(batch, &recs.iter().collect::<Vec<_>>())?;
+        self.commit_leases(batch)?;
+        // What was planned before a failed read is written and delivered; with nothing
+        // planned, the poll answers the error.
+        match planned {
+            Err(e) if recs.is_empty() => return Err(e),
+            Err(e) => log::error!("{}: poll stopped early: {e}", self.key),
+            Ok(()) => {}
+        }
         let outcome = if !recs.is_empty() {
             PollOutcome::Now(self.delivery(recs, ctx))
         } else if let Some(deadline) = msg.park_until {

@@ -271,13 +271,9 @@ impl Tasq {
     /// that exists already in the queue changes nothing and answers `duplicate: true`.
     pub async fn add(&self, queue: &QueueKey, task: TaskSpec) -> Result<AddResult> {
         let task = task.validate()?;
-        let mut results = self
-            .check()?
-            .add(queue, Arc::new(vec![task]), &self.inner.state.store)
-            .await?;
-        results
-            .pop()
-            .ok_or_else(|| Error::Internal("the queue answered no result".into()))
+        self.check()?
+            .add_one(queue, task, &self.inner.state.store)
+            .await
     }
 
     /// Adds 1–1000 tasks, all or nothing: one invalid task rejects the batch (the error names
@@ -344,10 +340,8 @@ impl Tasq {
             op,
         };
         queues
-            .settle(&token.queue, vec![msg], &self.inner.state.store)
-            .await?
-            .pop()
-            .unwrap_or_else(|| Err(Error::lease_lost()))
+            .settle_one(&token.queue, msg, &self.inner.state.store)
+            .await
     }
 
     /// Extends the lease (when the task has a heartbeat timeout) and keeps `details` with the

@@ -291,6 +291,27 @@ impl Queues {
         applied.wait(store).await
     }
 
+    /// [`Queues::add`] of one task: its result.
+    pub async fn add_one(&self, key: &QueueKey, task: NewTask, store: &Store) -> Result<AddResult> {
+        self.add(key, Arc::new(vec![task]), store)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal("the queue answered no result".into()))
+    }
+
+    /// [`Queues::settle`] of one lease: its answer.
+    pub async fn settle_one(
+        &self,
+        key: &QueueKey,
+        settle: Settle,
+        store: &Store,
+    ) -> Result<Settlement> {
+        self.settle(key, vec![settle], store)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(Error::lease_lost()))
+    }
+
     /// Completes or fails leases of the queue `key` (a WebSocket burst, or one HTTP settle);
     /// answers one result per settle, in order, once durable. Like adds, settles that arrive
     /// together are written together.

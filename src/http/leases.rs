@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{AppState, MaybeJson, Role, RouteSpec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{LeaseToken, TaskError};
 use crate::queue::messages::{Heartbeat, Settle, SettleOp};
 use actix_web::http::Method;
@@ -60,10 +60,8 @@ async fn settle(state: &AppState, lease: &str, op: SettleOp) -> Result<HttpRespo
     };
     let answer = state
         .queues
-        .settle(&token.queue, vec![msg], &state.store)
-        .await?
-        .pop()
-        .unwrap_or_else(|| Err(Error::lease_lost()))?;
+        .settle_one(&token.queue, msg, &state.store)
+        .await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 

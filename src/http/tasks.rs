@@ -49,13 +49,7 @@ async fn add(
     let (ns, queue, ty) = path.into_inner();
     let key = queue_key(&ns, &queue, &ty)?;
     let task = body.validate()?;
-    let mut results = state
-        .queues
-        .add(&key, Arc::new(vec![task]), &state.store)
-        .await?;
-    let result = results
-        .pop()
-        .ok_or_else(|| Error::Internal("the queue answered no result".into()))?;
+    let result = state.queues.add_one(&key, task, &state.store).await?;
     Ok(if result.duplicate {
         HttpResponse::Ok().json(result)
     } else {

@@ -22,9 +22,7 @@ use tokio::sync::mpsc;
 
 use super::{queue_key, AppState, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
-use crate::model::{
-    validate_identity, validate_name, LeaseToken, QueueKey, Task, TaskError, TaskState,
-};
+use crate::model::{validate_identity, validate_name, LeaseToken, QueueKey, Task, TaskError};
 use crate::queue::messages::{
     AddCredit, DrainSocket, Heartbeat, OpenSocket, Settle, SettleOp, Settlement, SocketClosed,
     SocketEvent,
@@ -405,22 +403,20 @@ impl SettleBurst {
     }
 }
 
+/// A `settled` frame: the lease and the same fields as the HTTP settle's answer.
 #[derive(Serialize)]
 struct SettledFrame<'a> {
     op: &'static str,
     lease: &'a str,
-    state: TaskState,
-    task_id: &'a str,
-    next_attempt_at: Option<&'a str>,
+    #[serde(flatten)]
+    settlement: &'a Settlement,
 }
 
-fn settled_frame(lease: &str, s: &Settlement) -> String {
+fn settled_frame(lease: &str, settlement: &Settlement) -> String {
     serde_json::to_string(&SettledFrame {
         op: "settled",
         lease,
-        state: s.state,
-        task_id: &s.task_id,
-        next_attempt_at: s.next_attempt_at.as_deref(),
+        settlement,
     })
     .unwrap_or_default()
 }

@@ -104,10 +104,8 @@ impl Registry {
 
     /// The actor of `key`, spawned if it is not running.
     fn get_or_spawn(&mut self, key: QueueKey, ctx: &mut Context<Self>) -> Loaded {
-        if let Some(loaded) = read(&self.map).get(&key) {
-            if loaded.addr.connected() {
-                return loaded.clone();
-            }
+        if let Some(loaded) = running(&self.map, &key) {
+            return loaded;
         }
         self.generation += 1;
         let generation = self.generation;
@@ -224,6 +222,11 @@ impl Handler<QueueStopped> for Registry {
     }
 }
 
+/// The running actor of `key` in the map, if any (an entry whose actor stopped is not).
+fn running(map: &Map, key: &QueueKey) -> Option<Loaded> {
+    read(map).get(key).filter(|l| l.addr.connected()).cloned()
+}
+
 fn read(map: &Map) -> std::sync::RwLockReadGuard<'_, HashMap<QueueKey, Loaded>> {
     map.read().unwrap_or_else(|e| e.into_inner())
 }
@@ -264,10 +267,8 @@ impl Queues {
     }
 
     async fn running(&self, key: &QueueKey) -> Result<Loaded> {
-        if let Some(loaded) = read(&self.map).get(key) {
-            if loaded.addr.connected() {
-                return Ok(loaded.clone());
-            }
+        if let Some(loaded) = running(&self.map, key) {
+            return Ok(loaded);
         }
         self.registry
             .send(Spawn(key.clone()))
@@ -358,7 +359,7 @@ impl Queues {
 
     /// True when the actor of `key` is running.
     pub fn is_loaded(&self, key: &QueueKey) -> bool {
-        read(&self.map).get(key).is_some_and(|l| l.addr.connected())
+        running(&self.map, key).is_some()
     }
 
     /// Sends `msg` to the actor of `key` and awaits its answer. If the actor stopped before

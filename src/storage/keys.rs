@@ -122,6 +122,31 @@ pub fn expiry_key(at: u64, queue: &QueueKey, task_id: &str) -> Vec<u8> {
     k
 }
 
+/// Appends a task id to the ids of one expiry key (`\0` between ids: task ids never hold it).
+pub fn push_expiry_id(ids: &mut Vec<u8>, task_id: &str) {
+    if !ids.is_empty() {
+        ids.push(0);
+    }
+    ids.extend_from_slice(task_id.as_bytes());
+}
+
+/// Splits the ids of one expiry key into the first (which ends the key) and the rest (its
+/// value, empty when the key names one record).
+pub fn split_expiry_ids(ids: &[u8]) -> (&[u8], &[u8]) {
+    match ids.iter().position(|&b| b == 0) {
+        Some(i) => (&ids[..i], &ids[i + 1..]),
+        None => (ids, &[]),
+    }
+}
+
+/// The task ids held in an expiry key's value, besides the one in the key.
+pub fn expiry_ids(value: &[u8]) -> impl Iterator<Item = &str> {
+    value
+        .split(|&b| b == 0)
+        .filter(|id| !id.is_empty())
+        .filter_map(|id| std::str::from_utf8(id).ok())
+}
+
 /// Decodes an expiry key into (time, queue, task id).
 pub fn decode_expiry(raw: &[u8]) -> Option<(u64, QueueKey, String)> {
     let at = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);

@@ -13,14 +13,15 @@
 //! - `delayed`: queue prefix + due + seq → [`Entry`]: delayed tasks and retry backoff;
 //! - `inflight`: queue prefix + task id → (): leased tasks, requeued on recovery;
 //! - `dead`: queue prefix + time + seq → task id: dead letters, newest last;
-//! - `expiry`: time + queue prefix + task id → (): finished records to purge;
+//! - `expiry`: time + queue prefix + task id → more task ids of that queue and time: finished
+//!   records to purge;
 //! - `queues`: queue prefix → [`QueueMeta`]: counters and settings of each queue;
 //! - `waiting`: deadline + queue prefix + task id → (): schedule-to-start deadlines.
 
 pub mod commit;
 pub mod keys;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -200,7 +201,7 @@ impl Store {
 
     /// Applies a set of writes atomically.
     pub fn commit(&self, txn: Txn) -> Result<()> {
-        self.tree.apply_batch(txn.batch)?;
+        self.tree.apply_batch(txn.into_batch())?;
         Ok(())
     }
 
@@ -421,15 +422,17 @@ impl Store {
             .range((Bound::Unbounded, Bound::Excluded(end)))
             .take(limit)
         {
-            let (k, _) = item?;
+            let (k, more) = item?;
             let mut txn = Txn::default();
             txn.remove(Prefix::Expiry, &k);
-            if let Some((_, queue, task_id)) = keys::decode_expiry(&k) {
-                // A record that changed since (redriven, re-added) is not finished any more.
-                if let Some(rec) = self.task(&queue, &task_id)? {
-                    if rec.state.is_terminal() && !rec.state.is_dead_letter() {
-                        txn.delete_task(&queue, &task_id);
-                        n += 1;
+            if let Some((_, queue, first)) = keys::decode_expiry(&k) {
+                for task_id in std::iter::once(first.as_str()).chain(keys::expiry_ids(&more)) {
+                    // A record that changed since (redriven, re-added) is not finished any more.
+                    if let Some(rec) = self.task(&queue, task_id)? {
+                        if rec.state.is_terminal() && !rec.state.is_dead_letter() {
+                            txn.delete_task(&queue, task_id);
+                            n += 1;
+                        }
                     }
                 }
             }
@@ -575,9 +578,23 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 #[derive(Default)]
 pub struct Txn {
     batch: Batch,
+    /// Records whose retention ends, grouped by (end, queue): written as one expiry key per
+    /// group when the transaction is committed (see [`Txn::put_expiry`]).
+    expiring: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Txn {
+    /// The sled batch, with the expiry keys of the records grouped so far.
+    fn into_batch(mut self) -> Batch {
+        for (group, ids) in std::mem::take(&mut self.expiring) {
+            let (first, rest) = keys::split_expiry_ids(&ids);
+            let mut k = group;
+            k.extend_from_slice(first);
+            self.insert(Prefix::Expiry, &k, rest);
+        }
+        self.batch
+    }
+
     fn insert(&mut self, space: Prefix, key: &[u8], value: impl Into<IVec>) {
         let mut k = Vec::with_capacity(key.len() + 1);
         k.push(space as u8);
@@ -653,9 +670,15 @@ impl Txn {
         self.remove(Prefix::Dead, &keys::dead_key(queue, at, seq));
     }
 
-    /// Schedules the purge of a finished record.
+    /// Schedules the purge of a finished record. The records of one queue whose retention
+    /// ends at the same millisecond (a burst of settles) share one expiry key: a settle
+    /// costs a write to the store per key, and most of a burst's records end together.
     pub fn put_expiry(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
-        self.insert(Prefix::Expiry, &keys::expiry_key(at, queue, task_id), &[]);
+        let ids = self
+            .expiring
+            .entry(keys::expiry_key(at, queue, ""))
+            .or_default();
+        keys::push_expiry_id(ids, task_id);
     }
 
     /// Records a task's schedule-to-start deadline.
@@ -674,5 +697,71 @@ impl Txn {
             .map_err(|e| Error::Internal(format!("cannot encode queue counters: {e}")))?;
         self.insert(Prefix::Queues, &keys::queue_prefix(queue), raw);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AddTaskRequest, QueueType};
+
+    fn store() -> Arc<Store> {
+        let opts = StoreOptions {
+            fsync: false,
+            cache_capacity_bytes: 1 << 20,
+            temporary: true,
+            max_bytes: 0,
+        };
+        let dir = std::env::temp_dir().join(format!("tasq-store-{}", uuid::Uuid::new_v4()));
+        Store::open(&dir, &opts, Metrics::new(10)).unwrap()
+    }
+
+    fn record(id: &str, state: TaskState) -> TaskRecord {
+        let req: AddTaskRequest =
+            serde_json::from_str(&format!(r#"{{"task_type": "t", "task_id": "{id}"}}"#)).unwrap();
+        let mut rec = TaskRecord::new(&req.validate().unwrap(), 1, 1);
+        rec.state = state;
+        rec
+    }
+
+    #[test]
+    fn records_finished_together_share_an_expiry_key_and_are_all_purged() {
+        let store = store();
+        let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
+        let mut txn = Txn::default();
+        for (id, state, at) in [
+            ("a", TaskState::Completed, 100),
+            ("b", TaskState::Completed, 100),
+            ("c", TaskState::Cancelled, 100),
+            ("later", TaskState::Completed, 200),
+            ("redriven", TaskState::Pending, 100),
+        ] {
+            txn.put_task(&q, &record(id, state)).unwrap();
+            txn.put_expiry(at, &q, id);
+        }
+        store.commit(txn).unwrap();
+        assert_eq!(
+            store
+                .expiry
+                .range((Bound::Unbounded, Bound::Unbounded))
+                .count(),
+            2
+        );
+
+        assert_eq!(store.purge_expired(150, 10).unwrap(), 3);
+        for (id, kept) in [("a", false), ("b", false), ("c", false), ("later", true)] {
+            assert_eq!(store.task(&q, id).unwrap().is_some(), kept, "{id}");
+        }
+        // A record no longer finished when its retention ends is kept.
+        assert!(store.task(&q, "redriven").unwrap().is_some());
+        assert_eq!(store.purge_expired(250, 10).unwrap(), 1);
+        assert_eq!(store.task_count(), 1);
+        assert_eq!(
+            store
+                .expiry
+                .range((Bound::Unbounded, Bound::Unbounded))
+                .count(),
+            0
+        );
     }
 }

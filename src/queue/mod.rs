@@ -447,7 +447,7 @@ impl QueueActor {
                         }
                     }
                 }
-                txn.put_task(&self.key, &rec)?;
+                txn.put_task(&self.key, &rec);
             }
             results.push(answers);
         }
@@ -502,11 +502,8 @@ impl QueueActor {
         };
         let mut rec = rec;
         self.start_lease(&mut rec, identity, now, (pos.order, entry.ready_at));
-        if let Err(e) = batch.txn.put_task(&self.key, &rec) {
-            self.backlog.put_back(pos, entry);
-            return Err(e);
-        }
         // Nothing fails from here on: the batch holds all of this lease or none of it.
+        batch.txn.put_task(&self.key, &rec);
         batch.txn.del_ready(&self.key, pos);
         self.end_waiting(&rec, &mut batch.txn);
         batch.txn.put_inflight(&self.key, &rec.task_id);
@@ -722,7 +719,7 @@ impl QueueActor {
         let mut txn = Txn::default();
         let mut meta = self.meta;
         let after = self.plan_failure(&mut rec, &mut txn, &mut meta, failure, now);
-        txn.put_task(&self.key, &rec)?;
+        txn.put_task(&self.key, &rec);
         self.commit(txn, meta)?;
         self.leases.remove(lease_id);
         self.lease_ended(lease_id);
@@ -815,7 +812,7 @@ impl QueueActor {
         let (pos, entry) = requeue_leased(&mut rec);
         let mut txn = Txn::default();
         let mut meta = self.meta;
-        txn.put_task(&self.key, &rec)?;
+        txn.put_task(&self.key, &rec);
         txn.del_inflight(&self.key, task_id);
         txn.put_ready(&self.key, pos, &entry);
         meta.in_flight = meta.in_flight.saturating_sub(1);
@@ -994,7 +991,7 @@ impl QueueActor {
             state: rec.state,
             next_attempt_at,
         });
-        txn.put_task(&self.key, &rec)?;
+        txn.put_task(&self.key, &rec);
         Ok(Planned::Write(PlannedSettle {
             lease_id: msg.lease_id,
             ran_ms: now.saturating_sub(dispatched_at),
@@ -1063,7 +1060,7 @@ impl QueueActor {
             rec.heartbeat_details = Some(details.clone());
         }
         let mut txn = Txn::default();
-        txn.put_task(&self.key, &rec)?;
+        txn.put_task(&self.key, &rec);
         self.commit(txn, self.meta)?;
         self.leases.extend(msg.lease_id, expires_at);
         Ok(HeartbeatAnswer {
@@ -1115,7 +1112,7 @@ impl QueueActor {
                 rec.state = TaskState::Cancelled;
                 rec.updated_at = now;
                 txn.put_expiry(self.retention_end(now), &self.key, task_id);
-                txn.put_task(&self.key, &rec)?;
+                txn.put_task(&self.key, &rec);
                 self.commit(txn, meta)?;
                 if let Some(pos) = removed {
                     self.backlog.remove(&pos);
@@ -1125,7 +1122,7 @@ impl QueueActor {
             TaskState::Running if !rec.cancel_requested => {
                 rec.cancel_requested = true;
                 rec.updated_at = now;
-                txn.put_task(&self.key, &rec)?;
+                txn.put_task(&self.key, &rec);
                 self.commit(txn, meta)?;
             }
             _ => {}
@@ -1161,7 +1158,7 @@ impl QueueActor {
                 continue;
             }
             promoted.push(self.enqueue_ready(&mut rec, &mut txn, &mut meta, at));
-            txn.put_task(&self.key, &rec)?;
+            txn.put_task(&self.key, &rec);
         }
         self.commit(txn, meta)?;
         for (pos, entry) in promoted {
@@ -1415,7 +1412,7 @@ impl QueueActor {
             // The schedule-to-start wait was used up; a redriven task waits as long as it must.
             rec.schedule_to_start_timeout_ms = None;
             ready.push(self.enqueue_ready(&mut rec, &mut txn, &mut meta, now));
-            txn.put_task(&self.key, &rec)?;
+            txn.put_task(&self.key, &rec);
         }
         self.commit(txn, meta)?;
         let n = ready.len();
@@ -1454,7 +1451,7 @@ impl QueueActor {
                 });
                 txn.put_dead(&self.key, now, rec.seq, task_id);
                 meta.dead += 1;
-                txn.put_task(&self.key, &rec)?;
+                txn.put_task(&self.key, &rec);
             }
             self.commit(txn, meta)?;
             if waiting {

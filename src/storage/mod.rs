@@ -8,7 +8,7 @@
 //! Key spaces (keys in `keys`), each a one-byte prefix in one sled tree, so that every change
 //! is one atomic `apply_batch` on one tree: a crash never leaves a record without its index
 //! entry, and a batch costs far less than a transaction across several trees.
-//! - `tasks`: queue prefix + task id → [`TaskRecord`] (JSON);
+//! - `tasks`: queue prefix + task id → [`TaskRecord`] (binary, see `record`);
 //! - `ready`: queue prefix + priority + order + seq → [`Entry`]: the dispatch index;
 //! - `delayed`: queue prefix + due + seq → [`Entry`]: delayed tasks and retry backoff;
 //! - `inflight`: queue prefix + task id → (): leased tasks, requeued on recovery;
@@ -20,6 +20,7 @@
 
 pub mod commit;
 pub mod keys;
+pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -401,7 +402,7 @@ impl Store {
             }
             let (pos, entry) = requeue_leased(&mut rec);
             txn.put_ready(&queue, pos, &entry);
-            txn.put_task(&queue, &rec)?;
+            txn.put_task(&queue, &rec);
             meta.ready += 1;
             n += 1;
         }
@@ -559,7 +560,7 @@ pub fn entry_of(rec: &TaskRecord, ready_at: u64) -> Entry {
 }
 
 fn decode_record(raw: &[u8]) -> Result<TaskRecord> {
-    serde_json::from_slice(raw).map_err(|e| Error::Internal(format!("corrupt task record: {e}")))
+    record::decode(raw).map_err(|e| Error::Internal(format!("corrupt task record: {e}")))
 }
 
 /// The smallest key greater than every key starting with `prefix`.
@@ -610,11 +611,12 @@ impl Txn {
     }
 
     /// Stores a task record.
-    pub fn put_task(&mut self, queue: &QueueKey, rec: &TaskRecord) -> Result<()> {
-        let raw = serde_json::to_vec(rec)
-            .map_err(|e| Error::Internal(format!("cannot encode a task record: {e}")))?;
-        self.insert(Prefix::Tasks, &keys::task_key(queue, &rec.task_id), raw);
-        Ok(())
+    pub fn put_task(&mut self, queue: &QueueKey, rec: &TaskRecord) {
+        self.insert(
+            Prefix::Tasks,
+            &keys::task_key(queue, &rec.task_id),
+            record::encode(rec),
+        );
     }
 
     /// Deletes a task record.
@@ -736,7 +738,7 @@ mod tests {
             ("later", TaskState::Completed, 200),
             ("redriven", TaskState::Pending, 100),
         ] {
-            txn.put_task(&q, &record(id, state)).unwrap();
+            txn.put_task(&q, &record(id, state));
             txn.put_expiry(at, &q, id);
         }
         store.commit(txn).unwrap();

@@ -11,7 +11,10 @@
 //! - `keys/entry_encode`, `keys/entry_decode` (plain and routed): the ready/delayed index value;
 //! - `keys/txn_put_ready`: all of the above that one ready write does, into a `Txn` (sled batch);
 //! - `lease_token/encode`, `lease_token/decode`: the token given with each dispatched task and
-//!   parsed back on every heartbeat, complete and fail.
+//!   parsed back on every heartbeat, complete and fail;
+//! - `record/encode`, `record/decode`: a running task's record (200-byte payload) in its stored
+//!   binary form, written on every add, lease and settle and read on every lease and settle;
+//!   `record/json_encode`, `record/json_decode`: the same record as JSON, the form before.
 //!
 //! Run: `cargo bench --bench keys` (a short run: `cargo bench --bench keys -- --warm-up-time 1
 //! --measurement-time 3`; one group: `cargo bench --bench keys -- lease_token`).
@@ -19,11 +22,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tasq::model::LeaseToken;
+use tasq::model::{ActiveLease, AddTaskRequest, LeaseToken, TaskRecord, TaskState};
 use tasq::storage::keys::{
     decode_delayed, decode_expiry, delayed_key, expiry_key, queue_prefix, task_key,
 };
-use tasq::storage::{Entry, EntryRoute, ReadyPos, Txn};
+use tasq::storage::{record, Entry, EntryRoute, ReadyPos, Txn};
 use tasq::{QueueKey, QueueType};
 
 /// A task id as the server makes them (UUID v4, 36 characters).
@@ -131,5 +134,50 @@ fn lease_token(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, keys, lease_token);
+/// A running task as `tasq bench` adds them: 200-byte JSON payload, defaults otherwise.
+fn running_record() -> TaskRecord {
+    let payload = format!(r#"{{"data": "{}"}}"#, "x".repeat(188));
+    let req: AddTaskRequest = serde_json::from_str(&format!(
+        r#"{{"task_type": "bench", "task_id": "{TASK_ID}", "payload": {payload}}}"#
+    ))
+    .unwrap();
+    let mut rec = TaskRecord::new(&req.validate().unwrap(), 1_750_000_000_000, 123_456_789);
+    rec.state = TaskState::Running;
+    rec.attempt = 1;
+    rec.lease = Some(ActiveLease {
+        id: 0x1234_5678_9abc_def0,
+        identity: "worker-1".into(),
+        dispatched_at: 1_750_000_000_100,
+        close_deadline: 1_750_000_300_100,
+        heartbeat_deadline: None,
+        order: 1_750_000_000_000,
+        ready_at: 1_750_000_000_000,
+    });
+    rec
+}
+
+fn records(c: &mut Criterion) {
+    let rec = running_record();
+    let raw = record::encode(&rec);
+    let json = serde_json::to_vec(&rec).unwrap();
+    let mut g = c.benchmark_group("record");
+    g.bench_function("encode", |b| b.iter(|| record::encode(black_box(&rec))));
+    g.bench_function("decode", |b| {
+        b.iter(|| record::decode(black_box(&raw)).unwrap())
+    });
+    g.bench_function("json_encode", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&rec)).unwrap())
+    });
+    g.bench_function("json_decode", |b| {
+        b.iter(|| record::decode(black_box(&json)).unwrap())
+    });
+    g.finish();
+    eprintln!(
+        "record: {} bytes stored, {} bytes as JSON",
+        raw.len(),
+        json.len()
+    );
+}
+
+criterion_group!(benches, keys, lease_token, records);
 criterion_main!(benches);

@@ -463,6 +463,41 @@ fn http_and_websocket_workers_share_one_queue() {
     }
 }
 
+/// Tasks that become ready together are dealt in turns: a socket takes one and goes to the
+/// back of the line, so a poll parked after it is served before the socket's credit is spent.
+#[test]
+fn a_socket_and_a_parked_poll_take_turns_on_tasks_ready_together() {
+    let s = TestServer::start();
+    add_n(&s, 3, "t", json!({}));
+    let mut holder = Ws::connect(&s, &qp(), "identity=holder");
+    holder.credit(3);
+    for _ in 0..3 {
+        holder.expect_task();
+    }
+    let mut ws = Ws::connect(&s, &qp(), "identity=ws-turns");
+    ws.credit(3);
+    wait_for_poller(&s, NS, QUEUE, "activity", "ws-turns");
+    let poll = {
+        let url = s.url(&format!("{}/poll", qp()));
+        thread::spawn(move || {
+            post(
+                &url,
+                &json!({"identity": "http-turns", "max_tasks": 1, "wait_ms": 20_000}),
+            )
+        })
+    };
+    wait_for_poller(&s, NS, QUEUE, "activity", "http-turns");
+
+    // The holder's three tasks come back at once when it closes.
+    holder.close();
+    let (status, body) = poll.join().expect("poll thread");
+    assert_eq!(status, 200, "poll: {body}");
+    assert_eq!(body["tasks"].as_array().map(Vec::len), Some(1), "{body}");
+    ws.expect_task();
+    ws.expect_task();
+    ws.expect_quiet("the poll had its turn: two of the three tasks for the socket");
+}
+
 #[test]
 fn task_types_filter_what_a_socket_gets() {
     let s = TestServer::start();

@@ -123,6 +123,18 @@ impl SettleBatchWrite {
     }
 }
 
+/// A waiter's part in one `dispatch_waiting` call: what it may still take and what it got.
+struct Share {
+    waiter: u64,
+    task_types: Option<Vec<String>>,
+    identity: String,
+    /// Tasks per round: a poll's `max_tasks`, one for a socket.
+    per_round: usize,
+    /// Tasks it may still take in this call: a poll's `max_tasks`, a socket's credit.
+    left: usize,
+    recs: Vec<TaskRecord>,
+}
+
 /// Leases planned into one write (see [`QueueActor::lease_ready`]).
 struct LeaseBatch {
     txn: Txn,
@@ -736,60 +748,76 @@ impl QueueActor {
         Delivery::new(tasks, leases, ctx.address())
     }
 
-    /// Serves parked polls from the backlog, oldest waiter first. Each round offers every
-    /// waiter its share in order and writes all of the round's leases at once; a socket with
-    /// credit left is queued again at the back and served in the next round.
+    /// Serves parked polls from the backlog, oldest waiter first, in rounds: each round offers
+    /// every waiter its share in order (a poll its `max_tasks`, once; a socket one task a
+    /// round while its credit lasts, so sockets and polls take turns as if each socket went
+    /// back to the end of the line after every task). All rounds are planned into one write,
+    /// then every waiter served gets its tasks.
     fn dispatch_waiting(&mut self, ctx: &mut Context<Self>) {
         if self.shutting_down {
             return;
         }
-        loop {
-            let now = Instant::now();
-            self.waiters.prune(now);
-            if self.waiters.is_empty() || self.meta.ready == 0 {
-                return;
-            }
-            let candidates: Vec<(u64, Option<Vec<String>>, usize, String)> = self
-                .waiters
-                .iter()
-                .map(|w| (w.id, w.task_types.clone(), w.max_tasks, w.identity.clone()))
-                .collect();
-            let mut batch = LeaseBatch::new(self.meta);
-            let mut served: Vec<(u64, Vec<TaskRecord>)> = Vec::new();
-            let mut failed = false;
-            for (id, types, max, identity) in candidates {
+        self.waiters.prune(Instant::now());
+        if self.waiters.is_empty() || self.meta.ready == 0 {
+            return;
+        }
+        let mut shares: Vec<Share> = self
+            .waiters
+            .iter()
+            .map(|w| Share {
+                waiter: w.id,
+                task_types: w.task_types.clone(),
+                identity: w.identity.clone(),
+                per_round: w.max_tasks,
+                left: match w.sink {
+                    Sink::Poll(_) => w.max_tasks,
+                    Sink::Socket(id) => self.sockets.get(&id).map_or(0, |s| s.credit as usize),
+                },
+                recs: Vec::new(),
+            })
+            .collect();
+        let mut batch = LeaseBatch::new(self.meta);
+        'rounds: loop {
+            let mut progressed = false;
+            for share in shares.iter_mut().filter(|s| s.left > 0) {
                 if batch.meta.ready == 0 || self.throttled {
-                    break;
+                    break 'rounds;
                 }
-                let mut recs = Vec::new();
-                let planned =
-                    self.lease_ready(types.as_deref(), max, &identity, &mut batch, &mut recs);
+                let before = share.recs.len();
+                let want = share.per_round.min(share.left);
+                let planned = self.lease_ready(
+                    share.task_types.as_deref(),
+                    want,
+                    &share.identity,
+                    &mut batch,
+                    &mut share.recs,
+                );
                 // What was planned before an error is in the batch: it is delivered too.
-                if !recs.is_empty() {
-                    served.push((id, recs));
-                }
                 if let Err(e) = planned {
                     log::error!("{}: dispatch failed: {e}", self.key);
-                    failed = true;
-                    break;
+                    break 'rounds;
                 }
+                let got = share.recs.len() - before;
+                // Given less than it asked for, a waiter has nothing eligible left this time
+                // (and a poll, asking for all of its `max_tasks` at once, is served).
+                share.left = if got < want { 0 } else { share.left - got };
+                progressed |= got > 0;
             }
-            if let Err(e) = self.commit_leases(batch) {
-                log::error!("{}: dispatch failed: {e}", self.key);
-                return;
+            if !progressed {
+                break;
             }
-            let progressed = !served.is_empty();
-            for (id, recs) in served {
-                match self.waiters.remove(id) {
-                    Some(w) => self.deliver(w, recs, ctx),
-                    None => {
-                        let leases: Vec<_> = recs.iter().filter_map(lease_of).collect();
-                        self.return_tasks(&leases);
-                    }
+        }
+        if let Err(e) = self.commit_leases(batch) {
+            log::error!("{}: dispatch failed: {e}", self.key);
+            return;
+        }
+        for share in shares.into_iter().filter(|s| !s.recs.is_empty()) {
+            match self.waiters.remove(share.waiter) {
+                Some(w) => self.deliver(w, share.recs, ctx),
+                None => {
+                    let leases: Vec<_> = share.recs.iter().filter_map(lease_of).collect();
+                    self.return_tasks(&leases);
                 }
-            }
-            if failed || !progressed || self.throttled {
-                return;
             }
         }
     }

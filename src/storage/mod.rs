@@ -727,6 +727,40 @@ mod tests {
     }
 
     #[test]
+    fn a_record_stored_as_json_by_an_earlier_version_still_reads() {
+        let store = store();
+        let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
+        let old = record("old", TaskState::Completed);
+        let mut txn = Txn::default();
+        txn.insert(
+            Prefix::Tasks,
+            &keys::task_key(&q, "old"),
+            serde_json::to_vec(&old).unwrap(),
+        );
+        store.commit(txn).unwrap();
+        let back = store.task(&q, "old").unwrap().expect("the record");
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&old).unwrap()
+        );
+        // Written again, it is stored in the binary form and reads the same.
+        let mut txn = Txn::default();
+        txn.put_task(&q, &back);
+        store.commit(txn).unwrap();
+        let raw = store
+            .tasks
+            .get(&keys::task_key(&q, "old"))
+            .unwrap()
+            .unwrap();
+        assert_ne!(raw.first(), Some(&b'{'));
+        let again = store.task(&q, "old").unwrap().expect("the record");
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&old).unwrap()
+        );
+    }
+
+    #[test]
     fn records_finished_together_share_an_expiry_key_and_are_all_purged() {
         let store = store();
         let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();

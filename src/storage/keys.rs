@@ -122,21 +122,10 @@ pub fn expiry_key(at: u64, queue: &QueueKey, task_id: &str) -> Vec<u8> {
     k
 }
 
-/// Appends a task id to the ids of one expiry key (`\0` between ids: task ids never hold it).
-pub fn push_expiry_id(ids: &mut Vec<u8>, task_id: &str) {
-    if !ids.is_empty() {
-        ids.push(0);
-    }
-    ids.extend_from_slice(task_id.as_bytes());
-}
-
-/// Splits the ids of one expiry key into the first (which ends the key) and the rest (its
-/// value, empty when the key names one record).
-pub fn split_expiry_ids(ids: &[u8]) -> (&[u8], &[u8]) {
-    match ids.iter().position(|&b| b == 0) {
-        Some(i) => (&ids[..i], &ids[i + 1..]),
-        None => (ids, &[]),
-    }
+/// The value of an expiry key: the task ids of its group besides the one that ends the key,
+/// `\0` between them (task ids never hold it); empty when the key names one record.
+pub fn expiry_value(more: &[String]) -> Vec<u8> {
+    more.join("\0").into_bytes()
 }
 
 /// The task ids held in an expiry key's value, besides the one in the key.

@@ -581,17 +581,18 @@ pub struct Txn {
     batch: Batch,
     /// Records whose retention ends, grouped by (end, queue): written as one expiry key per
     /// group when the transaction is committed (see [`Txn::put_expiry`]).
-    expiring: BTreeMap<Vec<u8>, Vec<u8>>,
+    expiring: BTreeMap<Vec<u8>, Vec<String>>,
 }
 
 impl Txn {
     /// The sled batch, with the expiry keys of the records grouped so far.
     fn into_batch(mut self) -> Batch {
-        for (group, ids) in std::mem::take(&mut self.expiring) {
-            let (first, rest) = keys::split_expiry_ids(&ids);
-            let mut k = group;
-            k.extend_from_slice(first);
-            self.insert(Prefix::Expiry, &k, rest);
+        for (mut key, ids) in std::mem::take(&mut self.expiring) {
+            let Some((first, more)) = ids.split_first() else {
+                continue;
+            };
+            key.extend_from_slice(first.as_bytes());
+            self.insert(Prefix::Expiry, &key, keys::expiry_value(more));
         }
         self.batch
     }
@@ -676,11 +677,10 @@ impl Txn {
     /// ends at the same millisecond (a burst of settles) share one expiry key: a settle
     /// costs a write to the store per key, and most of a burst's records end together.
     pub fn put_expiry(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
-        let ids = self
-            .expiring
+        self.expiring
             .entry(keys::expiry_key(at, queue, ""))
-            .or_default();
-        keys::push_expiry_id(ids, task_id);
+            .or_default()
+            .push(task_id.to_string());
     }
 
     /// Records a task's schedule-to-start deadline.

@@ -108,10 +108,7 @@ type Item = sled::Result<(IVec, IVec)>;
 
 impl Space {
     fn key(&self, k: &[u8]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(k.len() + 1);
-        v.push(self.prefix);
-        v.extend_from_slice(k);
-        v
+        spaced(self.prefix, k)
     }
 
     fn get(&self, k: &[u8]) -> sled::Result<Option<IVec>> {
@@ -563,6 +560,14 @@ fn decode_record(raw: &[u8]) -> Result<TaskRecord> {
     record::decode(raw).map_err(|e| Error::Internal(format!("corrupt task record: {e}")))
 }
 
+/// `key` in the key space `prefix`: the full key in the shared tree.
+fn spaced(prefix: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(prefix);
+    k.extend_from_slice(key);
+    k
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -598,17 +603,11 @@ impl Txn {
     }
 
     fn insert(&mut self, space: Prefix, key: &[u8], value: impl Into<IVec>) {
-        let mut k = Vec::with_capacity(key.len() + 1);
-        k.push(space as u8);
-        k.extend_from_slice(key);
-        self.batch.insert(k, value);
+        self.batch.insert(spaced(space as u8, key), value);
     }
 
     fn remove(&mut self, space: Prefix, key: &[u8]) {
-        let mut k = Vec::with_capacity(key.len() + 1);
-        k.push(space as u8);
-        k.extend_from_slice(key);
-        self.batch.remove(k);
+        self.batch.remove(spaced(space as u8, key));
     }
 
     /// Stores a task record.

@@ -385,6 +385,22 @@ mod tests {
     }
 
     #[test]
+    fn every_state_round_trips() {
+        for state in [
+            TaskState::Pending,
+            TaskState::Running,
+            TaskState::Completed,
+            TaskState::Failed,
+            TaskState::TimedOut,
+            TaskState::Cancelled,
+        ] {
+            let mut rec = plain();
+            rec.state = state;
+            assert_eq!(decode(&encode(&rec)).unwrap().state, state);
+        }
+    }
+
+    #[test]
     fn records_stored_as_json_still_read() {
         for rec in [plain(), full()] {
             let raw = serde_json::to_vec(&rec).unwrap();

@@ -859,7 +859,7 @@ impl Drop for ParkGuard {
 /// the caller gives up meanwhile, the delivery is dropped and its tasks go back to the queue.
 async fn accept(store: &Store, delivery: Delivery) -> Result<Vec<Task>> {
     if !delivery.is_empty() {
-        store.durable().await?;
+        store.durable_since(delivery.write()).await?;
     }
     Ok(delivery.accept())
 }

@@ -29,6 +29,7 @@ use crate::queue::messages::{
 };
 use crate::queue::pollers::Slot;
 use crate::queue::QueueActor;
+use crate::storage::Written;
 use actix_web::http::Method;
 
 /// How often the server pings.
@@ -170,8 +171,8 @@ impl Connection {
                     }
                 }
                 event = rx.recv() => match event {
-                    Some(SocketEvent::Task(task)) => {
-                        if !self.send_tasks(task, &mut rx).await {
+                    Some(SocketEvent::Task(task, written)) => {
+                        if !self.send_tasks(task, written, &mut rx).await {
                             break None;
                         }
                     }
@@ -261,6 +262,7 @@ impl Connection {
     async fn send_tasks(
         &mut self,
         first: Box<crate::model::Task>,
+        mut written: Written,
         rx: &mut mpsc::UnboundedReceiver<SocketEvent>,
     ) -> bool {
         let mut tasks = vec![first];
@@ -268,12 +270,15 @@ impl Connection {
         let mut drained = false;
         while let Ok(ev) = rx.try_recv() {
             match ev {
-                SocketEvent::Task(t) => tasks.push(t),
+                SocketEvent::Task(t, w) => {
+                    tasks.push(t);
+                    written = written.max(w);
+                }
                 SocketEvent::Drained => drained = true,
                 SocketEvent::Close => close = true,
             }
         }
-        if let Err(e) = self.state.store.durable().await {
+        if let Err(e) = self.state.store.durable_since(written).await {
             self.send_error(None, &e);
             return false;
         }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::error::Result;
 use crate::model::{NewTask, TaskError, TaskRecord, TaskState};
-use crate::storage::Store;
+use crate::storage::{Store, Written};
 
 use super::pollers::{Delivery, PollerInfo};
 
@@ -24,19 +24,26 @@ use super::pollers::{Delivery, PollerInfo};
 /// flusher wakes the caller directly, one thread hand-off fewer per write than a reply
 /// future spawned on the actor's arbiter, and the actor is free meanwhile.
 #[must_use = "the value is only given out once durable: call wait()"]
-pub struct Durable<T>(T);
+pub struct Durable<T> {
+    value: T,
+    /// The latest write when the value was made: it and every write before it.
+    write: Written,
+}
 
 impl<T> Durable<T> {
-    /// Wraps a value whose writes were applied to the store just now.
-    pub(crate) fn applied(value: T) -> Self {
-        Durable(value)
+    /// Wraps a value whose writes were applied to `store` just now.
+    pub(crate) fn applied(value: T, store: &Store) -> Self {
+        Durable {
+            value,
+            write: store.latest_write(),
+        }
     }
 
-    /// Resolves with the value once every write applied before it is on disk (per the
-    /// durability setting).
+    /// Resolves with the value once its writes are on disk (per the durability setting): at
+    /// once if a flush covered them meanwhile.
     pub async fn wait(self, store: &Store) -> Result<T> {
-        store.durable().await?;
-        Ok(self.0)
+        store.durable_since(self.write).await?;
+        Ok(self.value)
     }
 }
 
@@ -327,8 +334,8 @@ pub struct ExpireWaiting {
 /// What the queue sends to a streaming worker's socket.
 #[derive(Debug)]
 pub enum SocketEvent {
-    /// A task leased to the socket.
-    Task(Box<crate::model::Task>),
+    /// A task leased to the socket, to send once the write named is on disk.
+    Task(Box<crate::model::Task>, Written),
     /// The socket asked to drain: no task follows this event until new credit.
     Drained,
     /// The server is shutting down: close the socket.

@@ -627,12 +627,18 @@ impl QueueActor {
             self.return_tasks(&leases);
             return;
         };
+        // The leases were written just now: they go out once that write is on disk.
+        let written = self.env.store.latest_write();
         for rec in &recs {
             let (Some(task), Some((task_id, lease_id))) = (rec.to_task(&self.key), lease_of(rec))
             else {
                 continue;
             };
-            if socket.tx.send(SocketEvent::Task(Box::new(task))).is_err() {
+            if socket
+                .tx
+                .send(SocketEvent::Task(Box::new(task), written))
+                .is_err()
+            {
                 unsent.push((task_id, lease_id));
                 continue;
             }
@@ -745,7 +751,8 @@ impl QueueActor {
         self.dispatch_rate.add(now, recs.len() as u32);
         let leases = recs.iter().filter_map(lease_of).collect();
         let tasks = recs.iter().filter_map(|r| r.to_task(&self.key)).collect();
-        Delivery::new(tasks, leases, ctx.address())
+        // The leases were written just now: the poller has them once that write is on disk.
+        Delivery::new(tasks, leases, self.store().latest_write(), ctx.address())
     }
 
     /// Serves parked polls from the backlog, oldest waiter first, in rounds: each round offers
@@ -1579,7 +1586,7 @@ impl Handler<TakeAdds> for QueueActor {
         match result {
             Ok(results) => {
                 for ((_, reply), r) in pending.into_iter().zip(results) {
-                    let _ = reply.send(Ok(Durable::applied(r)));
+                    let _ = reply.send(Ok(Durable::applied(r, self.store())));
                 }
             }
             Err(e) => {
@@ -1718,7 +1725,7 @@ impl Handler<TakeSettles> for QueueActor {
         let mut answers = self.settle_all(&all).into_iter();
         for (items, reply) in pending {
             let mine: Vec<_> = answers.by_ref().take(items.len()).collect();
-            let _ = reply.send(Durable::applied(mine));
+            let _ = reply.send(Durable::applied(mine, self.store()));
         }
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
@@ -1741,7 +1748,7 @@ impl Handler<Cancel> for QueueActor {
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
         let result = self.cancel(&msg.task_id);
         self.after_change(ctx);
-        result.map(Durable::applied)
+        result.map(|r| Durable::applied(r, self.store()))
     }
 }
 
@@ -1799,7 +1806,7 @@ impl Handler<SetConfig> for QueueActor {
         self.throttled = false;
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        result.map(Durable::applied)
+        result.map(|r| Durable::applied(r, self.store()))
     }
 }
 
@@ -1810,7 +1817,7 @@ impl Handler<Redrive> for QueueActor {
         let result = self.redrive(msg.task_ids.as_deref());
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        result.map(Durable::applied)
+        result.map(|r| Durable::applied(r, self.store()))
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::rfc3339;
 use crate::model::Task;
-use crate::storage::Entry;
+use crate::storage::{Entry, Written};
 
 use super::messages::ReturnTasks;
 use super::QueueActor;
@@ -29,17 +29,31 @@ const MAX_SEEN: usize = 1000;
 pub struct Delivery {
     tasks: Vec<Task>,
     leases: Vec<(String, u64)>,
+    /// The write of the leases: the poller has the tasks once it is on disk.
+    write: Written,
     owner: Option<Addr<QueueActor>>,
 }
 
 impl Delivery {
-    /// Tasks leased to a poller, returned to `owner` unless accepted.
-    pub fn new(tasks: Vec<Task>, leases: Vec<(String, u64)>, owner: Addr<QueueActor>) -> Self {
+    /// Tasks leased to a poller by `write`, returned to `owner` unless accepted.
+    pub fn new(
+        tasks: Vec<Task>,
+        leases: Vec<(String, u64)>,
+        write: Written,
+        owner: Addr<QueueActor>,
+    ) -> Self {
         Delivery {
             tasks,
             leases,
+            write,
             owner: Some(owner),
         }
+    }
+
+    /// The write of the leases, to wait for before the tasks are accepted (see
+    /// [`Store::durable_since`](crate::storage::Store::durable_since)).
+    pub fn write(&self) -> Written {
+        self.write
     }
 
     /// No tasks (a poll that timed out or a server shutting down).
@@ -47,6 +61,7 @@ impl Delivery {
         Delivery {
             tasks: Vec::new(),
             leases: Vec::new(),
+            write: Written::NOTHING,
             owner: None,
         }
     }

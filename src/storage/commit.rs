@@ -3,8 +3,17 @@
 //! A writer applies its batch to sled (in memory and the log buffer), then asks for durability.
 //! The flusher takes every request that arrived while the previous flush ran and covers them
 //! all with one `flush` (one fsync), so durability costs one flush per batch, not per write.
-//! A request is only taken after its write was applied, so the flush that answers it covers it.
+//!
+//! Writes are counted as they are applied ([`Written`]), and each flush records how far the
+//! count had come when it started: every write counted by then is on disk once it ends. A
+//! request names the write it waits for, so it is answered by the first flush that covers
+//! that write, even one that was already running when the request arrived, and at once if a
+//! flush already did. (A request only knew "everything applied so far" before, so one that
+//! arrived a moment after its own write's flush had started waited for a second flush: the
+//! usual case for a worker's poll answered together with the add that gave it its task, the
+//! two replies reaching their handlers one after the other.)
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,57 +23,141 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
-type Waiter = oneshot::Sender<Result<()>>;
+/// A write's place in the order writes were applied to the store. Compared with how far the
+/// flushes reached, it says whether the write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Written(u64);
+
+impl Written {
+    /// Before every write: nothing to wait for.
+    pub const NOTHING: Written = Written(0);
+}
+
+/// A request for durability: the write it waits for, and where to answer.
+struct Waiter {
+    write: Written,
+    answer: oneshot::Sender<Result<()>>,
+}
+
+/// Writes applied, and how many of them the flushes have put on disk.
+#[derive(Default)]
+struct Marks {
+    applied: AtomicU64,
+    flushed: AtomicU64,
+}
+
+impl Marks {
+    fn flushed(&self, write: Written) -> bool {
+        write.0 <= self.flushed.load(Ordering::Acquire)
+    }
+}
 
 /// A handle to the flusher; cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: Option<mpsc::Sender<Waiter>>,
+    marks: Arc<Marks>,
 }
 
 impl GroupCommit {
     /// Starts the flusher thread for `db` (`fsync = false`: no flusher, sled flushes on its own
     /// timer and writes are answered at once).
     pub fn start(db: sled::Db, fsync: bool, metrics: Arc<Metrics>) -> Self {
+        let marks = Arc::new(Marks::default());
         if !fsync {
-            return GroupCommit { tx: None };
+            return GroupCommit { tx: None, marks };
         }
         let (tx, rx) = mpsc::channel::<Waiter>();
+        let flusher_marks = marks.clone();
         std::thread::Builder::new()
             .name("tasq-flusher".into())
-            .spawn(move || run(db, rx, metrics))
+            .spawn(move || run(db, rx, &flusher_marks, metrics))
             .expect("spawning the flusher thread");
-        GroupCommit { tx: Some(tx) }
+        GroupCommit {
+            tx: Some(tx),
+            marks,
+        }
+    }
+
+    /// Counts a write that was just applied.
+    pub fn applied(&self) {
+        self.marks.applied.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The place of the latest write applied so far: every write applied before this call is
+    /// at or before it.
+    pub fn latest(&self) -> Written {
+        Written(self.marks.applied.load(Ordering::Acquire))
     }
 
     /// Resolves once every write applied before this call is on disk.
     pub async fn durable(&self) -> Result<()> {
+        self.durable_since(self.latest()).await
+    }
+
+    /// Resolves once `write` (and every write before it) is on disk: at once if a flush
+    /// already covered it or durability is relaxed, else after the first flush that does.
+    pub async fn durable_since(&self, write: Written) -> Result<()> {
         let Some(tx) = &self.tx else { return Ok(()) };
-        let (done, wait) = oneshot::channel();
-        tx.send(done)
+        if self.marks.flushed(write) {
+            return Ok(());
+        }
+        let (answer, wait) = oneshot::channel();
+        tx.send(Waiter { write, answer })
             .map_err(|_| Error::Unavailable("the storage flusher has stopped".into()))?;
         wait.await
             .map_err(|_| Error::Unavailable("the storage flusher has stopped".into()))?
     }
 }
 
-fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>, metrics: Arc<Metrics>) {
-    while let Ok(first) = rx.recv() {
-        let mut waiters = vec![first];
-        waiters.extend(rx.try_iter());
+fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>, marks: &Marks, metrics: Arc<Metrics>) {
+    let mut waiting: Vec<Waiter> = Vec::new();
+    loop {
+        if waiting.is_empty() {
+            match rx.recv() {
+                Ok(first) => waiting.push(first),
+                Err(_) => return,
+            }
+        }
+        waiting.extend(rx.try_iter());
+        // A request sent just as the flush covering its write ended needs no other flush.
+        let (done, rest): (Vec<Waiter>, Vec<Waiter>) =
+            waiting.drain(..).partition(|w| marks.flushed(w.write));
+        answer(done, &Ok(()));
+        waiting = rest;
+        if waiting.is_empty() {
+            continue;
+        }
+        // Every write counted by now was applied before the flush starts, so it covers them,
+        // and every request taken so far names a write counted before it was sent.
+        let before = marks.flushed.load(Ordering::Acquire);
+        let reach = Written(marks.applied.load(Ordering::Acquire));
         let started = Instant::now();
         let result = db.flush().map(|_| ()).map_err(|e| {
             log::error!("storage flush failed: {e}");
             Error::Unavailable(format!("storage flush failed: {e}"))
         });
+        if result.is_ok() {
+            marks.flushed.fetch_max(reach.0, Ordering::AcqRel);
+        }
         metrics
             .storage_flush_seconds
             .observe(started.elapsed().as_secs_f64());
         metrics
             .storage_flush_batch_size
-            .observe(waiters.len() as f64);
-        for w in waiters {
-            let _ = w.send(result.clone());
-        }
+            .observe(reach.0.saturating_sub(before) as f64);
+        // Requests that arrived during the flush are answered by it too when it covered
+        // their write; the others wait for the next one.
+        waiting.extend(rx.try_iter());
+        let (covered, later): (Vec<Waiter>, Vec<Waiter>) =
+            waiting.drain(..).partition(|w| w.write <= reach);
+        answer(covered, &result);
+        waiting = later;
+    }
+}
+
+fn answer(waiters: Vec<Waiter>, result: &Result<()>) {
+    for w in waiters {
+        let _ = w.answer.send(result.clone());
     }
 }

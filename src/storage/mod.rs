@@ -33,7 +33,7 @@ use sled::{Batch, IVec, Tree};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{QueueKey, Queued, TaskRecord, TaskState};
-pub use commit::GroupCommit;
+pub use commit::{GroupCommit, Written};
 pub use keys::{Entry, EntryRoute, ReadyPos};
 
 use crate::queue::throttle::RateLimit;
@@ -197,9 +197,22 @@ impl Store {
         Ok(())
     }
 
+    /// Resolves once `write` and every write before it is on disk (per the durability
+    /// setting); see [`GroupCommit::durable_since`].
+    pub async fn durable_since(&self, write: Written) -> Result<()> {
+        self.commit.durable_since(write).await
+    }
+
+    /// The place of the latest write applied so far (see [`Written`]): taken right after a
+    /// write, what to wait for to have that write on disk.
+    pub fn latest_write(&self) -> Written {
+        self.commit.latest()
+    }
+
     /// Applies a set of writes atomically.
     pub fn commit(&self, txn: Txn) -> Result<()> {
         self.tree.apply_batch(txn.into_batch())?;
+        self.commit.applied();
         Ok(())
     }
 
@@ -707,14 +720,67 @@ mod tests {
     use crate::model::{AddTaskRequest, QueueType};
 
     fn store() -> Arc<Store> {
+        store_with(false, Metrics::new(10))
+    }
+
+    /// A temporary store; `fsync`: writes made durable by the group commit.
+    fn store_with(fsync: bool, metrics: Arc<Metrics>) -> Arc<Store> {
         let opts = StoreOptions {
-            fsync: false,
+            fsync,
             cache_capacity_bytes: 1 << 20,
             temporary: true,
             max_bytes: 0,
         };
         let dir = std::env::temp_dir().join(format!("tasq-store-{}", uuid::Uuid::new_v4()));
-        Store::open(&dir, &opts, Metrics::new(10)).unwrap()
+        Store::open(&dir, &opts, metrics).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_that_a_flush_covered_needs_no_other_flush() {
+        let metrics = Metrics::new(10);
+        let store = store_with(true, metrics.clone());
+        let flushes = || metrics.storage_flush_seconds.get_sample_count();
+        let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
+        let write = |id: &str| {
+            let mut txn = Txn::default();
+            txn.put_task(&q, &record(id, TaskState::Pending));
+            store.commit(txn).unwrap();
+            store.latest_write()
+        };
+        store.durable().await.unwrap();
+        assert_eq!(flushes(), 0, "nothing written, nothing to flush");
+        let a = write("a");
+        store.durable_since(a).await.unwrap();
+        assert_eq!(flushes(), 1);
+        assert_eq!(metrics.storage_flush_batch_size.get_sample_sum(), 1.0);
+        store.durable_since(a).await.unwrap();
+        store.durable().await.unwrap();
+        assert_eq!(flushes(), 1, "a is on disk already");
+        let b = write("b");
+        let c = write("c");
+        assert!(a < b && b < c);
+        store.durable_since(b).await.unwrap();
+        assert_eq!(flushes(), 2, "b was not on disk");
+        assert_eq!(
+            metrics.storage_flush_batch_size.get_sample_sum(),
+            3.0,
+            "the second flush covered b and c"
+        );
+        store.durable_since(c).await.unwrap();
+        store.durable_since(Written::NOTHING).await.unwrap();
+        assert_eq!(flushes(), 2);
+    }
+
+    #[tokio::test]
+    async fn with_durability_relaxed_nothing_waits_for_a_flush() {
+        let metrics = Metrics::new(10);
+        let store = store_with(false, metrics.clone());
+        let mut txn = Txn::default();
+        let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
+        txn.put_task(&q, &record("a", TaskState::Pending));
+        store.commit(txn).unwrap();
+        store.durable_since(store.latest_write()).await.unwrap();
+        assert_eq!(metrics.storage_flush_seconds.get_sample_count(), 0);
     }
 
     fn record(id: &str, state: TaskState) -> TaskRecord {

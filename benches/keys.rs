@@ -50,9 +50,11 @@ fn entry(routed: bool) -> Entry {
         task_type: "welcome-email".into(),
         task_id: TASK_ID.into(),
         ready_at: 1_750_000_000_000,
-        route: routed.then(|| EntryRoute {
-            identity: "worker-7@host-3".into(),
-            fallback_at: Some(1_750_000_030_000),
+        route: routed.then(|| {
+            Box::new(EntryRoute {
+                identity: "worker-7@host-3".into(),
+                fallback_at: Some(1_750_000_030_000),
+            })
         }),
     }
 }

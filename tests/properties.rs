@@ -263,7 +263,7 @@ proptest! {
             task_type,
             task_id,
             ready_at,
-            route: route.map(|(identity, fallback_at)| EntryRoute { identity, fallback_at }),
+            route: route.map(|(identity, fallback_at)| Box::new(EntryRoute { identity, fallback_at })),
         };
         prop_assert_eq!(Entry::decode(&entry.encode()), Some(entry));
     }

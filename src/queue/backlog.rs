@@ -365,10 +365,10 @@ mod tests {
         let items: Vec<(u8, u64, &str)> = (0..20).map(|i| (3, i, "a")).collect();
         fill(&s, &q, &items);
         let mut routed = entry(500, "new", 3);
-        routed.route = Some(crate::storage::EntryRoute {
+        routed.route = Some(Box::new(crate::storage::EntryRoute {
             identity: "w-7".into(),
             fallback_at: Some(10),
-        });
+        }));
         store_one(&s, &q, 500, &routed);
         let mut b = Backlog::new(4);
         let types = vec!["new".to_string()];

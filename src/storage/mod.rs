@@ -562,9 +562,11 @@ pub fn entry_of(rec: &TaskRecord, ready_at: u64) -> Entry {
         task_type: rec.task_type.clone(),
         task_id: rec.task_id.clone(),
         ready_at,
-        route: rec.route_to.as_ref().map(|r| EntryRoute {
-            identity: r.identity.clone(),
-            fallback_at: r.fallback_after_ms.map(|f| ready_at.saturating_add(f)),
+        route: rec.route_to.as_ref().map(|r| {
+            Box::new(EntryRoute {
+                identity: r.identity.clone(),
+                fallback_at: r.fallback_after_ms.map(|f| ready_at.saturating_add(f)),
+            })
         }),
     }
 }

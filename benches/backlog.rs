@@ -92,7 +92,7 @@ fn entry(i: u64, task_type: &str) -> Entry {
     Entry {
         priority: 3,
         task_type: task_type.into(),
-        task_id: format!("{i:08x}-9d4a-4b7e-8f1c-2a6d5e9b0c47"),
+        task_id: format!("{i:08x}-9d4a-4b7e-8f1c-2a6d5e9b0c47").into(),
         ready_at: 1_750_000_000_000 + i,
         route: None,
     }
@@ -163,7 +163,7 @@ fn backlog(c: &mut Criterion) {
     g.bench_function("take_filtered_miss", |b| {
         b.iter(|| {
             let hit = window
-                .take(&store, &mixed, |e| e.task_type == "invoice", None)
+                .take(&store, &mixed, |e| &*e.task_type == "invoice", None)
                 .unwrap();
             assert!(hit.is_none());
         })
@@ -172,7 +172,12 @@ fn backlog(c: &mut Criterion) {
     g.bench_function("take_filtered_miss_remembered", |b| {
         b.iter(|| {
             let hit = window
-                .take(&store, &mixed, |e| e.task_type == "invoice", Some(&invoice))
+                .take(
+                    &store,
+                    &mixed,
+                    |e| &*e.task_type == "invoice",
+                    Some(&invoice),
+                )
                 .unwrap();
             assert!(hit.is_none());
         })

@@ -260,8 +260,8 @@ proptest! {
     ) {
         let entry = Entry {
             priority,
-            task_type,
-            task_id,
+            task_type: task_type.into(),
+            task_id: task_id.into(),
             ready_at,
             route: route.map(|(identity, fallback_at)| Box::new(EntryRoute { identity, fallback_at })),
         };

@@ -228,7 +228,7 @@ impl Backlog {
 
     /// Task types of the entries in the window.
     pub fn types(&self) -> impl Iterator<Item = &str> {
-        self.window.values().map(|e| e.task_type.as_str())
+        self.window.values().map(|e| &*e.task_type)
     }
 }
 
@@ -258,7 +258,7 @@ mod tests {
         Entry {
             priority,
             task_type: ty.into(),
-            task_id: format!("t{id}"),
+            task_id: format!("t{id}").into(),
             ready_at: id,
             route: None,
         }
@@ -293,7 +293,7 @@ mod tests {
     fn drain(b: &mut Backlog, store: &Store, q: &QueueKey) -> Vec<String> {
         let mut out = vec![];
         while let Some((_, e)) = b.take(store, q, |_| true, None).unwrap() {
-            out.push(e.task_id);
+            out.push(e.task_id.into());
         }
         out
     }
@@ -328,13 +328,13 @@ mod tests {
         fill(&s, &q, &items);
         let mut b = Backlog::new(4);
         let hit = b
-            .take(&s, &q, |e| e.task_type == "b", None)
+            .take(&s, &q, |e| &*e.task_type == "b", None)
             .unwrap()
             .unwrap();
-        assert_eq!(hit.1.task_id, "t50");
+        assert_eq!(&*hit.1.task_id, "t50");
         assert!(b.len() <= 8);
         assert!(b
-            .take(&s, &q, |e| e.task_type == "c", None)
+            .take(&s, &q, |e| &*e.task_type == "c", None)
             .unwrap()
             .is_none());
     }
@@ -347,7 +347,7 @@ mod tests {
         fill(&s, &q, &items);
         let mut b = Backlog::new(4);
         let types = vec!["new".to_string()];
-        let wants_new = |e: &Entry| e.task_type == "new";
+        let wants_new = |e: &Entry| &*e.task_type == "new";
         assert!(b.take(&s, &q, wants_new, Some(&types)).unwrap().is_none());
         let gen = b.beyond_gen;
         assert_eq!(b.misses.get(&types), Some(&gen), "the miss is remembered");
@@ -355,7 +355,7 @@ mod tests {
         let pos = store_one(&s, &q, 1000, &entry(1000, "new", 3));
         b.insert(pos, entry(1000, "new", 3));
         let hit = b.take(&s, &q, wants_new, Some(&types)).unwrap().unwrap();
-        assert_eq!(hit.1.task_id, "t1000");
+        assert_eq!(&*hit.1.task_id, "t1000");
     }
 
     #[test]
@@ -373,11 +373,11 @@ mod tests {
         let mut b = Backlog::new(4);
         let types = vec!["new".to_string()];
         // Not eligible yet (another identity, before the fallback): a miss, not remembered.
-        let before = |e: &Entry| e.task_type == "new" && e.route.is_none();
+        let before = |e: &Entry| &*e.task_type == "new" && e.route.is_none();
         assert!(b.take(&s, &q, before, Some(&types)).unwrap().is_none());
         assert!(b.misses.is_empty());
         // Once the fallback passed, the same filter finds it.
-        let after = |e: &Entry| e.task_type == "new";
+        let after = |e: &Entry| &*e.task_type == "new";
         assert!(b.take(&s, &q, after, Some(&types)).unwrap().is_some());
     }
 

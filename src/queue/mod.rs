@@ -564,7 +564,7 @@ impl QueueActor {
             // is written: a scan past the window must not find it again.
             let taken = &batch.task_ids;
             let accepts =
-                |e: &Entry| eligible(types, identity, e, now) && !taken.contains(&e.task_id);
+                |e: &Entry| eligible(types, identity, e, now) && !taken.contains(&*e.task_id);
             let Some((pos, entry)) =
                 self.backlog
                     .take(&self.env.store, &self.key, accepts, types)?
@@ -598,7 +598,7 @@ impl QueueActor {
                 .schedule_to_start
                 .observe(l.at.saturating_sub(l.entry.ready_at) as f64 / 1000.0);
             self.leases
-                .insert(l.lease_id, l.entry.task_id, l.expires_at);
+                .insert(l.lease_id, l.entry.task_id.into(), l.expires_at);
         }
         Ok(())
     }

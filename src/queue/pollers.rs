@@ -100,7 +100,7 @@ impl Drop for Delivery {
 /// the task of `entry` at `now_ms`: it runs the type, and the task is not routed to another
 /// worker (or its fallback time has passed).
 pub fn eligible(task_types: Option<&[String]>, identity: &str, entry: &Entry, now_ms: u64) -> bool {
-    task_types.is_none_or(|types| types.contains(&entry.task_type))
+    task_types.is_none_or(|types| types.iter().any(|t| **t == *entry.task_type))
         && entry
             .route
             .as_ref()

@@ -559,8 +559,8 @@ pub fn requeue_leased(rec: &mut TaskRecord) -> (ReadyPos, Entry) {
 pub fn entry_of(rec: &TaskRecord, ready_at: u64) -> Entry {
     Entry {
         priority: rec.priority,
-        task_type: rec.task_type.clone(),
-        task_id: rec.task_id.clone(),
+        task_type: rec.task_type.as_str().into(),
+        task_id: rec.task_id.as_str().into(),
         ready_at,
         route: rec.route_to.as_ref().map(|r| {
             Box::new(EntryRoute {

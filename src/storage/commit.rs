@@ -9,9 +9,9 @@
 //! request names the write it waits for, so it is answered by the first flush that covers
 //! that write, even one that was already running when the request arrived, and at once if a
 //! flush already did. (A request only knew "everything applied so far" before, so one that
-//! arrived a moment after its own write's flush had started waited for a second flush: the
-//! usual case for a worker's poll answered together with the add that gave it its task, the
-//! two replies reaching their handlers one after the other.)
+//! arrived a moment after its own write's flush had started waited for a second flush; an
+//! answer crosses from the queue actor to its request's handler before the handler asks, so
+//! that happened often.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;

@@ -121,16 +121,13 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>, marks: &Marks, metrics: Arc<Met
         }
         waiting.extend(rx.try_iter());
         // A request sent just as the flush covering its write ended needs no other flush.
-        let (done, rest): (Vec<Waiter>, Vec<Waiter>) =
-            waiting.drain(..).partition(|w| marks.flushed(w.write));
-        answer(done, &Ok(()));
-        waiting = rest;
+        let before = Written(marks.flushed.load(Ordering::Acquire));
+        answer_covered(&mut waiting, before, &Ok(()));
         if waiting.is_empty() {
             continue;
         }
         // Every write counted by now was applied before the flush starts, so it covers them,
         // and every request taken so far names a write counted before it was sent.
-        let before = marks.flushed.load(Ordering::Acquire);
         let reach = Written(marks.applied.load(Ordering::Acquire));
         let started = Instant::now();
         let result = db.flush().map(|_| ()).map_err(|e| {
@@ -145,19 +142,21 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>, marks: &Marks, metrics: Arc<Met
             .observe(started.elapsed().as_secs_f64());
         metrics
             .storage_flush_batch_size
-            .observe(reach.0.saturating_sub(before) as f64);
+            .observe(reach.0.saturating_sub(before.0) as f64);
         // Requests that arrived during the flush are answered by it too when it covered
         // their write; the others wait for the next one.
         waiting.extend(rx.try_iter());
-        let (covered, later): (Vec<Waiter>, Vec<Waiter>) =
-            waiting.drain(..).partition(|w| w.write <= reach);
-        answer(covered, &result);
-        waiting = later;
+        answer_covered(&mut waiting, reach, &result);
     }
 }
 
-fn answer(waiters: Vec<Waiter>, result: &Result<()>) {
-    for w in waiters {
+/// Answers with `result`, and takes out, the requests whose write is at or before `upto`.
+fn answer_covered(waiting: &mut Vec<Waiter>, upto: Written, result: &Result<()>) {
+    let (covered, later): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(waiting)
+        .into_iter()
+        .partition(|w| w.write <= upto);
+    *waiting = later;
+    for w in covered {
         let _ = w.answer.send(result.clone());
     }
 }

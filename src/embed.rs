@@ -873,7 +873,7 @@ pub(crate) async fn poll_and_wait(
     msg: Poll,
 ) -> Result<Vec<Task>> {
     let park_until = msg.park_until;
-    match queues.call(key, msg).await?? {
+    match queues.poll(key, msg).await? {
         PollOutcome::Now(delivery) => accept(store, delivery).await,
         PollOutcome::Parked {
             owner,

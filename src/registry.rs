@@ -25,8 +25,8 @@ use crate::error::{Error, Result};
 use crate::model::NewTask;
 use crate::model::QueueKey;
 use crate::queue::messages::{
-    AddInbox, AddResult, Durable, ExpireWaiting, Inbox, Settle, SettleInbox, Settlement, Shutdown,
-    TakeAdds, TakeSettles,
+    AddInbox, AddResult, Durable, ExpireWaiting, Inbox, Poll, PollInbox, PollOutcome, Settle,
+    SettleInbox, Settlement, Shutdown, TakeAdds, TakePolls, TakeSettles,
 };
 use crate::queue::{Env, QueueActor, QueueStopped};
 use crate::storage::Store;
@@ -43,6 +43,8 @@ struct Loaded {
     adds: Arc<AddInbox>,
     /// Where settles wait for this actor ([`Queues::settle`]).
     settles: Arc<SettleInbox>,
+    /// Where polls wait for this actor ([`Queues::poll`]).
+    polls: Arc<PollInbox>,
 }
 
 /// How many times a message is re-sent to a replaced actor.
@@ -120,6 +122,7 @@ impl Registry {
             addr,
             adds: Arc::default(),
             settles: Arc::default(),
+            polls: Arc::default(),
         };
         write(&self.map).insert(key, loaded.clone());
         loaded
@@ -327,6 +330,15 @@ impl Queues {
             .through_inbox(key, &inbox, Arc::new(settles), TakeSettles(inbox.clone()))
             .await?;
         applied.wait(store).await
+    }
+
+    /// Sends a poll to the queue `key`: tasks ready now, or a parked waiter. Polls that arrive
+    /// while the actor is busy wait in its inbox, and the leases of all of them are one write
+    /// (one `apply_batch`, one durability mark), as for adds and settles.
+    pub async fn poll(&self, key: &QueueKey, poll: Poll) -> Result<PollOutcome> {
+        let inbox = self.running(key).await?.polls;
+        self.through_inbox(key, &inbox, Arc::new(poll), TakePolls(inbox.clone()))
+            .await?
     }
 
     /// Puts `request` in `inbox` and sends `take` to the queue's actor; resolves with the

@@ -433,6 +433,73 @@ fn concurrent_first_use_of_a_queue_loses_nothing() {
     assert_eq!(distinct, expected);
 }
 
+#[test]
+fn polls_arriving_together_each_get_their_own_tasks() {
+    // Polls that reach the queue together are planned into one write: none may be given a
+    // task another was given, and between them they take every ready task, each of its type.
+    let s = TestServer::start();
+    let queue = "poll-together";
+    let qp = q(NS, queue, A);
+    for i in 0..30 {
+        let ty = if i % 3 == 0 { "b" } else { "a" };
+        add_task(
+            &s,
+            &qp,
+            json!({"task_type": ty, "task_id": format!("t-{i}")}),
+        );
+    }
+    let barrier = Arc::new(Barrier::new(20));
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let url = s.url(&format!("{qp}/poll"));
+            let barrier = Arc::clone(&barrier);
+            // Half the pollers take up to two tasks of type "a", half one task of any type.
+            let body = if i % 2 == 0 {
+                json!({"identity": format!("w{i}"), "wait_ms": 0, "max_tasks": 2, "task_types": ["a"]})
+            } else {
+                json!({"identity": format!("w{i}"), "wait_ms": 0, "max_tasks": 1})
+            };
+            thread::spawn(move || {
+                barrier.wait();
+                post(&url, &body)
+            })
+        })
+        .collect();
+    let mut given = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (status, body) = h.join().expect("poller thread");
+        assert_eq!(status, 200, "{body}");
+        for t in tasks_of(&body) {
+            if i % 2 == 0 {
+                assert_eq!(t["task_type"], json!("a"), "poller {i} was given {t}");
+            }
+            given.push(t);
+        }
+    }
+    // Whatever the pollers left is still ready.
+    loop {
+        let tasks = poll_tasks(
+            &s,
+            &qp,
+            json!({"identity": "w", "wait_ms": 0, "max_tasks": 10}),
+        );
+        if tasks.is_empty() {
+            break;
+        }
+        given.extend(tasks);
+    }
+    // Every lease handed out was written (each completes), and no task was given twice.
+    let mut got = Vec::new();
+    for t in &given {
+        let (status, body) = complete(&s, t["lease"].as_str().expect("lease"), json!(null));
+        assert_eq!(status, 200, "completing {t}: {body}");
+        got.push(t["task_id"].as_str().expect("id").to_string());
+    }
+    let distinct: BTreeSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), 30, "given {got:?}");
+    assert_eq!(distinct, (0..30).map(|i| format!("t-{i}")).collect());
+}
+
 /// Reads one HTTP/1.1 response with a Content-Length body from `stream`.
 fn read_response(stream: &mut std::io::BufReader<TcpStream>) -> (u16, Value) {
     use std::io::Read;

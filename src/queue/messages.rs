@@ -97,6 +97,10 @@ pub type AddInbox = Inbox<Vec<NewTask>, Result<Durable<Vec<AddResult>>>>;
 /// Settles waiting: each request's settles, answered one result per settle.
 pub type SettleInbox = Inbox<Vec<Settle>, Durable<Vec<Result<Settlement>>>>;
 
+/// Polls waiting: each answered with its outcome. The leases of every poll taken together
+/// are one write.
+pub type PollInbox = Inbox<Poll, Result<PollOutcome>>;
+
 /// Take the adds waiting in an inbox and write them together; each request is answered on its
 /// own reply once applied (the caller then waits for durability).
 #[derive(Message, Clone)]
@@ -109,6 +113,12 @@ pub struct TakeAdds(pub Arc<AddInbox>);
 #[rtype(result = "()")]
 pub struct TakeSettles(pub Arc<SettleInbox>);
 
+/// Take the polls waiting in an inbox (HTTP and embedded long polls): the tasks they find
+/// ready are leased in one write, the others park; each is answered on its own reply.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct TakePolls(pub Arc<PollInbox>);
+
 /// The answer for one added task.
 #[derive(Debug, Clone, Serialize)]
 pub struct AddResult {
@@ -118,9 +128,8 @@ pub struct AddResult {
     pub duplicate: bool,
 }
 
-/// A poll for up to `max_tasks` tasks.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<PollOutcome>")]
+/// A poll for up to `max_tasks` tasks (it waits in a [`PollInbox`]).
+#[derive(Clone)]
 pub struct Poll {
     /// Worker identity.
     pub identity: String,

@@ -755,6 +755,105 @@ impl QueueActor {
         Delivery::new(tasks, leases, self.store().latest_write(), ctx.address())
     }
 
+    /// The part of a poll before its leases are written: notes the poller, checks the limits,
+    /// and plans the tasks it takes into `batch`. A read that fails after some tasks were
+    /// planned is logged and those tasks are delivered; with nothing planned it is the answer.
+    fn plan_poll(&mut self, msg: &Poll, batch: &mut LeaseBatch) -> Result<Vec<TaskRecord>> {
+        let now = now_ms();
+        self.seen.saw(
+            &msg.identity,
+            now,
+            msg.task_types.clone(),
+            msg.build_id.clone(),
+            msg.max_tasks_per_second,
+        );
+        if !self.meta_stored {
+            // Listed from now on, as a queue with pollers.
+            self.commit(Txn::default(), self.meta)?;
+        }
+        if self.shutting_down {
+            return Ok(Vec::new());
+        }
+        if let Some(rate) = msg.max_tasks_per_second {
+            // The latest poll wins; an API setting still overrides it.
+            self.worker_limit = Some(RateLimit {
+                max_tasks_per_second: rate,
+                burst: RateLimit::default_burst(rate),
+            });
+            self.apply_limit();
+        }
+        let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
+        if self.leases.len() + batch.leased.len() >= max_in_flight {
+            return Err(exhausted(format!(
+                "{} already has {max_in_flight} tasks in flight (limits.max_in_flight_per_queue)",
+                self.key
+            )));
+        }
+        let mut recs = Vec::new();
+        match self.lease_ready(
+            msg.task_types.as_deref(),
+            msg.max_tasks,
+            &msg.identity,
+            batch,
+            &mut recs,
+        ) {
+            Err(e) if recs.is_empty() => Err(e),
+            Err(e) => {
+                log::error!("{}: poll stopped early: {e}", self.key);
+                Ok(recs)
+            }
+            Ok(()) => Ok(recs),
+        }
+    }
+
+    /// The answer to a poll once its planned leases (`recs`) are written: them, or a parked
+    /// waiter when there are none and the poll waits, or nothing.
+    fn poll_outcome(
+        &mut self,
+        msg: &Poll,
+        recs: Vec<TaskRecord>,
+        ctx: &mut Context<Self>,
+    ) -> Result<PollOutcome> {
+        if !recs.is_empty() {
+            return Ok(PollOutcome::Now(self.delivery(recs, ctx)));
+        }
+        let Some(deadline) = msg.park_until.filter(|_| !self.shutting_down) else {
+            if !self.shutting_down {
+                self.metrics.polls_timeout.inc();
+            }
+            return Ok(PollOutcome::Now(Delivery::empty()));
+        };
+        let limits = &self.env.config.limits;
+        if self.waiters.polls() >= limits.max_parked_polls_per_queue {
+            return Err(exhausted(format!(
+                "{} already has {} parked polls (limits.max_parked_polls_per_queue)",
+                self.key, limits.max_parked_polls_per_queue
+            )));
+        }
+        let slot = Slot::take(&self.env.parked, limits.max_parked_polls).ok_or_else(|| {
+            exhausted(format!(
+                "the server already has {} parked polls (limits.max_parked_polls)",
+                limits.max_parked_polls
+            ))
+        })?;
+        let (tx, rx) = oneshot::channel();
+        let id = self.waiters.next_id();
+        self.waiters.push(Waiter {
+            id,
+            identity: msg.identity.clone(),
+            task_types: msg.task_types.clone(),
+            max_tasks: msg.max_tasks,
+            deadline,
+            sink: Sink::Poll(tx),
+            slot: Some(slot),
+        });
+        Ok(PollOutcome::Parked {
+            owner: ctx.address(),
+            waiter_id: id,
+            rx,
+        })
+    }
+
     /// Serves parked polls from the backlog, oldest waiter first, in rounds: each round offers
     /// every waiter its share in order (a poll its `max_tasks`, once; a socket one task a
     /// round while its credit lasts, so sockets and polls take turns as if each socket went
@@ -1598,95 +1697,31 @@ impl Handler<TakeAdds> for QueueActor {
     }
 }
 
-impl Handler<Poll> for QueueActor {
-    type Result = Result<PollOutcome>;
+impl Handler<TakePolls> for QueueActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: Poll, ctx: &mut Self::Context) -> Self::Result {
-        let now = now_ms();
-        self.seen.saw(
-            &msg.identity,
-            now,
-            msg.task_types.clone(),
-            msg.build_id.clone(),
-            msg.max_tasks_per_second,
-        );
-        if !self.meta_stored {
-            // Listed from now on, as a queue with pollers.
-            self.commit(Txn::default(), self.meta)?;
+    fn handle(&mut self, TakePolls(inbox): TakePolls, ctx: &mut Self::Context) {
+        let pending = inbox.take();
+        if pending.is_empty() {
+            return;
         }
-        if self.shutting_down {
-            return Ok(PollOutcome::Now(Delivery::empty()));
-        }
-        if let Some(rate) = msg.max_tasks_per_second {
-            // The latest poll wins; an API setting still overrides it.
-            self.worker_limit = Some(RateLimit {
-                max_tasks_per_second: rate,
-                burst: RateLimit::default_burst(rate),
-            });
-            self.apply_limit();
-        }
-        let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
-        if self.leases.len() >= max_in_flight {
-            return Err(exhausted(format!(
-                "{} already has {max_in_flight} tasks in flight (limits.max_in_flight_per_queue)",
-                self.key
-            )));
-        }
+        // Every poll's leases are planned into one batch and written once; only then is any
+        // poll answered or parked.
         let mut batch = LeaseBatch::new(self.meta);
-        let mut recs = Vec::new();
-        let planned = self.lease_ready(
-            msg.task_types.as_deref(),
-            msg.max_tasks,
-            &msg.identity,
-            &mut batch,
-            &mut recs,
-        );
-        self.commit_leases(batch)?;
-        // What was planned before a failed read is written and delivered; with nothing
-        // planned, the poll answers the error.
-        match planned {
-            Err(e) if recs.is_empty() => return Err(e),
-            Err(e) => log::error!("{}: poll stopped early: {e}", self.key),
-            Ok(()) => {}
+        let planned: Vec<_> = pending
+            .into_iter()
+            .map(|(poll, reply)| (self.plan_poll(&poll, &mut batch), poll, reply))
+            .collect();
+        let written = self.commit_leases(batch);
+        for (plan, poll, reply) in planned {
+            let answer = match (plan, &written) {
+                (Err(e), _) => Err(e),
+                (Ok(recs), Err(e)) if !recs.is_empty() => Err(e.clone()),
+                (Ok(recs), _) => self.poll_outcome(&poll, recs, ctx),
+            };
+            let _ = reply.send(answer);
         }
-        let outcome = if !recs.is_empty() {
-            PollOutcome::Now(self.delivery(recs, ctx))
-        } else if let Some(deadline) = msg.park_until {
-            let limits = &self.env.config.limits;
-            if self.waiters.polls() >= limits.max_parked_polls_per_queue {
-                return Err(exhausted(format!(
-                    "{} already has {} parked polls (limits.max_parked_polls_per_queue)",
-                    self.key, limits.max_parked_polls_per_queue
-                )));
-            }
-            let slot = Slot::take(&self.env.parked, limits.max_parked_polls).ok_or_else(|| {
-                exhausted(format!(
-                    "the server already has {} parked polls (limits.max_parked_polls)",
-                    limits.max_parked_polls
-                ))
-            })?;
-            let (tx, rx) = oneshot::channel();
-            let id = self.waiters.next_id();
-            self.waiters.push(Waiter {
-                id,
-                identity: msg.identity,
-                task_types: msg.task_types,
-                max_tasks: msg.max_tasks,
-                deadline,
-                sink: Sink::Poll(tx),
-                slot: Some(slot),
-            });
-            PollOutcome::Parked {
-                owner: ctx.address(),
-                waiter_id: id,
-                rx,
-            }
-        } else {
-            self.metrics.polls_timeout.inc();
-            PollOutcome::Now(Delivery::empty())
-        };
         self.after_change(ctx);
-        Ok(outcome)
     }
 }
 

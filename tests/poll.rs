@@ -52,6 +52,27 @@ fn tasks_of(resp: &Value) -> Vec<Value> {
         .clone()
 }
 
+/// Polls `qpath` (`max_tasks` at a time, no waiting) until it is empty; the tasks given, at
+/// most `bound` of them.
+fn drain_ready(s: &TestServer, qpath: &str, max_tasks: u32, bound: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let tasks = poll_tasks(
+            s,
+            qpath,
+            json!({"identity": "w", "wait_ms": 0, "max_tasks": max_tasks}),
+        );
+        if tasks.is_empty() {
+            return got;
+        }
+        got.extend(tasks);
+        assert!(
+            got.len() <= bound,
+            "more than {bound} tasks drained: {got:?}"
+        );
+    }
+}
+
 #[test]
 fn poll_with_wait_zero_on_empty_queue_answers_at_once() {
     let s = TestServer::start();
@@ -410,23 +431,10 @@ fn concurrent_first_use_of_a_queue_loses_nothing() {
     }
     assert_eq!(backlog(&s, NS, queue, A), 20);
 
-    let mut got = Vec::new();
-    loop {
-        let tasks = poll_tasks(
-            &s,
-            &qp,
-            json!({"identity": "w", "wait_ms": 0, "max_tasks": 7}),
-        );
-        if tasks.is_empty() {
-            break;
-        }
-        got.extend(
-            tasks
-                .iter()
-                .map(|t| t["task_id"].as_str().expect("id").to_string()),
-        );
-        assert!(got.len() <= 20, "more than 20 tasks drained: {got:?}");
-    }
+    let got: Vec<String> = drain_ready(&s, &qp, 7, 20)
+        .iter()
+        .map(|t| t["task_id"].as_str().expect("id").to_string())
+        .collect();
     let distinct: BTreeSet<String> = got.iter().cloned().collect();
     let expected: BTreeSet<String> = (0..20).map(|i| format!("c-{i}")).collect();
     assert_eq!(got.len(), 20, "drained {got:?}");
@@ -477,17 +485,7 @@ fn polls_arriving_together_each_get_their_own_tasks() {
         }
     }
     // Whatever the pollers left is still ready.
-    loop {
-        let tasks = poll_tasks(
-            &s,
-            &qp,
-            json!({"identity": "w", "wait_ms": 0, "max_tasks": 10}),
-        );
-        if tasks.is_empty() {
-            break;
-        }
-        given.extend(tasks);
-    }
+    given.extend(drain_ready(&s, &qp, 10, 30));
     // Every lease handed out was written (each completes), and no task was given twice.
     let mut got = Vec::new();
     for t in &given {

@@ -817,10 +817,11 @@ impl QueueActor {
         if !recs.is_empty() {
             return Ok(PollOutcome::Now(self.delivery(recs, ctx)));
         }
-        let Some(deadline) = msg.park_until.filter(|_| !self.shutting_down) else {
-            if !self.shutting_down {
-                self.metrics.polls_timeout.inc();
-            }
+        if self.shutting_down {
+            return Ok(PollOutcome::Now(Delivery::empty()));
+        }
+        let Some(deadline) = msg.park_until else {
+            self.metrics.polls_timeout.inc();
             return Ok(PollOutcome::Now(Delivery::empty()));
         };
         let limits = &self.env.config.limits;

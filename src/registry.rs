@@ -25,8 +25,8 @@ use crate::error::{Error, Result};
 use crate::model::NewTask;
 use crate::model::QueueKey;
 use crate::queue::messages::{
-    AddInbox, AddResult, Durable, ExpireWaiting, Inbox, Poll, PollInbox, PollOutcome, Settle,
-    SettleInbox, Settlement, Shutdown, TakeAdds, TakePolls, TakeSettles,
+    AddResult, Durable, ExpireWaiting, Inbox, Inboxes, Poll, PollOutcome, Settle, Settlement,
+    Shutdown, TakeAdds, TakePolls, TakeSettles,
 };
 use crate::queue::{Env, QueueActor, QueueStopped};
 use crate::storage::Store;
@@ -39,12 +39,9 @@ struct Loaded {
     /// Which start of the queue's actor this is (a stopped one reports its own).
     generation: u64,
     addr: Addr<QueueActor>,
-    /// Where adds wait for this actor ([`Queues::add`]).
-    adds: Arc<AddInbox>,
-    /// Where settles wait for this actor ([`Queues::settle`]).
-    settles: Arc<SettleInbox>,
-    /// Where polls wait for this actor ([`Queues::poll`]).
-    polls: Arc<PollInbox>,
+    /// Where adds, settles and polls wait for this actor ([`Queues::add`], [`Queues::settle`],
+    /// [`Queues::poll`]).
+    inboxes: Arc<Inboxes>,
 }
 
 /// How many times a message is re-sent to a replaced actor.
@@ -120,9 +117,7 @@ impl Registry {
         let loaded = Loaded {
             generation,
             addr,
-            adds: Arc::default(),
-            settles: Arc::default(),
-            polls: Arc::default(),
+            inboxes: Arc::default(),
         };
         write(&self.map).insert(key, loaded.clone());
         loaded
@@ -288,9 +283,9 @@ impl Queues {
         tasks: Arc<Vec<NewTask>>,
         store: &Store,
     ) -> Result<Vec<AddResult>> {
-        let inbox = self.running(key).await?.adds;
+        let inboxes = self.running(key).await?.inboxes;
         let applied = self
-            .through_inbox(key, &inbox, tasks, TakeAdds(inbox.clone()))
+            .through_inbox(key, &inboxes.adds, tasks, TakeAdds(inboxes.clone()))
             .await??;
         applied.wait(store).await
     }
@@ -325,9 +320,14 @@ impl Queues {
         settles: Vec<Settle>,
         store: &Store,
     ) -> Result<Vec<Result<Settlement>>> {
-        let inbox = self.running(key).await?.settles;
+        let inboxes = self.running(key).await?.inboxes;
         let applied = self
-            .through_inbox(key, &inbox, Arc::new(settles), TakeSettles(inbox.clone()))
+            .through_inbox(
+                key,
+                &inboxes.settles,
+                Arc::new(settles),
+                TakeSettles(inboxes.clone()),
+            )
             .await?;
         applied.wait(store).await
     }
@@ -336,9 +336,14 @@ impl Queues {
     /// while the actor is busy wait in its inbox, and the leases of all of them are one write
     /// (one `apply_batch`, one durability mark), as for adds and settles.
     pub async fn poll(&self, key: &QueueKey, poll: Poll) -> Result<PollOutcome> {
-        let inbox = self.running(key).await?.polls;
-        self.through_inbox(key, &inbox, Arc::new(poll), TakePolls(inbox.clone()))
-            .await?
+        let inboxes = self.running(key).await?.inboxes;
+        self.through_inbox(
+            key,
+            &inboxes.polls,
+            Arc::new(poll),
+            TakePolls(inboxes.clone()),
+        )
+        .await?
     }
 
     /// Puts `request` in `inbox` and sends `take` to the queue's actor; resolves with the

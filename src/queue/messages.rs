@@ -101,23 +101,36 @@ pub type SettleInbox = Inbox<Vec<Settle>, Durable<Vec<Result<Settlement>>>>;
 /// are one write.
 pub type PollInbox = Inbox<Poll, Result<PollOutcome>>;
 
+/// The inboxes of one queue actor. One allocation for the three: the registry makes one for
+/// each actor it starts, on its own thread, and the last reference may go on another, so
+/// fewer and larger blocks leave fewer allocator pages pinned when queues go idle.
+#[derive(Default)]
+pub struct Inboxes {
+    /// Adds waiting ([`TakeAdds`]).
+    pub adds: AddInbox,
+    /// Settles waiting ([`TakeSettles`]).
+    pub settles: SettleInbox,
+    /// Polls waiting ([`TakePolls`]).
+    pub polls: PollInbox,
+}
+
 /// Take the adds waiting in an inbox and write them together; each request is answered on its
 /// own reply once applied (the caller then waits for durability).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct TakeAdds(pub Arc<AddInbox>);
+pub struct TakeAdds(pub Arc<Inboxes>);
 
 /// Take the settles waiting in an inbox (HTTP complete / fail, bursts of WebSocket frames)
 /// and write them together; each request is answered on its own reply once applied.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct TakeSettles(pub Arc<SettleInbox>);
+pub struct TakeSettles(pub Arc<Inboxes>);
 
 /// Take the polls waiting in an inbox (HTTP and embedded long polls): the tasks they find
 /// ready are leased in one write, the others park; each is answered on its own reply.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct TakePolls(pub Arc<PollInbox>);
+pub struct TakePolls(pub Arc<Inboxes>);
 
 /// The answer for one added task.
 #[derive(Debug, Clone, Serialize)]

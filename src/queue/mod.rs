@@ -1674,8 +1674,8 @@ fn far_future() -> Instant {
 impl Handler<TakeAdds> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, TakeAdds(inbox): TakeAdds, ctx: &mut Self::Context) {
-        let pending = inbox.take();
+    fn handle(&mut self, TakeAdds(inboxes): TakeAdds, ctx: &mut Self::Context) {
+        let pending = inboxes.adds.take();
         if pending.is_empty() {
             return;
         }
@@ -1701,8 +1701,8 @@ impl Handler<TakeAdds> for QueueActor {
 impl Handler<TakePolls> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, TakePolls(inbox): TakePolls, ctx: &mut Self::Context) {
-        let pending = inbox.take();
+    fn handle(&mut self, TakePolls(inboxes): TakePolls, ctx: &mut Self::Context) {
+        let pending = inboxes.polls.take();
         if pending.is_empty() {
             return;
         }
@@ -1752,8 +1752,8 @@ impl Handler<ReturnTasks> for QueueActor {
 impl Handler<TakeSettles> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, TakeSettles(inbox): TakeSettles, ctx: &mut Self::Context) {
-        let pending = inbox.take();
+    fn handle(&mut self, TakeSettles(inboxes): TakeSettles, ctx: &mut Self::Context) {
+        let pending = inboxes.settles.take();
         if pending.is_empty() {
             return;
         }

@@ -31,10 +31,11 @@ use crate::queue::messages::{
 use crate::queue::{Env, QueueActor, QueueStopped};
 use crate::storage::Store;
 
-type Map = Arc<RwLock<HashMap<QueueKey, Loaded>>>;
+/// The running actors by queue. Entries are shared (`Arc`): every request looks its queue up,
+/// and cloning an `Addr` allocates (actix gives each sender clone its own parking state).
+type Map = Arc<RwLock<HashMap<QueueKey, Arc<Loaded>>>>;
 
 /// A running queue actor, as the shared map holds it.
-#[derive(Clone)]
 struct Loaded {
     /// Which start of the queue's actor this is (a stopped one reports its own).
     generation: u64,
@@ -102,7 +103,7 @@ impl Registry {
     }
 
     /// The actor of `key`, spawned if it is not running.
-    fn get_or_spawn(&mut self, key: QueueKey, ctx: &mut Context<Self>) -> Loaded {
+    fn get_or_spawn(&mut self, key: QueueKey, ctx: &mut Context<Self>) -> Arc<Loaded> {
         if let Some(loaded) = running(&self.map, &key) {
             return loaded;
         }
@@ -114,11 +115,11 @@ impl Registry {
         let addr = QueueActor::start_in_arbiter(&self.arbiter(), move |_| {
             QueueActor::new(k, generation, env, on_stop)
         });
-        let loaded = Loaded {
+        let loaded = Arc::new(Loaded {
             generation,
             addr,
             inboxes: Arc::default(),
-        };
+        });
         write(&self.map).insert(key, loaded.clone());
         loaded
     }
@@ -189,7 +190,7 @@ impl Handler<ShareThread> for Registry {
 
 /// Get (spawning if needed) the actor of a queue.
 #[derive(Message)]
-#[rtype(result = "Loaded")]
+#[rtype(result = "Arc<Loaded>")]
 struct Spawn(QueueKey);
 
 impl Handler<Spawn> for Registry {
@@ -221,15 +222,15 @@ impl Handler<QueueStopped> for Registry {
 }
 
 /// The running actor of `key` in the map, if any (an entry whose actor stopped is not).
-fn running(map: &Map, key: &QueueKey) -> Option<Loaded> {
+fn running(map: &Map, key: &QueueKey) -> Option<Arc<Loaded>> {
     read(map).get(key).filter(|l| l.addr.connected()).cloned()
 }
 
-fn read(map: &Map) -> std::sync::RwLockReadGuard<'_, HashMap<QueueKey, Loaded>> {
+fn read(map: &Map) -> std::sync::RwLockReadGuard<'_, HashMap<QueueKey, Arc<Loaded>>> {
     map.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write(map: &Map) -> std::sync::RwLockWriteGuard<'_, HashMap<QueueKey, Loaded>> {
+fn write(map: &Map) -> std::sync::RwLockWriteGuard<'_, HashMap<QueueKey, Arc<Loaded>>> {
     map.write().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -261,10 +262,10 @@ impl Queues {
 
     /// The actor of `key`, spawned on first use.
     pub async fn actor(&self, key: &QueueKey) -> Result<Addr<QueueActor>> {
-        Ok(self.running(key).await?.addr)
+        Ok(self.running(key).await?.addr.clone())
     }
 
-    async fn running(&self, key: &QueueKey) -> Result<Loaded> {
+    async fn running(&self, key: &QueueKey) -> Result<Arc<Loaded>> {
         if let Some(loaded) = running(&self.map, key) {
             return Ok(loaded);
         }
@@ -283,7 +284,7 @@ impl Queues {
         tasks: Arc<Vec<NewTask>>,
         store: &Store,
     ) -> Result<Vec<AddResult>> {
-        let inboxes = self.running(key).await?.inboxes;
+        let inboxes = &self.running(key).await?.inboxes;
         let applied = self
             .through_inbox(key, &inboxes.adds, tasks, TakeAdds(inboxes.clone()))
             .await??;
@@ -320,7 +321,7 @@ impl Queues {
         settles: Vec<Settle>,
         store: &Store,
     ) -> Result<Vec<Result<Settlement>>> {
-        let inboxes = self.running(key).await?.inboxes;
+        let inboxes = &self.running(key).await?.inboxes;
         let applied = self
             .through_inbox(
                 key,
@@ -336,7 +337,7 @@ impl Queues {
     /// while the actor is busy wait in its inbox, and the leases of all of them are one write
     /// (one `apply_batch`, one durability mark), as for adds and settles.
     pub async fn poll(&self, key: &QueueKey, poll: Poll) -> Result<PollOutcome> {
-        let inboxes = self.running(key).await?.inboxes;
+        let inboxes = &self.running(key).await?.inboxes;
         self.through_inbox(
             key,
             &inboxes.polls,
@@ -389,8 +390,8 @@ impl Queues {
         <QueueActor as Actor>::Context: ToEnvelope<QueueActor, M>,
     {
         for attempt in 0..SEND_ATTEMPTS {
-            let addr = self.actor(key).await?;
-            match addr.send(msg.clone()).await {
+            let loaded = self.running(key).await?;
+            match loaded.addr.send(msg.clone()).await {
                 Ok(answer) => return Ok(answer),
                 Err(MailboxError::Closed) => {
                     // The actor stopped; give the registry a moment to see it.

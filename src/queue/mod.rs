@@ -33,7 +33,7 @@ use crate::metrics::{GaugeValues, Metrics, QueueMetrics};
 use crate::model::{
     ActiveLease, QueueKey, Queued, SettleKind, Settled, TaskError, TaskRecord, TaskState,
 };
-use crate::storage::{entry_of, requeue_leased, Entry, QueueMeta, ReadyPos, Store, Txn};
+use crate::storage::{entry_of, requeue_leased, Entry, QueueMeta, ReadyPos, Store, Txn, Written};
 
 use backlog::Backlog;
 use fairness::FairClock;
@@ -474,11 +474,17 @@ impl QueueActor {
         if let Some(due) = first_due {
             self.next_delayed = Some(self.next_delayed.map_or(due, |d| d.min(due)));
         }
+        // A task handed to a waiting worker goes out now, without waiting for the flush that
+        // makes its add durable (Temporal's sync match does not even persist it): the worker
+        // starts one fsync sooner, and nothing acknowledged is at risk. The add is answered
+        // only once that flush covered it, and a crash before then loses an add nobody was
+        // told about; the producer retries it (at-least-once), the worker's settle of the
+        // lost lease answers `lease_lost`.
         for (w, rec) in sync {
             self.track_lease(&rec);
             self.metrics.dispatched_sync.inc();
             self.metrics.schedule_to_start.observe(0.0);
-            self.deliver(w, vec![rec], ctx);
+            self.deliver(w, vec![rec], Written::NOTHING, ctx);
         }
         Ok(results)
     }
@@ -603,23 +609,36 @@ impl QueueActor {
         Ok(())
     }
 
-    /// Gives leased tasks to a waiter; if it went away meanwhile, they go back at once.
-    fn deliver(&mut self, w: Waiter, recs: Vec<TaskRecord>, ctx: &mut Context<Self>) {
+    /// Gives leased tasks to a waiter once `write` is on disk; if it went away meanwhile, they
+    /// go back at once.
+    fn deliver(
+        &mut self,
+        w: Waiter,
+        recs: Vec<TaskRecord>,
+        write: Written,
+        ctx: &mut Context<Self>,
+    ) {
         match w.sink {
             Sink::Poll(tx) => {
-                let delivery = self.delivery(recs, ctx);
+                let delivery = self.delivery(recs, write, ctx);
                 if let Err(undelivered) = tx.send(delivery) {
                     let leases = undelivered.disarm();
                     self.return_tasks(&leases);
                 }
             }
-            Sink::Socket(id) => self.send_to_socket(id, w, recs),
+            Sink::Socket(id) => self.send_to_socket(id, w, recs, write),
         }
     }
 
-    /// Sends leased tasks on a socket, spending its credit, and queues it again at the back
-    /// while credit is left.
-    fn send_to_socket(&mut self, socket_id: u64, mut w: Waiter, recs: Vec<TaskRecord>) {
+    /// Sends leased tasks on a socket once `written` is on disk, spending its credit, and
+    /// queues it again at the back while credit is left.
+    fn send_to_socket(
+        &mut self,
+        socket_id: u64,
+        mut w: Waiter,
+        recs: Vec<TaskRecord>,
+        written: Written,
+    ) {
         let now = now_ms();
         let mut unsent = Vec::new();
         let Some(socket) = self.sockets.get_mut(&socket_id) else {
@@ -627,8 +646,6 @@ impl QueueActor {
             self.return_tasks(&leases);
             return;
         };
-        // The leases were written just now: they go out once that write is on disk.
-        let written = self.env.store.latest_write();
         for rec in &recs {
             let (Some(task), Some((task_id, lease_id))) = (rec.to_task(&self.key), lease_of(rec))
             else {
@@ -745,14 +762,19 @@ impl QueueActor {
         Ok(true)
     }
 
-    fn delivery(&mut self, recs: Vec<TaskRecord>, ctx: &mut Context<Self>) -> Delivery {
+    /// The poller's answer: `recs`, given once `write` is on disk.
+    fn delivery(
+        &mut self,
+        recs: Vec<TaskRecord>,
+        write: Written,
+        ctx: &mut Context<Self>,
+    ) -> Delivery {
         let now = now_ms();
         self.metrics.polls_task.inc();
         self.dispatch_rate.add(now, recs.len() as u32);
         let leases = recs.iter().filter_map(lease_of).collect();
         let tasks = recs.iter().filter_map(|r| r.to_task(&self.key)).collect();
-        // The leases were written just now: the poller has them once that write is on disk.
-        Delivery::new(tasks, leases, self.store().latest_write(), ctx.address())
+        Delivery::new(tasks, leases, write, ctx.address())
     }
 
     /// The part of a poll before its leases are written: notes the poller, checks the limits,
@@ -815,7 +837,9 @@ impl QueueActor {
         ctx: &mut Context<Self>,
     ) -> Result<PollOutcome> {
         if !recs.is_empty() {
-            return Ok(PollOutcome::Now(self.delivery(recs, ctx)));
+            // The leases were written just now: the poller has them once that is on disk.
+            let write = self.store().latest_write();
+            return Ok(PollOutcome::Now(self.delivery(recs, write, ctx)));
         }
         if self.shutting_down {
             return Ok(PollOutcome::Now(Delivery::empty()));
@@ -918,9 +942,11 @@ impl QueueActor {
             log::error!("{}: dispatch failed: {e}", self.key);
             return;
         }
+        let written = self.store().latest_write();
         for share in shares.into_iter().filter(|s| !s.recs.is_empty()) {
             match self.waiters.remove(share.waiter) {
-                Some(w) => self.deliver(w, share.recs, ctx),
+                // The leases were written just now: they go out once that is on disk.
+                Some(w) => self.deliver(w, share.recs, written, ctx),
                 None => {
                     let leases: Vec<_> = share.recs.iter().filter_map(lease_of).collect();
                     self.return_tasks(&leases);

@@ -79,20 +79,6 @@ fn assert_rate_limit(
     }
 }
 
-/// Starts a poll in a thread; the thread answers status, body and how long the poll took.
-fn spawn_poll(
-    s: &TestServer,
-    qpath: &str,
-    body: Value,
-) -> thread::JoinHandle<(u16, Value, Duration)> {
-    let url = s.url(&format!("{qpath}/poll"));
-    thread::spawn(move || {
-        let started = Instant::now();
-        let (status, resp) = post(&url, &body);
-        (status, resp, started.elapsed())
-    })
-}
-
 /// Joins a spawned poll and returns its tasks (asserting 200) and duration.
 #[track_caller]
 fn join_poll(h: thread::JoinHandle<(u16, Value, Duration)>) -> (Vec<Value>, Duration) {

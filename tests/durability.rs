@@ -209,3 +209,46 @@ fn sigterm_answers_parked_polls_exits_zero_and_keeps_tasks() {
     assert_eq!(rl["burst"].as_f64(), Some(10.0), "{rl}");
     assert_eq!(rl["source"], json!("api"), "{rl}");
 }
+
+/// A task added while a worker waits goes to that worker without waiting for the add's flush
+/// (README, "Durability and recovery"), but its lease is in the same write as the add: once
+/// the add is answered, a crash must bring the task back with the attempt counted.
+#[test]
+fn sync_matched_task_comes_back_after_kill9_once_its_add_is_answered() {
+    let mut s = TestServer::start();
+    let queue = "durability-sync-match";
+    let qp = q(NS, queue, A);
+    let poller = spawn_poll(&s, &qp, json!({"identity": "parked", "wait_ms": 30000}));
+    wait_for_poller(&s, NS, queue, A, "parked");
+    let id = add_task(
+        &s,
+        &qp,
+        json!({"task_type": "t", "payload": {"n": 1}, "start_to_close_timeout_ms": 5000}),
+    );
+    let (status, body, _) = poller.join().expect("poller thread");
+    assert_eq!(status, 200, "{body}");
+    let tasks = body["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        tasks.len(),
+        1,
+        "the parked poll should get the task: {body}"
+    );
+    assert_eq!(tasks[0]["task_id"], json!(id));
+    assert_eq!(tasks[0]["attempt"], json!(1));
+    let sync = labels_with(NS, queue, A, &[("match", "sync")]);
+    assert_eq!(
+        metric_sum(&metrics_text(&s), "tasq_tasks_dispatched_total", &sync),
+        1.0,
+        "the task should have gone out by sync match"
+    );
+
+    s.kill9();
+    s.restart();
+    s.wait_ready();
+
+    let t = poll_one(&s, &qp, "after-crash", 10_000).expect("the leased task comes back");
+    assert_eq!(t["task_id"], json!(id));
+    assert_eq!(t["attempt"], json!(2), "the first lease was on disk: {t}");
+    let (status, body) = complete(&s, &lease_of(&t), json!("done"));
+    assert_eq!(status, 200, "{body}");
+}

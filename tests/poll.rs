@@ -31,20 +31,6 @@ const TASK_FIELDS: &[&str] = &[
     "heartbeat_timeout_ms",
 ];
 
-/// Starts a poll in a thread; the thread answers status, body and how long the poll took.
-fn spawn_poll(
-    s: &TestServer,
-    qpath: &str,
-    body: Value,
-) -> thread::JoinHandle<(u16, Value, Duration)> {
-    let url = s.url(&format!("{qpath}/poll"));
-    thread::spawn(move || {
-        let started = Instant::now();
-        let (status, resp) = post(&url, &body);
-        (status, resp, started.elapsed())
-    })
-}
-
 fn tasks_of(resp: &Value) -> Vec<Value> {
     resp["tasks"]
         .as_array()

@@ -672,6 +672,20 @@ pub fn poll_tasks(s: &TestServer, qpath: &str, body: Value) -> Vec<Value> {
     tasks.clone()
 }
 
+/// Starts a poll in a thread; the thread answers status, body and how long the poll took.
+pub fn spawn_poll(
+    s: &TestServer,
+    qpath: &str,
+    body: Value,
+) -> thread::JoinHandle<(u16, Value, Duration)> {
+    let url = s.url(&format!("{qpath}/poll"));
+    thread::spawn(move || {
+        let started = Instant::now();
+        let (status, resp) = post(&url, &body);
+        (status, resp, started.elapsed())
+    })
+}
+
 /// Polls for at most one task.
 #[track_caller]
 pub fn poll_one(s: &TestServer, qpath: &str, identity: &str, wait_ms: u64) -> Option<Value> {

@@ -855,7 +855,7 @@ impl Drop for ParkGuard {
     }
 }
 
-/// Takes the tasks once their dispatch (attempt counted) is on disk, as the HTTP poll does; if
+/// Takes the tasks once their delivery's write is on disk (a backlog lease; none for a sync match), as the HTTP poll does; if
 /// the caller gives up meanwhile, the delivery is dropped and its tasks go back to the queue.
 async fn accept(store: &Store, delivery: Delivery) -> Result<Vec<Task>> {
     if !delivery.is_empty() {

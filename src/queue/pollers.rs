@@ -29,7 +29,8 @@ const MAX_SEEN: usize = 1000;
 pub struct Delivery {
     tasks: Vec<Task>,
     leases: Vec<(String, u64)>,
-    /// The write of the leases: the poller has the tasks once it is on disk.
+    /// The write to wait for before the poller has the tasks: their leases, or nothing for a
+    /// sync match (sent as its add is applied; README, "Durability and recovery").
     write: Written,
     owner: Option<Addr<QueueActor>>,
 }

@@ -364,23 +364,62 @@ pub fn parse_poll(body: &[u8]) -> BenchResult<PollAnswer<'_>> {
 
 /// Sum of the samples of a metric in Prometheus text (all label sets).
 pub fn metric_total(text: &str, name: &str) -> Option<f64> {
+    metric_sum(text, name, &[])
+}
+
+/// Sum of the samples of a metric in Prometheus text whose labels include every
+/// `(label, value)` of `labels` (all label sets when it is empty).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut total = None;
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(name) else {
             continue;
         };
-        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(inner) => match inner.rsplit_once('}') {
+                Some((set, value)) => (set, value),
+                None => continue,
+            },
+            None if rest.starts_with(' ') => ("", rest),
+            None => continue,
+        };
+        let wanted = labels
+            .iter()
+            .all(|(k, v)| label_pairs(set).any(|(pk, pv)| pk == *k && pv == *v));
+        if !wanted {
             continue;
         }
-        if let Some(v) = rest
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-        {
+        if let Ok(v) = value.trim().parse::<f64>() {
             *total.get_or_insert(0.0) += v;
         }
     }
     total
+}
+
+/// The `label="value"` pairs of a sample's label set (the text between its braces), values
+/// unescaped only as far as a comma or quote inside them needs (`\"` is kept as is: tasq's
+/// label values are names, which hold neither).
+fn label_pairs(set: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut rest = set;
+    std::iter::from_fn(move || {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let end = end?;
+        let value = &after[..end];
+        rest = after[end + 1..].trim_start_matches(',');
+        Some((key.trim(), value))
+    })
 }
 
 #[cfg(test)]
@@ -408,5 +447,31 @@ mod tests {
         let text = "# HELP tasq_pollers x\ntasq_pollers{namespace=\"a\"} 3\ntasq_pollers{namespace=\"b\"} 4\ntasq_pollers_other 9\n";
         assert_eq!(metric_total(text, "tasq_pollers"), Some(7.0));
         assert_eq!(metric_total(text, "tasq_missing"), None);
+        assert_eq!(
+            metric_sum(text, "tasq_pollers", &[("namespace", "b")]),
+            Some(4.0)
+        );
+        assert_eq!(
+            metric_sum(text, "tasq_pollers", &[("namespace", "c")]),
+            None
+        );
+    }
+
+    #[test]
+    fn picks_one_queue_s_series() {
+        let text = concat!(
+            "tasq_pollers{namespace=\"default\",task_queue=\"bench-a\",task_queue_type=\"activity\"} 2\n",
+            "tasq_pollers{namespace=\"default\",task_queue=\"bench-a\",task_queue_type=\"workflow\"} 5\n",
+            "tasq_pollers{namespace=\"default\",task_queue=\"bench-ab\",task_queue_type=\"activity\"} 7\n",
+            "tasq_pollers{odd=\"x,y\\\"z\",task_queue=\"bench-a\"} 11\n",
+            "tasq_pollers{broken 1\n",
+        );
+        let q = [("task_queue", "bench-a"), ("task_queue_type", "activity")];
+        assert_eq!(metric_sum(text, "tasq_pollers", &q), Some(2.0));
+        assert_eq!(
+            metric_sum(text, "tasq_pollers", &[("task_queue", "bench-a")]),
+            Some(18.0)
+        );
+        assert_eq!(metric_total(text, "tasq_pollers"), Some(25.0));
     }
 }

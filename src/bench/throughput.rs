@@ -103,10 +103,10 @@ pub async fn live(ctx: &Ctx, a: &LiveArgs) -> BenchResult<Report> {
     let payloads = Payloads::new(ctx.payload_bytes, a.add.fairness_keys);
     let shared = Shared::new(n, ctx.progress_bar(n, "live"));
 
-    let gauge = ready_gauge(a.workers.transport);
-    let before = read_gauge(ctx, gauge).await?;
+    let (gauge, labels) = ready_gauge(ctx);
+    let before = read_gauge(ctx, gauge, &labels).await?;
     let workers = spawn_workers(ctx, &qpath, &a.workers, a.poll_wait_ms, &shared)?;
-    if let Err(e) = wait_gauge(ctx, gauge, before + a.workers.workers as f64).await {
+    if let Err(e) = wait_gauge(ctx, gauge, &labels, before + a.workers.workers as f64).await {
         shared.finish();
         return Err(e);
     }
@@ -163,10 +163,10 @@ pub async fn latency(ctx: &Ctx, a: &LatencyArgs) -> BenchResult<Report> {
     let payloads = Payloads::new(ctx.payload_bytes, a.fairness_keys);
     let shared = Shared::new(u64::MAX, ctx.progress_bar(total, "latency"));
 
-    let gauge = ready_gauge(a.workers.transport);
-    let before = read_gauge(ctx, gauge).await?;
+    let (gauge, labels) = ready_gauge(ctx);
+    let before = read_gauge(ctx, gauge, &labels).await?;
     let workers = spawn_workers(ctx, &qpath, &a.workers, a.poll_wait_ms, &shared)?;
-    if let Err(e) = wait_gauge(ctx, gauge, before + a.workers.workers as f64).await {
+    if let Err(e) = wait_gauge(ctx, gauge, &labels, before + a.workers.workers as f64).await {
         shared.finish();
         return Err(e);
     }

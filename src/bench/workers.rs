@@ -389,14 +389,20 @@ pub async fn wait_done(
     Ok(total)
 }
 
-/// Waits until the server's gauge `metric` reaches `at_least` (workers parked or sockets
-/// open), up to 10 s; then a short pause so the last ones are settled in.
-pub async fn wait_gauge(ctx: &Ctx, metric: &str, at_least: f64) -> BenchResult<()> {
+/// Waits until the server's gauge `metric` (its series carrying `labels`) reaches
+/// `at_least` (workers parked or sockets open), up to 10 s; then a short pause so the last
+/// ones are settled in.
+pub async fn wait_gauge(
+    ctx: &Ctx,
+    metric: &str,
+    labels: &[(&str, &str)],
+    at_least: f64,
+) -> BenchResult<()> {
     let mut conn = Conn::new(ctx.target.clone());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = conn.metrics().await?;
-        let v = super::http::metric_total(&text, metric).unwrap_or(0.0);
+        let v = super::http::metric_sum(&text, metric, labels).unwrap_or(0.0);
         if v >= at_least {
             break;
         }
@@ -411,19 +417,26 @@ pub async fn wait_gauge(ctx: &Ctx, metric: &str, at_least: f64) -> BenchResult<(
     Ok(())
 }
 
-/// Reads a gauge once (0 when absent).
-pub async fn read_gauge(ctx: &Ctx, metric: &str) -> BenchResult<f64> {
+/// Reads a gauge once, summed over its series carrying `labels` (0 when absent).
+pub async fn read_gauge(ctx: &Ctx, metric: &str, labels: &[(&str, &str)]) -> BenchResult<f64> {
     let mut conn = Conn::new(ctx.target.clone());
     let text = conn.metrics().await?;
-    Ok(super::http::metric_total(&text, metric).unwrap_or(0.0))
+    Ok(super::http::metric_sum(&text, metric, labels).unwrap_or(0.0))
 }
 
-/// The gauge that counts `transport`'s workers once they wait for tasks.
-pub fn ready_gauge(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Http => "tasq_pollers",
-        Transport::Ws => "tasq_websocket_connections",
-    }
+/// The gauge that counts the run queue's waiting workers, and the labels of its series:
+/// `tasq_pollers` of that one queue, where a parked HTTP poll and a socket with credit are
+/// one waiter each. Read per queue, not summed over the server, so the waiters of an earlier
+/// run on another queue, still being let go while this one starts, are not counted as ours.
+pub fn ready_gauge(ctx: &Ctx) -> (&'static str, [(&'static str, &str); 3]) {
+    (
+        "tasq_pollers",
+        [
+            ("namespace", ctx.namespace.as_str()),
+            ("task_queue", ctx.queue.as_str()),
+            ("task_queue_type", ctx.queue_type),
+        ],
+    )
 }
 
 #[cfg(test)]

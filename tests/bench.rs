@@ -163,3 +163,24 @@ fn memory_workloads_read_the_server_rss() {
         r.render()
     );
 }
+
+#[test]
+fn runs_on_queues_past_the_metric_series_bound() {
+    // One queue gets its own series; every later run's queue reports under `_other`, and the
+    // generator must still see its workers parked before it starts adding.
+    let server = TestServer::start_with(&[], &[("TASQ_METRICS_MAX_QUEUE_SERIES", "1")]);
+    for args in [
+        &["live", "-n", "50", "-c", "2"][..],
+        &["live", "-n", "50", "-c", "3"][..],
+        &["live", "-n", "50", "-c", "2", "--transport", "ws"][..],
+    ] {
+        let r = bench(&server, args);
+        assert_all_completed(&r, 50.0);
+    }
+    let (status, _, metrics) = common::get_text(&server.url("/metrics"));
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("task_queue=\"_other\""),
+        "the later runs' queues should be past the bound:\n{metrics}"
+    );
+}

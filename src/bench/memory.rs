@@ -249,7 +249,7 @@ pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
     let pid = server_pid(ctx, &a.process)?;
     let m = a.count;
     let (rss_before, _) = rss(pid)?;
-    let loaded_before = read_gauge(ctx, "tasq_loaded_task_queues", &[]).await?;
+    let loaded_before = read_gauge(ctx, "tasq_loaded_task_queues").await?;
     let sampler = Sampler::start(pid);
     let payloads = Payloads::new(ctx.payload_bytes, 0);
     let clock = Shared::new(u64::MAX, indicatif::ProgressBar::hidden());
@@ -278,7 +278,7 @@ pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
     let add_time = t0.elapsed();
     bar.finish_and_clear();
     let (rss_added, _) = rss(pid)?;
-    let loaded_peak = read_gauge(ctx, "tasq_loaded_task_queues", &[]).await?;
+    let loaded_peak = read_gauge(ctx, "tasq_loaded_task_queues").await?;
 
     let bar = ctx.progress_bar(m, "drain");
     let t1 = Instant::now();
@@ -321,7 +321,7 @@ pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
     while idle_start.elapsed() < a.idle_wait {
         tokio::time::sleep(Duration::from_millis(500)).await;
         bar.set_position(idle_start.elapsed().as_secs());
-        loaded_after = read_gauge(ctx, "tasq_loaded_task_queues", &[]).await?;
+        loaded_after = read_gauge(ctx, "tasq_loaded_task_queues").await?;
         if loaded_after <= loaded_before {
             // Let the allocator settle a moment after the last actor stopped.
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -367,7 +367,7 @@ pub async fn pollers(ctx: &Ctx, a: &PollersArgs) -> BenchResult<Report> {
     let pid = server_pid(ctx, &a.process)?;
     let k = a.count;
     let per_queue = a.per_queue.max(1);
-    let parked_before = read_gauge(ctx, "tasq_pollers", &[]).await?;
+    let parked_before = read_gauge(ctx, "tasq_pollers").await?;
     let (rss_before, _) = rss(pid)?;
 
     let shared = Shared::new(u64::MAX, indicatif::ProgressBar::hidden());
@@ -425,7 +425,7 @@ pub async fn pollers(ctx: &Ctx, a: &PollersArgs) -> BenchResult<Report> {
             shared.finish();
             return Err(e);
         }
-        let now = read_gauge(ctx, "tasq_pollers", &[]).await?;
+        let now = read_gauge(ctx, "tasq_pollers").await?;
         if now != parked {
             last_change = Instant::now();
             parked = now;
@@ -450,7 +450,7 @@ pub async fn pollers(ctx: &Ctx, a: &PollersArgs) -> BenchResult<Report> {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_after, hwm) = rss(pid)?;
-    let parked_after = read_gauge(ctx, "tasq_pollers", &[]).await?;
+    let parked_after = read_gauge(ctx, "tasq_pollers").await?;
 
     let parked_n = (parked - parked_before).max(0.0);
     let mut r = Report::new("pollers");

@@ -11,8 +11,7 @@ use tokio::task::JoinSet;
 use super::http::Conn;
 use super::memory::CpuMeter;
 use super::workers::{
-    add_all, histogram, merge_all, read_gauge, ready_gauge, record, spawn_workers, wait_done,
-    wait_gauge, Payloads, Shared,
+    add_all, histogram, merge_all, record, spawn_workers, wait_done, Payloads, ReadyWaiters, Shared,
 };
 use super::{
     AddArgs, BacklogArgs, BenchResult, Ctx, LatencyArgs, LiveArgs, Report, Transport, WorkerArgs,
@@ -103,10 +102,9 @@ pub async fn live(ctx: &Ctx, a: &LiveArgs) -> BenchResult<Report> {
     let payloads = Payloads::new(ctx.payload_bytes, a.add.fairness_keys);
     let shared = Shared::new(n, ctx.progress_bar(n, "live"));
 
-    let (gauge, labels) = ready_gauge(ctx);
-    let before = read_gauge(ctx, gauge, &labels).await?;
+    let ready = ReadyWaiters::before(ctx).await?;
     let workers = spawn_workers(ctx, &qpath, &a.workers, a.poll_wait_ms, &shared)?;
-    if let Err(e) = wait_gauge(ctx, gauge, &labels, before + a.workers.workers as f64).await {
+    if let Err(e) = ready.wait(ctx, a.workers.workers as u64).await {
         shared.finish();
         return Err(e);
     }
@@ -163,10 +161,9 @@ pub async fn latency(ctx: &Ctx, a: &LatencyArgs) -> BenchResult<Report> {
     let payloads = Payloads::new(ctx.payload_bytes, a.fairness_keys);
     let shared = Shared::new(u64::MAX, ctx.progress_bar(total, "latency"));
 
-    let (gauge, labels) = ready_gauge(ctx);
-    let before = read_gauge(ctx, gauge, &labels).await?;
+    let ready = ReadyWaiters::before(ctx).await?;
     let workers = spawn_workers(ctx, &qpath, &a.workers, a.poll_wait_ms, &shared)?;
-    if let Err(e) = wait_gauge(ctx, gauge, &labels, before + a.workers.workers as f64).await {
+    if let Err(e) = ready.wait(ctx, a.workers.workers as u64).await {
         shared.finish();
         return Err(e);
     }

@@ -389,54 +389,85 @@ pub async fn wait_done(
     Ok(total)
 }
 
-/// Waits until the server's gauge `metric` (its series carrying `labels`) reaches
-/// `at_least` (workers parked or sockets open), up to 10 s; then a short pause so the last
-/// ones are settled in.
-pub async fn wait_gauge(
-    ctx: &Ctx,
-    metric: &str,
-    labels: &[(&str, &str)],
-    at_least: f64,
-) -> BenchResult<()> {
-    let mut conn = Conn::new(ctx.target.clone());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = conn.metrics().await?;
-        let v = super::http::metric_sum(&text, metric, labels).unwrap_or(0.0);
-        if v >= at_least {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::new(format!(
-                "the server's {metric} stayed at {v}, expected at least {at_least}"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Ok(())
-}
-
-/// Reads a gauge once, summed over its series carrying `labels` (0 when absent).
-pub async fn read_gauge(ctx: &Ctx, metric: &str, labels: &[(&str, &str)]) -> BenchResult<f64> {
+/// Reads a gauge once, summed over its series (0 when absent).
+pub async fn read_gauge(ctx: &Ctx, metric: &str) -> BenchResult<f64> {
     let mut conn = Conn::new(ctx.target.clone());
     let text = conn.metrics().await?;
-    Ok(super::http::metric_sum(&text, metric, labels).unwrap_or(0.0))
+    Ok(super::http::metric_total(&text, metric).unwrap_or(0.0))
 }
 
-/// The gauge that counts the run queue's waiting workers, and the labels of its series:
-/// `tasq_pollers` of that one queue, where a parked HTTP poll and a socket with credit are
-/// one waiter each. Read per queue, not summed over the server, so the waiters of an earlier
-/// run on another queue, still being let go while this one starts, are not counted as ours.
-pub fn ready_gauge(ctx: &Ctx) -> (&'static str, [(&'static str, &str); 3]) {
-    (
-        "tasq_pollers",
-        [
-            ("namespace", ctx.namespace.as_str()),
-            ("task_queue", ctx.queue.as_str()),
-            ("task_queue_type", ctx.queue_type),
-        ],
-    )
+/// The run queue's waiting workers as the server counts them (`tasq_pollers`, where a parked
+/// HTTP poll and a socket with credit are one waiter each), to start adding once they are all
+/// parked. Counted for this queue, not summed over the server, so the waiters of an earlier
+/// run on another queue, still being let go while this one starts, are not taken for ours;
+/// a queue past the server's `metrics.max_queue_series` reports under `task_queue="_other"`,
+/// so that series is watched too.
+pub struct ReadyWaiters {
+    /// Our queue's series and the shared one: labels, and the value before our workers.
+    series: [([(&'static str, String); 3], f64); 2],
+}
+
+impl ReadyWaiters {
+    /// The gauge.
+    const METRIC: &'static str = "tasq_pollers";
+
+    /// Reads the two series before the workers start.
+    pub async fn before(ctx: &Ctx) -> BenchResult<Self> {
+        let labels = |ns: &str, name: &str| {
+            [
+                ("namespace", ns.to_string()),
+                ("task_queue", name.to_string()),
+                ("task_queue_type", ctx.queue_type.to_string()),
+            ]
+        };
+        let other = crate::metrics::OTHER;
+        let mut series = [
+            (labels(&ctx.namespace, &ctx.queue), 0.0),
+            (labels(other, other), 0.0),
+        ];
+        let text = Conn::new(ctx.target.clone()).metrics().await?;
+        for (labels, before) in &mut series {
+            *before = Self::value(&text, labels);
+        }
+        Ok(ReadyWaiters { series })
+    }
+
+    fn value(text: &str, labels: &[(&'static str, String); 3]) -> f64 {
+        let labels = labels.each_ref().map(|(k, v)| (*k, v.as_str()));
+        super::http::metric_sum(text, Self::METRIC, &labels).unwrap_or(0.0)
+    }
+
+    /// Waits until one of the series has `workers` more waiters than before, up to 10 s;
+    /// then a short pause so the last ones are settled in.
+    pub async fn wait(&self, ctx: &Ctx, workers: u64) -> BenchResult<()> {
+        let mut conn = Conn::new(ctx.target.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = conn.metrics().await?;
+            let added: Vec<f64> = self
+                .series
+                .iter()
+                .map(|(labels, before)| Self::value(&text, labels) - before)
+                .collect();
+            if added.iter().any(|&n| n >= workers as f64) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::new(format!(
+                    "the server's {} for {} rose by {} (and under task_queue=\"{}\" by {}), \
+                     expected {workers} waiting workers",
+                    Self::METRIC,
+                    ctx.queue,
+                    added[0],
+                    crate::metrics::OTHER,
+                    added[1],
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

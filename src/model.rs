@@ -379,7 +379,8 @@ fn generated_task_id() -> String {
         .to_string()
 }
 
-fn null_payload() -> Box<RawValue> {
+/// JSON `null` as raw text: the payload or result of a client that sent none.
+pub fn null_json() -> Box<RawValue> {
     RawValue::from_string("null".into()).expect("null is valid JSON")
 }
 
@@ -461,7 +462,7 @@ impl AddTaskRequest {
             task_id,
             id_given,
             task_type: self.task_type,
-            payload: self.payload.unwrap_or_else(null_payload),
+            payload: self.payload.unwrap_or_else(null_json),
             priority: priority as u8,
             fairness_key: self.fairness_key,
             fairness_weight,

@@ -47,10 +47,6 @@ struct HeartbeatRequest {
     details: Option<Box<RawValue>>,
 }
 
-fn null() -> Box<RawValue> {
-    RawValue::from_string("null".into()).expect("null is valid JSON")
-}
-
 async fn settle(state: &AppState, lease: &str, op: SettleOp) -> Result<HttpResponse> {
     let token = LeaseToken::decode(lease)?;
     let msg = Settle {
@@ -71,7 +67,7 @@ async fn complete(
     MaybeJson(body): MaybeJson<CompleteRequest>,
 ) -> Result<HttpResponse> {
     let op = SettleOp::Complete {
-        result: body.result.unwrap_or_else(null),
+        result: body.result.unwrap_or_else(crate::model::null_json),
     };
     settle(&state, &lease, op).await
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::embed::{poll_and_wait, PollSpec};
@@ -81,5 +81,13 @@ async fn poll(
     let key = queue_key(&ns, &queue, &ty)?;
     let msg = body.into_spec()?.validate(Instant::now())?;
     let tasks: Vec<Task> = poll_and_wait(&state.queues, &state.store, &key, msg).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": tasks })))
+    Ok(HttpResponse::Ok().json(Polled { tasks: &tasks }))
+}
+
+/// A poll's answer. Serialised straight from the tasks (never through `serde_json::Value`),
+/// so each payload goes out as the exact JSON text it was added with, whatever it holds.
+#[derive(Serialize)]
+struct Polled<'a> {
+    /// The tasks leased.
+    pub tasks: &'a [Task],
 }

@@ -5,12 +5,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::{queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::model::{
-    present, validate_name, validate_task_ids, QueueKey, QueueType, MAX_LIST_LIMIT,
+    present, validate_name, validate_task_ids, QueueKey, QueueType, TaskError, TaskRecord,
+    TaskState, MAX_LIST_LIMIT,
 };
 use crate::queue::messages::{Describe, Redrive, SetConfig};
 use crate::queue::throttle::RateLimit;
@@ -126,24 +128,51 @@ async fn dead_letters(
     let (ids, next) = state
         .store
         .dead_letters(&key, query.after()?.as_deref(), limit)?;
-    let mut out = Vec::with_capacity(ids.len());
+    let mut records = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(rec) = state.store.task(&key, &id)? {
-            out.push(json!({
-                "task_id": rec.task_id,
-                "task_type": rec.task_type,
-                "state": rec.state,
-                "attempt": rec.attempt,
-                "last_error": rec.last_error,
-                "payload": rec.payload,
-                "updated_at": rfc3339(rec.updated_at),
-            }));
+            records.push(rec);
         }
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "dead_letters": out,
-        "next_page_token": next.map(|k| URL_SAFE_NO_PAD.encode(k)),
-    })))
+    let page = DeadLetterPage {
+        dead_letters: records.iter().map(DeadLetter::of).collect(),
+        next_page_token: next.map(|k| URL_SAFE_NO_PAD.encode(k)),
+    };
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// One page of dead letters. Serialised field by field (never through `serde_json::Value`), so
+/// a payload is sent as the exact JSON text it was added with, whatever it holds.
+#[derive(Serialize)]
+struct DeadLetterPage<'a> {
+    dead_letters: Vec<DeadLetter<'a>>,
+    next_page_token: Option<String>,
+}
+
+/// A dead letter as the contract lists it.
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    task_id: &'a str,
+    task_type: &'a str,
+    state: TaskState,
+    attempt: u32,
+    last_error: &'a Option<TaskError>,
+    payload: &'a RawValue,
+    updated_at: String,
+}
+
+impl<'a> DeadLetter<'a> {
+    fn of(rec: &'a TaskRecord) -> Self {
+        DeadLetter {
+            task_id: &rec.task_id,
+            task_type: &rec.task_type,
+            state: rec.state,
+            attempt: rec.attempt,
+            last_error: &rec.last_error,
+            payload: &rec.payload,
+            updated_at: rfc3339(rec.updated_at),
+        }
+    }
 }
 
 #[derive(Deserialize)]

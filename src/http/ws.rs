@@ -308,21 +308,14 @@ impl Connection {
     /// [`Connection::send_settles`]); heartbeats run at once. Each answers on the socket when
     /// done, so a slow flush never holds up reading.
     fn on_text(&self, text: &str, burst: &mut SettleBurst) {
-        let value: serde_json::Value = match serde_json::from_str(text) {
-            Ok(v) => v,
+        let head: FrameHead = match serde_json::from_str(text) {
+            Ok(h) => h,
             Err(e) => return self.send_error(None, &Error::invalid(format!("not JSON: {e}"))),
         };
-        let lease = value
-            .get("lease")
-            .and_then(|l| l.as_str())
-            .map(str::to_string);
-        let op = value
-            .get("op")
-            .and_then(|o| o.as_str())
-            .unwrap_or("")
-            .to_string();
+        let lease = head.field("lease");
+        let op = head.field("op").unwrap_or_default();
         match op.as_str() {
-            "credit" => match frame::<CreditFrame>(value) {
+            "credit" => match frame::<CreditFrame>(text) {
                 Ok(c) if (1..=MAX_CREDIT).contains(&c.n) => self.owner.do_send(AddCredit {
                     socket_id: self.socket_id,
                     n: c.n as u32,
@@ -338,7 +331,7 @@ impl Connection {
             "drain" => self.owner.do_send(DrainSocket {
                 socket_id: self.socket_id,
             }),
-            "complete" | "fail" => match settle_of(self.grant.as_ref(), &op, value) {
+            "complete" | "fail" => match settle_of(self.grant.as_ref(), &op, text) {
                 Ok((queue, item)) => burst.push(queue, item),
                 Err(e) => self.send_error(lease.as_deref(), &e),
             },
@@ -346,8 +339,9 @@ impl Connection {
                 let state = self.state.clone();
                 let mut session = self.session.clone();
                 let grant = self.grant.clone();
+                let text = text.to_string();
                 actix_rt::spawn(async move {
-                    let frame = match heartbeat(&state, grant.as_ref(), value).await {
+                    let frame = match heartbeat(&state, grant.as_ref(), &text).await {
                         Ok(frame) => frame,
                         Err(e) => error_frame(lease.as_deref(), &e),
                     };
@@ -445,12 +439,27 @@ fn error_frame(lease: Option<&str>, e: &Error) -> String {
     .to_string()
 }
 
-fn frame<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| Error::invalid(format!("bad frame: {e}")))
+/// Decodes a whole frame. Values a worker sends (`result`, `details`) stay JSON text, kept and
+/// sent on exactly as written, like the HTTP bodies.
+fn frame<T: DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::invalid(format!("bad frame: {e}")))
 }
 
-fn raw(value: Option<serde_json::Value>) -> Option<Box<RawValue>> {
-    value.and_then(|v| RawValue::from_string(v.to_string()).ok())
+/// The fields every frame is dispatched on, each kept as text until it is known to be a
+/// string: a frame whose `lease` is not a string is still answered, with `"lease": null`.
+#[derive(Deserialize)]
+struct FrameHead {
+    op: Option<Box<RawValue>>,
+    lease: Option<Box<RawValue>>,
+}
+
+impl FrameHead {
+    /// The string value of `op` or `lease`, if it is one.
+    fn field(&self, name: &str) -> Option<String> {
+        let raw = if name == "op" { &self.op } else { &self.lease };
+        raw.as_deref()
+            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+    }
 }
 
 #[derive(Deserialize)]
@@ -467,26 +476,21 @@ struct SettleFrame {
     #[allow(dead_code)]
     op: String,
     lease: String,
-    result: Option<serde_json::Value>,
+    result: Option<Box<RawValue>>,
     error: Option<TaskError>,
     #[serde(default)]
     non_retryable: bool,
     retry_after_ms: Option<u64>,
-    details: Option<serde_json::Value>,
+    details: Option<Box<RawValue>>,
 }
 
 /// Reads a complete or fail frame into the settle it asks for, with the queue of its lease.
-fn settle_of(
-    grant: Option<&Grant>,
-    op: &str,
-    value: serde_json::Value,
-) -> Result<(QueueKey, (String, Settle))> {
-    let f: SettleFrame = frame(value)?;
+fn settle_of(grant: Option<&Grant>, op: &str, text: &str) -> Result<(QueueKey, (String, Settle))> {
+    let f: SettleFrame = frame(text)?;
     let token = lease_token(grant, &f.lease)?;
     let op = if op == "complete" {
         SettleOp::Complete {
-            result: raw(f.result)
-                .unwrap_or_else(|| raw(Some(serde_json::Value::Null)).expect("null")),
+            result: f.result.unwrap_or_else(crate::model::null_json),
         }
     } else {
         SettleOp::Fail {
@@ -517,17 +521,13 @@ fn lease_token(grant: Option<&Grant>, lease: &str) -> Result<LeaseToken> {
 }
 
 /// Runs a heartbeat frame and returns the frame that answers it.
-async fn heartbeat(
-    state: &AppState,
-    grant: Option<&Grant>,
-    value: serde_json::Value,
-) -> Result<String> {
-    let f: SettleFrame = frame(value)?;
+async fn heartbeat(state: &AppState, grant: Option<&Grant>, text: &str) -> Result<String> {
+    let f: SettleFrame = frame(text)?;
     let token = lease_token(grant, &f.lease)?;
     let msg = Heartbeat {
         task_id: token.task_id,
         lease_id: token.lease_id,
-        details: raw(f.details),
+        details: f.details,
     };
     let answer = state.queues.call(&token.queue, msg).await??;
     Ok(json!({

@@ -16,6 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+pub mod faults;
+
 /// The namespace most tests use.
 pub const NS: &str = "default";
 
@@ -64,11 +66,22 @@ impl TestServer {
     /// As with `start_with`, `args` may hold its own `--bind ADDR`, which then replaces the
     /// default `127.0.0.1:0`; a wildcard address (`0.0.0.0`) is reached via `127.0.0.1`.
     pub fn start_unready(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_prepared(args, env, |_| {})
+    }
+
+    /// Like [`TestServer::start_unready`], but first runs `prepare` on the data directory
+    /// (created, empty): to mount a file system there, say, before the server opens it.
+    pub fn start_prepared(
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tasq-test-")
             .tempdir()
             .expect("create temp dir");
         std::fs::create_dir_all(dir.path().join("data")).expect("create data dir");
+        prepare(&dir.path().join("data"));
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let env: Vec<(String, String)> = env
             .iter()

@@ -557,7 +557,7 @@ impl Config {
         let blob_dir: PathBuf = self.get_path().join("blobs");
 
         if !blob_dir.exists() {
-            fs::create_dir_all(blob_dir)?;
+            fs::create_dir_all(&blob_dir)?;
         }
 
         self.verify_config()?;
@@ -573,7 +573,18 @@ impl Config {
             options.create_new(true);
         }
 
-        self.try_lock(options.open(&self.db_path())?)
+        let file = self.try_lock(options.open(&self.db_path())?)?;
+        // tasq patch: the files and directories just created (or found) must survive a power
+        // cut before anything written into them is acknowledged: a file is durable only once
+        // the directory naming it is synced.
+        if !self.temporary {
+            sync_dir(&blob_dir)?;
+            sync_dir(&self.get_path())?;
+            if let Some(parent) = self.get_path().parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(file)
     }
 
     fn try_lock(&self, file: File) -> Result<File> {
@@ -669,15 +680,25 @@ impl Config {
         let crc_arr = u32_to_arr(crc);
 
         let path = self.config_path();
+        // tasq patch: written whole to a temporary file, synced, then renamed over `conf` and
+        // the directory synced, so a power cut leaves the old file or the new one, never an
+        // empty one (sled then took the store for new and panicked reading its log).
+        let tmp = path.with_extension("tmp");
 
-        let mut f =
-            fs::OpenOptions::new().write(true).create(true).open(path)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
 
         io_fail!(self, "write_config bytes");
         f.write_all(&*bytes)?;
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
         io_fail!(self, "write_config post");
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        sync_dir(&self.get_path())?;
         Ok(())
     }
 
@@ -697,6 +718,14 @@ impl Config {
         };
 
         if f.metadata()?.len() <= 8 {
+            // tasq patch: a store with data and no readable `conf` is damaged, not new.
+            if fs::metadata(self.db_path()).map(|m| m.len() > 0).unwrap_or(false) {
+                return Err(Error::Unsupported(format!(
+                    "the configuration file {:?} is empty or cut short, \
+                     but the store holds data",
+                    path
+                )));
+            }
             warn!("empty/corrupt configuration file found");
             return Ok(None);
         }
@@ -714,11 +743,11 @@ impl Config {
         let crc_actual = crc32(&*buf);
 
         if crc_expected != crc_actual {
-            warn!(
-                "crc for settings file {:?} failed! \
-                 can't verify that config is safe",
+            // tasq patch: refused, not just logged: a damaged file must not be trusted.
+            return Err(Error::Unsupported(format!(
+                "the configuration file {:?} fails its checksum",
                 path
-            );
+            )));
         }
 
         StorageParameters::deserialize(&buf).map(Some)
@@ -853,6 +882,20 @@ impl RunningConfig {
         }
 
         Ok(snap_dir.read_dir()?.filter_map(filter).collect())
+    }
+}
+
+/// tasq patch: syncs a directory, making the names of the files in it durable (on Linux a
+/// new file's directory entry survives a power cut only once its directory is synced).
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        fs::File::open(path)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
     }
 }
 

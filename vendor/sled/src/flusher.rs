@@ -136,6 +136,8 @@ fn run(
 
         if let Err(e) = pagecache.config.file.sync_all() {
             error!("failed to fsync from periodic flush thread: {}", e);
+            // tasq patch: as in `IoBufs::sync_to`, a failed sync fails every later one.
+            pagecache.config.set_global_error(e.into());
         }
 
         let sleep_duration = flush_every

@@ -90,12 +90,16 @@ pub(crate) fn write_blob<T: Serialize>(
     io_fail!(config, "write_blob write kind_byte");
     f.write_all(kind_buf)?;
     io_fail!(config, "write_blob write buf");
-    f.write_all(&data)
-        .map(|r| {
-            trace!("successfully wrote blob at {:?}", path);
-            r
-        })
-        .map_err(|e| e.into())
+    f.write_all(&data)?;
+    // tasq patch: a blob is durable, name included, before the log entry pointing to it can
+    // be: the log's own sync covers only the log file.
+    if !config.temporary {
+        io_fail!(config, "write_blob sync");
+        f.sync_all()?;
+        crate::config::sync_dir(path.parent().unwrap_or(&path))?;
+    }
+    trace!("successfully wrote blob at {:?}", path);
+    Ok(())
 }
 
 pub(crate) fn gc_blobs(config: &Config, stable_lsn: Lsn) -> Result<()> {

@@ -551,10 +551,17 @@ impl IoBufs {
         if self.synced() >= lsn {
             return Ok(());
         }
+        // A failed sync is final: the kernel may have dropped the pages it could not write and
+        // report the next sync as a success without them (PostgreSQL's "fsyncgate"), so every
+        // later sync fails too, and nothing is acknowledged over the gap.
+        self.config.global_error()?;
         // everything up to `written` has been handed to the OS; the sync covers it.
         let written = self.stable();
         io_fail!(self, "log sync");
-        sync_file(&self.config.file)?;
+        if let Err(e) = sync_file(&self.config.file) {
+            self.config.set_global_error(e.clone());
+            return Err(e);
+        }
         bump_atomic_lsn(&self.synced_lsn, written);
         Ok(())
     }
@@ -884,35 +891,12 @@ pub(crate) fn roll_iobuf(iobufs: &Arc<IoBufs>) -> Result<usize> {
     Ok(header::offset(header))
 }
 
-/// tasq patch: makes every page of the log file written so far durable, at the
-/// level sled always used on Linux: wait for the written pages to reach the device
-/// (`sync_file_range` with WAIT_BEFORE | WRITE | WAIT_AFTER, once for the whole file
-/// instead of once per buffer). Elsewhere, or if the call is unsupported, `fsync`.
+/// tasq patch: makes every page of the log file written so far durable with one
+/// `fdatasync` (data and the file size, which a growing log changes, and a cache flush
+/// on devices with a volatile write cache): it alone survives a power cut, which
+/// `sync_file_range` never promised.
 fn sync_file(file: &std::fs::File) -> Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        // offset 0, nbytes 0: the whole file, whatever segments were written.
-        #[allow(unsafe_code)]
-        let ret = unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                0,
-                0,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            )
-        };
-        if ret == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ENOSYS) {
-            return Err(err.into());
-        }
-    }
-    file.sync_all()?;
+    file.sync_data()?;
     Ok(())
 }
 

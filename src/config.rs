@@ -66,13 +66,26 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Store bounds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Store bounds and failure handling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Above this many bytes on disk, adds answer 429 while dispatch and settles go on, so a
     /// full disk drains; 0 = no bound.
     pub max_bytes: u64,
+    /// After a failed write or sync, exit with status 74 for a supervisor to restart tasq
+    /// (which recovers the store from what is on disk); `false`: stay up, refusing writes
+    /// with 503 and reporting not ready, until restarted by hand.
+    pub exit_on_failure: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            max_bytes: 0,
+            exit_on_failure: true,
+        }
+    }
 }
 
 /// HTTPS and WSS.

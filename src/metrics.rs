@@ -45,6 +45,8 @@ pub struct Metrics {
     pub storage_flush_seconds: Histogram,
     /// Writes covered by one group commit.
     pub storage_flush_batch_size: Histogram,
+    /// 1 while the store accepts writes, 0 after a failed write or sync.
+    pub storage_healthy: IntGauge,
     /// HTTP requests by route pattern, method and status.
     pub http_requests: IntCounterVec,
     /// HTTP latency by route pattern and method.
@@ -184,6 +186,11 @@ impl Metrics {
                 .buckets(exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
             )
             .expect("metric"),
+            storage_healthy: IntGauge::new(
+                "tasq_storage_healthy",
+                "1 while the store accepts writes; 0 after a failed sync or write.",
+            )
+            .expect("metric"),
             http_requests: IntCounterVec::new(
                 opts(
                     "tasq_http_requests_total",
@@ -238,6 +245,7 @@ impl Metrics {
             Box::new(m.loaded_task_queues.clone()),
             Box::new(m.storage_flush_seconds.clone()),
             Box::new(m.storage_flush_batch_size.clone()),
+            Box::new(m.storage_healthy.clone()),
             Box::new(m.http_requests.clone()),
             Box::new(m.http_request_duration.clone()),
             Box::new(m.websocket_connections.clone()),

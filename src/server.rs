@@ -36,6 +36,9 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     let config = tasq.config().clone();
     let state = tasq.app_state();
     actix_rt::spawn(reload_keys_on_hangup(state.auth.clone(), source));
+    if config.storage.exit_on_failure {
+        actix_rt::spawn(exit_when_storage_fails(state.store.clone()));
+    }
     let clients = crate::http::ClientConnections::new(config.limits.max_connections_per_client);
     let server = HttpServer::new(move || {
         // Runs on each worker's thread: queue actors may run there too (see `registry`).
@@ -82,6 +85,29 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     tasq.flush().await.map_err(std::io::Error::other)?;
     log::info!("stopped; store flushed");
     Ok(())
+}
+
+/// The exit status after a failed write or sync (`EX_IOERR`).
+pub const EXIT_STORAGE_FAILED: i32 = 74;
+
+/// How long requests keep being answered (writes with 503) after a failed write or sync,
+/// before the process exits: long enough for the answers already decided to go out.
+const STORAGE_FAILED_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Exits the process once the store failed a write or sync: the open store can acknowledge
+/// nothing more, and a restart recovers it from what is durable (sled replays its log), so a
+/// supervisor (systemd `Restart=on-failure`, Kubernetes) brings tasq back whole. Nothing is
+/// flushed on the way out: a flush could succeed over pages the kernel dropped.
+async fn exit_when_storage_fails(store: Arc<crate::storage::Store>) {
+    store.health().failed().await;
+    tokio::time::sleep(STORAGE_FAILED_GRACE).await;
+    log::error!(
+        "exiting with status {EXIT_STORAGE_FAILED} after a storage failure ({}); start tasq \
+         again (a supervisor does) to recover the store from what is on disk",
+        store.health().failure().unwrap_or("unknown")
+    );
+    let _ = std::io::stderr().flush();
+    std::process::exit(EXIT_STORAGE_FAILED);
 }
 
 /// Loads the PEM certificate chain and key for HTTPS and WSS.

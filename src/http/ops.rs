@@ -27,13 +27,14 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    if state.lifecycle.serving() {
-        Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
-    } else {
-        Err(Error::Unavailable(
+    if !state.lifecycle.serving() {
+        return Err(Error::Unavailable(
             "not ready: starting up or shutting down".into(),
-        ))
+        ));
     }
+    // A store that failed a write or sync acknowledges nothing: not ready.
+    state.store.health().check()?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

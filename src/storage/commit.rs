@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::Health;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -66,7 +67,8 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the flusher thread for `db` (`fsync = false`: no flusher, sled flushes on its own
     /// timer and writes are answered at once).
-    pub fn start(db: sled::Db, fsync: bool, metrics: Arc<Metrics>) -> Self {
+    /// A failed flush is recorded in `health`.
+    pub fn start(db: sled::Db, fsync: bool, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
         let marks = Arc::new(Marks::default());
         if !fsync {
             return GroupCommit { tx: None, marks };
@@ -75,7 +77,7 @@ impl GroupCommit {
         let flusher_marks = marks.clone();
         std::thread::Builder::new()
             .name("tasq-flusher".into())
-            .spawn(move || run(db, rx, &flusher_marks, metrics))
+            .spawn(move || run(db, rx, &flusher_marks, metrics, &health))
             .expect("spawning the flusher thread");
         GroupCommit {
             tx: Some(tx),
@@ -126,7 +128,13 @@ impl GroupCommit {
     }
 }
 
-fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>, marks: &Marks, metrics: Arc<Metrics>) {
+fn run(
+    db: sled::Db,
+    rx: mpsc::Receiver<Waiter>,
+    marks: &Marks,
+    metrics: Arc<Metrics>,
+    health: &Health,
+) {
     let mut waiting: Vec<Waiter> = Vec::new();
     loop {
         if waiting.is_empty() {
@@ -146,9 +154,12 @@ fn run(db: sled::Db, rx: mpsc::Receiver<Waiter>, marks: &Marks, metrics: Arc<Met
         // and every request taken so far names a write counted before it was sent.
         let reach = Written(marks.applied.load(Ordering::Acquire));
         let started = Instant::now();
-        let result = db.flush().map(|_| ()).map_err(|e| {
-            log::error!("storage flush failed: {e}");
-            Error::Unavailable(format!("storage flush failed: {e}"))
+        // Once failed, never again: a later flush could succeed over pages the kernel dropped.
+        let result = health.check().and_then(|_| {
+            db.flush().map(|_| ()).map_err(|e| {
+                health.fail(&format!("flush: {e}"));
+                Error::Unavailable(format!("storage flush failed: {e}"))
+            })
         });
         if result.is_ok() {
             marks.flushed.fetch_max(reach.0, Ordering::AcqRel);

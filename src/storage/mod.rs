@@ -19,6 +19,7 @@
 //! - `waiting`: deadline + queue prefix + task id → (): schedule-to-start deadlines.
 
 pub mod commit;
+pub mod health;
 pub mod keys;
 pub mod record;
 
@@ -34,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{QueueKey, Queued, TaskRecord, TaskState};
 pub use commit::{GroupCommit, Written};
+pub use health::Health;
 pub use keys::{Entry, EntryRoute, ReadyPos};
 
 use crate::queue::throttle::RateLimit;
@@ -82,6 +84,7 @@ pub struct Store {
     ready: Space,
     commit: GroupCommit,
     full: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<Health>,
 }
 
 /// The one-byte prefix of each key space.
@@ -156,6 +159,7 @@ impl Store {
             .open()
             .map_err(|e| Error::Unavailable(format!("cannot open the store in {dir:?}: {e}")))?;
         let tree = db.open_tree("tasq")?;
+        let health = Arc::new(Health::new(metrics.storage_healthy.clone()));
         let space = |p: Prefix| Space {
             tree: tree.clone(),
             prefix: p as u8,
@@ -169,8 +173,9 @@ impl Store {
             expiry: space(Prefix::Expiry),
             queues: space(Prefix::Queues),
             waiting: space(Prefix::Waiting),
-            commit: GroupCommit::start(db.clone(), opts.fsync, metrics),
+            commit: GroupCommit::start(db.clone(), opts.fsync, metrics, health.clone()),
             full: watch_size(&db, &tree, opts.max_bytes),
+            health,
             tree,
             db,
         }))
@@ -191,10 +196,22 @@ impl Store {
         self.commit.durable().await
     }
 
+    /// Whether the store still acknowledges writes (see [`Health`]).
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// Flushes everything now (shutdown).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.health.check()?;
+        self.db.flush().map_err(|e| self.failed(e))?;
         Ok(())
+    }
+
+    /// Records a failed write or sync in [`Health`] and answers the error.
+    fn failed(&self, e: sled::Error) -> Error {
+        self.health.fail(&e.to_string());
+        e.into()
     }
 
     /// Resolves once `write` and every write before it is on disk (per the durability
@@ -211,7 +228,10 @@ impl Store {
 
     /// Applies a set of writes atomically.
     pub fn commit(&self, txn: Txn) -> Result<()> {
-        self.tree.apply_batch(txn.into_batch())?;
+        self.health.check()?;
+        self.tree
+            .apply_batch(txn.into_batch())
+            .map_err(|e| self.failed(e))?;
         self.commit.applied();
         Ok(())
     }

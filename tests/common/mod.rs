@@ -190,6 +190,15 @@ impl TestServer {
         self.wait_ready();
     }
 
+    /// Replaces the extra environment of the next [`TestServer::restart`] (to start again
+    /// without a fault injected into the previous process, say).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
     /// Everything the server processes wrote to stderr so far (all starts).
     pub fn stderr(&self) -> String {
         let mut out = String::new();

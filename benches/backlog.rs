@@ -73,6 +73,7 @@ fn store() -> (tempfile::TempDir, Arc<Store>) {
             cache_capacity_bytes: 64 << 20,
             temporary: true,
             max_bytes: 0,
+            reserve_bytes: 0,
         },
         Metrics::new(10),
     )

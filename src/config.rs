@@ -73,6 +73,10 @@ pub struct StorageConfig {
     /// Above this many bytes on disk, adds answer 429 while dispatch and settles go on, so a
     /// full disk drains; 0 = no bound.
     pub max_bytes: u64,
+    /// Adds answer 429 while the file system holding the store has less free space than
+    /// this: the rest is kept for settles and polls, so workers drain while producers wait;
+    /// 0 = none.
+    pub reserve_bytes: u64,
     /// After a failed write or sync, exit with status 74 for a supervisor to restart tasq
     /// (which recovers the store from what is on disk); `false`: stay up, refusing writes
     /// with 503 and reporting not ready, until restarted by hand.
@@ -83,6 +87,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             max_bytes: 0,
+            reserve_bytes: 64 << 20,
             exit_on_failure: true,
         }
     }

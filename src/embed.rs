@@ -922,6 +922,12 @@ fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result
             cache_capacity_bytes: config.cache_capacity_bytes,
             temporary,
             max_bytes: config.storage.max_bytes,
+            // A temporary store is scratch space: the reserve guards a real data directory.
+            reserve_bytes: if temporary {
+                0
+            } else {
+                config.storage.reserve_bytes
+            },
         },
         metrics,
     )?;

@@ -68,6 +68,14 @@ impl Error {
         Error::InvalidArgument(message.into())
     }
 
+    /// A [`Error::ResourceExhausted`] asking the client to come back in a second.
+    pub fn exhausted(message: impl Into<String>) -> Self {
+        Error::ResourceExhausted {
+            message: message.into(),
+            retry_after_secs: 1,
+        }
+    }
+
     /// Shorthand for [`Error::LeaseLost`].
     pub fn lease_lost() -> Self {
         Error::LeaseLost("the lease is unknown, expired, or the task was dispatched again".into())

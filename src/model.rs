@@ -661,6 +661,11 @@ pub struct TaskRecord {
     /// Cancel was asked while running.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// The store keeps the payload under a key of its own, written once when the task is
+    /// added, instead of in the record rewritten on every lease and settle (large payloads;
+    /// see `storage::Txn::put_new_task`).
+    #[serde(skip)]
+    pub payload_apart: bool,
 }
 
 impl TaskRecord {
@@ -697,6 +702,7 @@ impl TaskRecord {
             last_error: None,
             heartbeat_details: None,
             cancel_requested: false,
+            payload_apart: false,
         }
     }
 

@@ -248,6 +248,7 @@ mod tests {
                 cache_capacity_bytes: 1 << 20,
                 temporary: true,
                 max_bytes: 0,
+                reserve_bytes: 0,
             },
             Metrics::new(10),
         )

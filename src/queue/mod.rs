@@ -389,11 +389,13 @@ impl QueueActor {
         requests: &[&[crate::model::NewTask]],
         ctx: &mut Context<Self>,
     ) -> Result<Vec<Vec<AddResult>>> {
-        if self.env.store.is_full() {
-            return Err(exhausted(
-                "the store is over storage.max_bytes; adds resume as tasks drain".into(),
-            ));
-        }
+        // About what the tasks take on disk: a record and its index entries each.
+        let bytes: u64 = requests
+            .iter()
+            .flat_map(|r| r.iter())
+            .map(|t| t.payload.get().len() as u64 + ADD_OVERHEAD_BYTES)
+            .sum();
+        self.env.store.admit(bytes)?;
         let now = now_ms();
         let instant = Instant::now();
         let mut txn = Txn::default();
@@ -459,7 +461,7 @@ impl QueueActor {
                         }
                     }
                 }
-                txn.put_task(&self.key, &rec);
+                txn.put_new_task(&self.key, &mut rec);
             }
             results.push(answers);
         }
@@ -806,7 +808,7 @@ impl QueueActor {
         }
         let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
         if self.leases.len() + batch.leased.len() >= max_in_flight {
-            return Err(exhausted(format!(
+            return Err(Error::exhausted(format!(
                 "{} already has {max_in_flight} tasks in flight (limits.max_in_flight_per_queue)",
                 self.key
             )));
@@ -850,13 +852,13 @@ impl QueueActor {
         };
         let limits = &self.env.config.limits;
         if self.waiters.polls() >= limits.max_parked_polls_per_queue {
-            return Err(exhausted(format!(
+            return Err(Error::exhausted(format!(
                 "{} already has {} parked polls (limits.max_parked_polls_per_queue)",
                 self.key, limits.max_parked_polls_per_queue
             )));
         }
         let slot = Slot::take(&self.env.parked, limits.max_parked_polls).ok_or_else(|| {
-            exhausted(format!(
+            Error::exhausted(format!(
                 "the server already has {} parked polls (limits.max_parked_polls)",
                 limits.max_parked_polls
             ))
@@ -1679,13 +1681,8 @@ impl Actor for QueueActor {
     }
 }
 
-/// A 429 asking the client to come back in a second.
-fn exhausted(message: String) -> Error {
-    Error::ResourceExhausted {
-        message,
-        retry_after_secs: 1,
-    }
-}
+/// Bytes of a task's record and index entries besides its payload, for [`Store::admit`].
+const ADD_OVERHEAD_BYTES: u64 = 256;
 
 /// (task id, lease id) of a running record.
 fn lease_of(rec: &TaskRecord) -> Option<(String, u64)> {

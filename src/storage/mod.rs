@@ -16,9 +16,13 @@
 //! - `expiry`: time + queue prefix + task id → more task ids of that queue and time: finished
 //!   records to purge;
 //! - `queues`: queue prefix → [`QueueMeta`]: counters and settings of each queue;
-//! - `waiting`: deadline + queue prefix + task id → (): schedule-to-start deadlines.
+//! - `waiting`: deadline + queue prefix + task id → (): schedule-to-start deadlines;
+//! - `payloads`: queue prefix + task id → payload text, for payloads over
+//!   [`PAYLOAD_APART_BYTES`]: written once at add, so the record rewritten on every lease and
+//!   settle stays small.
 
 pub mod commit;
+pub mod disk;
 pub mod health;
 pub mod keys;
 pub mod record;
@@ -35,10 +39,14 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{QueueKey, Queued, TaskRecord, TaskState};
 pub use commit::{GroupCommit, Written};
+pub use disk::DiskSpace;
 pub use health::Health;
 pub use keys::{Entry, EntryRoute, ReadyPos};
 
 use crate::queue::throttle::RateLimit;
+
+/// Payloads longer than this are stored apart from their record (see the `payloads` space).
+pub const PAYLOAD_APART_BYTES: usize = 2048;
 
 /// Counters and settings of one queue, kept in step by its actor in the same transaction as
 /// each change, so loading a queue never counts a large backlog.
@@ -66,8 +74,10 @@ pub struct StoreOptions {
     pub cache_capacity_bytes: u64,
     /// A temporary store, deleted when closed (tests, embedders).
     pub temporary: bool,
-    /// Above this many bytes on disk the store reports itself full (0 = never).
+    /// Above this many bytes on disk adds are refused (0 = never).
     pub max_bytes: u64,
+    /// Adds are refused while the disk has less free space than this (0 = never).
+    pub reserve_bytes: u64,
 }
 
 /// The open database and its trees.
@@ -81,9 +91,10 @@ pub struct Store {
     expiry: Space,
     queues: Space,
     waiting: Space,
+    payloads: Space,
     ready: Space,
     commit: GroupCommit,
-    full: Arc<std::sync::atomic::AtomicBool>,
+    disk: Arc<DiskSpace>,
     health: Arc<Health>,
 }
 
@@ -99,6 +110,7 @@ enum Prefix {
     Expiry = b'e',
     Queues = b'q',
     Waiting = b'w',
+    Payloads = b'p',
 }
 
 /// One key space: the keys of one prefix in the shared tree, read without the prefix.
@@ -164,7 +176,7 @@ impl Store {
             tree: tree.clone(),
             prefix: p as u8,
         };
-        Ok(Arc::new(Store {
+        let store = Arc::new(Store {
             tasks: space(Prefix::Tasks),
             ready: space(Prefix::Ready),
             delayed: space(Prefix::Delayed),
@@ -173,17 +185,22 @@ impl Store {
             expiry: space(Prefix::Expiry),
             queues: space(Prefix::Queues),
             waiting: space(Prefix::Waiting),
+            payloads: space(Prefix::Payloads),
             commit: GroupCommit::start(db.clone(), opts.fsync, metrics, health.clone()),
-            full: watch_size(&db, &tree, opts.max_bytes),
+            disk: DiskSpace::new(opts.max_bytes, opts.reserve_bytes),
             health,
             tree,
             db,
-        }))
+        });
+        let measure: std::sync::Weak<dyn disk::Measure> = Arc::downgrade(&store) as _;
+        store.disk.watch(dir, measure);
+        Ok(store)
     }
 
-    /// True while the store is over `storage.max_bytes`: adds are refused, the rest goes on.
-    pub fn is_full(&self) -> bool {
-        self.full.load(std::sync::atomic::Ordering::Relaxed)
+    /// `Ok` when an add of about `bytes` fits within `storage.max_bytes` and leaves
+    /// `storage.reserve_bytes` free on the disk; else the 429 to answer (see [`DiskSpace`]).
+    pub fn admit(&self, bytes: u64) -> Result<()> {
+        self.disk.admit(bytes)
     }
 
     /// A unique, increasing sequence number (sled's id generator survives restarts).
@@ -229,6 +246,7 @@ impl Store {
     /// Applies a set of writes atomically.
     pub fn commit(&self, txn: Txn) -> Result<()> {
         self.health.check()?;
+        self.disk.wrote(txn.bytes);
         self.tree
             .apply_batch(txn.into_batch())
             .map_err(|e| self.failed(e))?;
@@ -238,10 +256,23 @@ impl Store {
 
     /// Reads one task record.
     pub fn task(&self, queue: &QueueKey, task_id: &str) -> Result<Option<TaskRecord>> {
-        match self.tasks.get(&keys::task_key(queue, task_id))? {
-            None => Ok(None),
-            Some(raw) => decode_record(&raw).map(Some),
+        let key = keys::task_key(queue, task_id);
+        let Some(raw) = self.tasks.get(&key)? else {
+            return Ok(None);
+        };
+        let mut rec = decode_record(&raw)?;
+        if rec.payload_apart {
+            let text = self.payloads.get(&key)?.ok_or_else(|| {
+                Error::Internal(format!("the payload of {queue}/{task_id} is missing"))
+            })?;
+            rec.payload = std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| serde_json::value::RawValue::from_string(t.to_string()).ok())
+                .ok_or_else(|| {
+                    Error::Internal(format!("the payload of {queue}/{task_id} is damaged"))
+                })?;
         }
+        Ok(Some(rec))
     }
 
     /// Reads a queue's counters (zero for a queue never used).
@@ -492,65 +523,23 @@ impl Store {
     }
 }
 
-/// How often the live data is measured while the files are over `max_bytes`.
-const LIVE_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+impl disk::Measure for Store {
+    fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
 
-/// Checks the store against `max_bytes` (0: never full) every second. sled reuses freed
-/// space but never shrinks its files, so the file size alone would keep adds refused after
-/// the backlog drained: while the files are over the bound, the live data (keys and values,
-/// measured by a scan paid only then) decides. The thread holds only a weak handle, so it
-/// ends when the store is dropped.
-fn watch_size(db: &sled::Db, tree: &Tree, max_bytes: u64) -> Arc<std::sync::atomic::AtomicBool> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let full = Arc::new(AtomicBool::new(false));
-    if max_bytes == 0 {
-        return full;
+    fn live_bytes(&self) -> Result<u64> {
+        let mut n = 0;
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            n += (k.len() + v.len()) as u64;
+        }
+        Ok(n)
     }
-    let flag = Arc::downgrade(&full);
-    let db = db.clone();
-    let tree = tree.clone();
-    let mut last_scan: Option<(std::time::Instant, u64)> = None;
-    let spawned = std::thread::Builder::new()
-        .name("tasq-disk-watch".into())
-        .spawn(move || {
-            while let Some(flag) = flag.upgrade() {
-                match db.size_on_disk() {
-                    Ok(size) => {
-                        let live = if size <= max_bytes {
-                            size
-                        } else {
-                            match last_scan {
-                                Some((at, live)) if at.elapsed() < LIVE_SCAN_EVERY => live,
-                                _ => {
-                                    let live = tree
-                                        .iter()
-                                        .filter_map(|kv| kv.ok())
-                                        .map(|(k, v)| (k.len() + v.len()) as u64)
-                                        .sum();
-                                    last_scan = Some((std::time::Instant::now(), live));
-                                    live
-                                }
-                            }
-                        };
-                        let over = live > max_bytes;
-                        if flag.swap(over, Ordering::Relaxed) != over {
-                            log::warn!(
-                                "store holds {live} bytes ({size} on disk): adds are {} \
-                                 (storage.max_bytes = {max_bytes})",
-                                if over { "refused" } else { "accepted again" }
-                            );
-                        }
-                    }
-                    Err(e) => log::error!("cannot read the store's size: {e}"),
-                }
-                drop(flag);
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot watch the store's size: {e}");
+
+    fn purge_finished(&self, limit: usize) -> Result<usize> {
+        self.purge_expired(u64::MAX - 1, limit)
     }
-    full
 }
 
 /// Makes a leased record pending again (crash recovery, a poller that never received it) at
@@ -622,6 +611,8 @@ pub struct Txn {
     /// Records whose retention ends, grouped by (end, queue): written as one expiry key per
     /// group when the transaction is committed (see [`Txn::put_expiry`]).
     expiring: BTreeMap<Vec<u8>, Vec<String>>,
+    /// Bytes of the keys and values inserted (counted against the disk's space).
+    bytes: u64,
 }
 
 impl Txn {
@@ -638,6 +629,8 @@ impl Txn {
     }
 
     fn insert(&mut self, space: Prefix, key: &[u8], value: impl Into<IVec>) {
+        let value = value.into();
+        self.bytes += (key.len() + 1 + value.len()) as u64;
         self.batch.insert(spaced(space as u8, key), value);
     }
 
@@ -654,9 +647,24 @@ impl Txn {
         );
     }
 
-    /// Deletes a task record.
+    /// Stores the record of a task just added, its payload apart when it is large.
+    pub fn put_new_task(&mut self, queue: &QueueKey, rec: &mut TaskRecord) {
+        let key = keys::task_key(queue, &rec.task_id);
+        rec.payload_apart = rec.payload.get().len() > PAYLOAD_APART_BYTES;
+        if rec.payload_apart {
+            self.insert(Prefix::Payloads, &key, rec.payload.get().as_bytes());
+        } else {
+            // A payload left apart by an earlier task of this id is not this task's.
+            self.remove(Prefix::Payloads, &key);
+        }
+        self.insert(Prefix::Tasks, &key, record::encode(rec));
+    }
+
+    /// Deletes a task record and its payload.
     pub fn delete_task(&mut self, queue: &QueueKey, task_id: &str) {
-        self.remove(Prefix::Tasks, &keys::task_key(queue, task_id));
+        let key = keys::task_key(queue, task_id);
+        self.remove(Prefix::Tasks, &key);
+        self.remove(Prefix::Payloads, &key);
     }
 
     /// Adds a ready index entry.
@@ -752,6 +760,7 @@ mod tests {
             cache_capacity_bytes: 1 << 20,
             temporary: true,
             max_bytes: 0,
+            reserve_bytes: 0,
         };
         let dir = std::env::temp_dir().join(format!("tasq-store-{}", uuid::Uuid::new_v4()));
         Store::open(&dir, &opts, metrics).unwrap()

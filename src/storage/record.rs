@@ -6,7 +6,10 @@
 //! encoding is a version byte, then each field in declaration order: integers as LEB128
 //! varints, `f64` as 8 little-endian bytes, strings and JSON values as a varint length and
 //! their bytes, an `Option` as a 0/1 tag then the value, enums as one byte. JSON documents
-//! (payload, result, heartbeat details) are stored as the text the client sent.
+//! (payload, result, heartbeat details) are stored as the text the client sent. A large
+//! payload is kept apart, under a key of its own written once at add (version 2: a tag byte
+//! says whether the payload follows or is apart), so leases and settles rewrite a few hundred
+//! bytes however large the payload: on a nearly full disk they fit in the reserve.
 //!
 //! Records written before this encoding are JSON objects: [`decode`] reads both (a JSON record
 //! starts with `{`, never with the version byte), so a store keeps working across the upgrade
@@ -21,8 +24,11 @@ use crate::model::{
     TaskState,
 };
 
-/// The first byte of a record in this encoding.
-const VERSION: u8 = 1;
+/// The first byte of a record in this encoding: 2 since payloads can be kept apart.
+const VERSION: u8 = 2;
+
+/// The first byte of records written before payloads could be kept apart (read, not written).
+const VERSION_INLINE: u8 = 1;
 
 /// Encodes `rec` in the stored form.
 pub fn encode(rec: &TaskRecord) -> Vec<u8> {
@@ -30,7 +36,12 @@ pub fn encode(rec: &TaskRecord) -> Vec<u8> {
     w.0.push(VERSION);
     w.str(&rec.task_id);
     w.str(&rec.task_type);
-    w.str(rec.payload.get());
+    if rec.payload_apart {
+        w.0.push(1);
+    } else {
+        w.0.push(0);
+        w.str(rec.payload.get());
+    }
     w.uint(rec.headers.len() as u64);
     for (k, v) in &rec.headers {
         w.str(k);
@@ -100,9 +111,9 @@ pub fn encode(rec: &TaskRecord) -> Vec<u8> {
 /// Decodes a stored record, in this encoding or as the JSON of earlier versions.
 pub fn decode(raw: &[u8]) -> Result<TaskRecord, String> {
     match raw.first() {
-        Some(&VERSION) => {
+        Some(&v) if v == VERSION || v == VERSION_INLINE => {
             let mut r = Reader(&raw[1..]);
-            let rec = r.record()?;
+            let rec = r.record(v)?;
             if !r.0.is_empty() {
                 return Err(format!("{} bytes after the record", r.0.len()));
             }
@@ -224,11 +235,29 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn record(&mut self) -> Read<TaskRecord> {
+    /// A record of encoding `version`. A payload kept apart reads as `null` here; the store
+    /// fills it in from its own key.
+    fn record(&mut self, version: u8) -> Read<TaskRecord> {
+        let task_id = self.str()?;
+        let task_type = self.str()?;
+        let payload_apart = match version {
+            VERSION_INLINE => false,
+            _ => match self.byte()? {
+                0 => false,
+                1 => true,
+                t => return Err(format!("bad payload tag {t}")),
+            },
+        };
+        let payload = if payload_apart {
+            crate::model::null_json()
+        } else {
+            self.json()?
+        };
         Ok(TaskRecord {
-            task_id: self.str()?,
-            task_type: self.str()?,
-            payload: self.json()?,
+            task_id,
+            task_type,
+            payload,
+            payload_apart,
             headers: {
                 let n = self.uint()?;
                 let mut headers = BTreeMap::new();

@@ -54,7 +54,7 @@ enum Bound {
 }
 
 /// Finished records purged per step while adds are refused.
-const PRESSURE_PURGE_BATCH: usize = 1000;
+const PRESSURE_PURGE_BATCH: usize = 100;
 
 /// The bounds, and what the last measurement found.
 pub struct DiskSpace {
@@ -258,7 +258,9 @@ fn measure_once(
             space.reserve_bytes
         );
     }
-    if pressure {
+    // A purge writes before it frees (sled rewrites the pages it deletes from), so it stops
+    // while less than half the reserve is left and resumes once the cleaner gave space back.
+    if pressure && fs_free > space.reserve_bytes / 2 {
         let purged = measure.purge_finished(PRESSURE_PURGE_BATCH)?;
         if purged > 0 {
             log::warn!(

@@ -272,13 +272,35 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// True when `key` has series of its own (taking one while there is room).
+    fn own_series(&self, key: &QueueKey) -> bool {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        series.contains(key) || (series.len() < self.max_queue_series && series.insert(key.clone()))
+    }
+
+    /// Sets the gauges of a queue no actor holds (after a restart, or once it went idle), so
+    /// its backlog and dead letters show before anyone touches it. Queues past the series
+    /// bound are left out: the shared `_other` series sums what loaded actors report.
+    pub fn report_resting(&self, key: &QueueKey, v: GaugeValues) {
+        if !self.own_series(key) {
+            return;
+        }
+        let l = [key.namespace(), key.name(), key.kind().as_str()];
+        self.pollers.with_label_values(&l).set(v.pollers);
+        self.backlog_tasks.with_label_values(&l).set(v.backlog);
+        self.backlog_age
+            .with_label_values(&l)
+            .set(v.backlog_age_seconds);
+        self.in_flight.with_label_values(&l).set(v.in_flight);
+        self.dead_letters.with_label_values(&l).set(v.dead);
+        self.registration_mismatch
+            .with_label_values(&l)
+            .set(v.mismatch);
+    }
+
     /// The per-queue series of `key` (or the shared `_other` series past the bound).
     pub fn queue(&self, key: &QueueKey) -> QueueMetrics {
-        let own = {
-            let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-            series.contains(key)
-                || (series.len() < self.max_queue_series && series.insert(key.clone()))
-        };
+        let own = self.own_series(key);
         let (ns, name) = if own {
             (key.namespace(), key.name())
         } else {

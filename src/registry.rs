@@ -12,7 +12,7 @@
 //! has offered its thread (during start-up, or for an embedder that serves no HTTP), and with
 //! `queue_threads = N`, actors run on the registry's own threads: one per core, or N.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -53,6 +53,9 @@ const WAITING_SWEEP: Duration = Duration::from_millis(250);
 const MEMORY_TRIM: Duration = Duration::from_secs(10);
 /// Deadlines handled per sweep.
 const WAITING_BATCH: usize = 1000;
+/// How often the gauges of queues no actor holds are brought up to date (their backlog age
+/// grows while nobody loads them).
+const RESTING_REPORT: Duration = Duration::from_secs(15);
 
 /// Supervises the queue actors.
 pub struct Registry {
@@ -64,18 +67,75 @@ pub struct Registry {
     own: Vec<Arbiter>,
     next_arbiter: usize,
     generation: u64,
+    /// Queues no actor holds that have tasks or dead letters, whose gauges the registry keeps
+    /// current ([`Registry::report_resting`]).
+    resting: HashSet<QueueKey>,
 }
 
 impl Registry {
+    /// A registry for `env`'s store; before it returns, every queue that holds tasks or dead
+    /// letters is in the metrics (up to `metrics.max_queue_series`), loaded or not.
     fn new(map: Map, env: Arc<Env>) -> Self {
-        Registry {
+        let resting = match env
+            .store
+            .queues_holding_tasks(env.config.metrics.max_queue_series)
+        {
+            Ok(queues) => queues.into_iter().map(|(key, _)| key).collect(),
+            Err(e) => {
+                log::error!("cannot list the queues holding tasks for the metrics: {e}");
+                HashSet::new()
+            }
+        };
+        let mut registry = Registry {
             map,
             env,
             shared: Vec::new(),
             own: Vec::new(),
             next_arbiter: 0,
             generation: 0,
-        }
+            resting,
+        };
+        registry.report_resting();
+        registry
+    }
+
+    /// Reports the gauges of the queues no actor holds, from the store; forgets those left
+    /// with nothing (their gauges are zero by then) and those an actor holds again.
+    fn report_resting(&mut self) {
+        let now = now_ms();
+        let (store, metrics) = (&self.env.store, &self.env.metrics);
+        let map = read(&self.map);
+        self.resting.retain(|key| {
+            if map.contains_key(key) {
+                return false;
+            }
+            let meta = match store.meta(key) {
+                Ok(meta) => meta.unwrap_or_default(),
+                Err(e) => {
+                    log::error!("cannot read the counters of {key}: {e}");
+                    return true;
+                }
+            };
+            let resting = match store.resting(key, &meta, now, true) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::error!("cannot read the backlog of {key}: {e}");
+                    return true;
+                }
+            };
+            metrics.report_resting(
+                key,
+                crate::metrics::GaugeValues {
+                    backlog: resting.backlog as i64,
+                    backlog_age_seconds: resting
+                        .oldest_ready_at
+                        .map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0),
+                    dead: meta.dead as i64,
+                    ..Default::default()
+                },
+            );
+            meta.ready + meta.delayed + meta.dead > 0
+        });
     }
 
     /// An arbiter to run a new queue actor: the threads of the HTTP workers in turn (one whose
@@ -152,6 +212,7 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         ctx.run_interval(WAITING_SWEEP, |act, ctx| act.sweep_waiting(ctx));
+        ctx.run_interval(RESTING_REPORT, |act, _| act.report_resting());
         // Stopped queue actors and closed connections free their memory, but glibc keeps it
         // in its arenas; hand it back to the OS now and then so RSS falls after a burst. (The
         // `tasq` binary allocates with jemalloc, whose background thread does this; this is
@@ -211,6 +272,8 @@ impl Handler<QueueStopped> for Registry {
             .is_some_and(|l| l.generation == msg.generation)
         {
             map.remove(&msg.key);
+            // Its backlog and dead letters stay on disk: keep their gauges current.
+            self.resting.insert(msg.key.clone());
             // A map never gives back the room of a burst of queues by itself; a rehash when
             // it is three quarters empty costs O(n) once per such fall.
             if map.capacity() > 1024 && map.len() < map.capacity() / 4 {

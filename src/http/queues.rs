@@ -8,7 +8,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::{queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
-use crate::clock::rfc3339;
+use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::model::{
     present, validate_name, validate_task_ids, QueueKey, QueueType, TaskError, TaskRecord,
@@ -256,7 +256,9 @@ async fn list(
             let s = state.queues.call(&key, Describe).await??;
             (s.backlog_count, s.in_flight_count, s.pollers.len())
         } else {
-            (meta.ready, meta.in_flight, 0)
+            // Delayed tasks already due count as ready, as once an actor loads the queue.
+            let resting = state.store.resting(&key, &meta, now_ms(), false)?;
+            (resting.backlog, meta.in_flight, 0)
         };
         out.push(ListedQueue {
             name: key.name().to_string(),

@@ -65,6 +65,18 @@ pub struct QueueMeta {
     pub rate_limit: Option<RateLimit>,
 }
 
+/// Entries of each index read by [`Store::resting`].
+pub const RESTING_SCAN: usize = 1000;
+
+/// A queue no actor holds, as [`Store::resting`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resting {
+    /// Tasks ready now, due delayed tasks included.
+    pub backlog: u64,
+    /// When the oldest of them became ready.
+    pub oldest_ready_at: Option<u64>,
+}
+
 /// Settings for opening the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -432,6 +444,59 @@ impl Store {
             out.push((queue, meta));
         }
         Ok((out, None))
+    }
+
+    /// Up to `limit` queues, of every namespace, that hold ready, delayed, leased or dead
+    /// tasks, with their counters: what `/metrics` shows from the moment the server is ready.
+    pub fn queues_holding_tasks(&self, limit: usize) -> Result<Vec<(QueueKey, QueueMeta)>> {
+        let mut out = Vec::new();
+        for item in self.queues.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let Some((queue, _)) = keys::split_queue(&k) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_slice::<QueueMeta>(&v) else {
+                log::error!("skipping the damaged counters of {queue}");
+                continue;
+            };
+            if meta.ready + meta.delayed + meta.in_flight + meta.dead > 0 {
+                out.push((queue, meta));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A queue no actor holds, as an operator sees it at `now`: its backlog counts the
+    /// delayed tasks already due (an actor would make them ready the moment it loaded), and
+    /// its oldest ready task is looked for among the first [`RESTING_SCAN`] entries of each
+    /// index (the ready index is in dispatch order, not age).
+    /// Without `with_age` the ready index is not read (`oldest_ready_at` is then only
+    /// from due delayed tasks).
+    pub fn resting(
+        &self,
+        queue: &QueueKey,
+        meta: &QueueMeta,
+        now: u64,
+        with_age: bool,
+    ) -> Result<Resting> {
+        let ready = if with_age {
+            self.scan_ready(queue, None, RESTING_SCAN)?
+        } else {
+            Vec::new()
+        };
+        let (due, _) = self.due_delayed(queue, now, RESTING_SCAN)?;
+        let oldest = ready
+            .iter()
+            .map(|(_, e)| e.ready_at)
+            .chain(due.iter().map(|(at, _, _)| *at))
+            .min();
+        Ok(Resting {
+            backlog: meta.ready + due.len() as u64,
+            oldest_ready_at: oldest,
+        })
     }
 
     /// Puts every task that was leased when the server stopped back in its queue's ready

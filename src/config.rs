@@ -52,6 +52,9 @@ pub struct LimitsConfig {
     pub max_in_flight_per_queue: usize,
     /// Open connections from one client address.
     pub max_connections_per_client: usize,
+    /// Longest a request body may take to arrive in full; slower answers 400 and closes.
+    #[serde(with = "human")]
+    pub body_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -62,6 +65,7 @@ impl Default for LimitsConfig {
             max_websockets: 10_000,
             max_in_flight_per_queue: 100_000,
             max_connections_per_client: 4096,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -439,39 +439,43 @@ pub struct JsonBody<T>(pub T);
 /// Like [`JsonBody`], but an empty body means `T::default()`.
 pub struct MaybeJson<T>(pub T);
 
-fn body_limit(req: &HttpRequest) -> usize {
+/// `max_payload_bytes` and `limits.body_timeout` of the app.
+fn body_bounds(req: &HttpRequest) -> (usize, Duration) {
     req.app_data::<web::Data<AppState>>()
-        .map_or(1 << 20, |s| s.config.max_payload_bytes)
+        .map_or((1 << 20, Duration::from_secs(30)), |s| {
+            (s.config.max_payload_bytes, s.config.limits.body_timeout)
+        })
 }
 
-/// Reads the body, answering 413 past `limit`. An oversized body is still drained (up to a
-/// bound) so the client reads the 413 instead of a reset connection.
+/// Reads the body, answering 413 past `limit`: at once, before reading anything, when the
+/// declared `Content-Length` is over it (the connection then closes, with the rest unread).
+/// A body that has not arrived in full within `timeout` answers 400.
 async fn read_body(
     mut payload: Payload,
     limit: usize,
-    declared: Option<usize>,
+    declared: Option<u64>,
+    timeout: Duration,
 ) -> Result<BytesMut> {
     let too_large = || Error::PayloadTooLarge(format!("the request body is over {limit} bytes"));
-    let drain_cap = limit.saturating_mul(64);
-    if declared.is_some_and(|n| n > limit) {
-        let mut seen = 0usize;
-        while let Some(chunk) = payload.next().await {
-            seen += chunk.map(|c| c.len()).unwrap_or(0);
-            if seen > drain_cap {
-                break;
-            }
-        }
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::invalid(format!("cannot read the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| Error::invalid(format!("cannot read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        Error::invalid(format!(
+            "the request body did not arrive in full within {timeout:?} (limits.body_timeout)"
+        ))
+    })?
 }
 
 /// Decodes a JSON body; the error names the problem (an unknown field by name).
@@ -484,15 +488,15 @@ fn extract<T: 'static>(
     payload: &mut Payload,
     parse: fn(&[u8]) -> Result<T>,
 ) -> LocalBoxFuture<'static, Result<T>> {
-    let limit = body_limit(req);
+    let (limit, timeout) = body_bounds(req);
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let payload = payload.take();
     Box::pin(async move {
-        let body = read_body(payload, limit, declared).await?;
+        let body = read_body(payload, limit, declared, timeout).await?;
         parse(&body)
     })
 }

@@ -635,7 +635,8 @@ where
                         // send_response would update InnerDispatcher state to SendPayload or None
                         // (If response body is empty)
                         // continue loop to poll it
-                        self.as_mut().send_error_response(res, BoxBody::new(()))?;
+                        let (res, body) = json_refusal(res);
+                        self.as_mut().send_error_response(res, body)?;
                     }
 
                     // return with upgrade request and poll it exclusively
@@ -1074,10 +1075,9 @@ where
 
                 trace!("timed out on slow request; replying with 408 and closing connection");
 
-                let _ = self.as_mut().send_error_response(
-                    Response::with_body(StatusCode::REQUEST_TIMEOUT, ()),
-                    BoxBody::new(()),
-                );
+                let (res, body) =
+                    json_refusal(Response::with_body(StatusCode::REQUEST_TIMEOUT, ()));
+                let _ = self.as_mut().send_error_response(res, body);
 
                 self.project().flags.insert(Flags::SHUTDOWN);
             }
@@ -1551,3 +1551,30 @@ mod dispatcher_tests;
 #[cfg(test)]
 #[path = "dispatcher_buffer_tests.rs"]
 mod buffer_tests;
+
+/// tasq patch: the refusals the dispatcher makes itself (a malformed request, a head too
+/// large, a head that did not arrive in time) carry the JSON error body of tasq's contract,
+/// `{"error": {"code", "message"}}`, instead of an empty one.
+fn json_refusal(mut res: Response<()>) -> (Response<()>, BoxBody) {
+    let status = res.status();
+    let (code, message) = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+            "invalid_argument",
+            "the request head (request line and headers) is too large",
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            "invalid_argument",
+            "the request head did not arrive in time",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::BAD_REQUEST => ("invalid_argument", "the request is not valid HTTP/1.1"),
+        _ if status.is_server_error() => ("internal", "the server could not answer the request"),
+        _ => ("invalid_argument", "the request was refused"),
+    };
+    let body = format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#);
+    res.headers_mut().insert(
+        crate::header::CONTENT_TYPE,
+        crate::header::HeaderValue::from_static("application/json"),
+    );
+    (res, BoxBody::new(body))
+}

@@ -77,6 +77,9 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Offline commands on a data directory: `tasq store verify DIR`.
+    #[command(subcommand)]
+    Store(tasq::cli::store::StoreCommand),
     /// Load generator: run a workload against a running server (or `soak`).
     Bench(tasq::bench::BenchArgs),
 }
@@ -146,6 +149,7 @@ fn main() {
             new_key(&namespaces, &roles, name);
             Ok(())
         }
+        Some(Command::Store(c)) => tasq::cli::store::run(c),
         Some(Command::Task(g)) => tasq::cli::task::run(&g.client, g.command),
         Some(Command::Queue(g)) => tasq::cli::queue::run(&g.client, g.command),
         Some(Command::DeadLetters(g)) => tasq::cli::dead_letters::run(&g.client, g.command),

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod dead_letters;
 pub mod queue;
+pub mod store;
 pub mod table;
 pub mod task;
 pub mod worker;

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::watermark::Watermark;
 use super::Health;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -67,8 +68,14 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the flusher thread for `db` (`fsync = false`: no flusher, sled flushes on its own
     /// timer and writes are answered at once).
-    /// A failed flush is recorded in `health`.
-    pub fn start(db: sled::Db, fsync: bool, metrics: Arc<Metrics>, health: Arc<Health>) -> Self {
+    /// A failed flush is recorded in `health`; each flush stamps `watermark` (when given).
+    pub fn start(
+        db: sled::Db,
+        fsync: bool,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        watermark: Option<Arc<Watermark>>,
+    ) -> Self {
         let marks = Arc::new(Marks::default());
         if !fsync {
             return GroupCommit { tx: None, marks };
@@ -77,7 +84,15 @@ impl GroupCommit {
         let flusher_marks = marks.clone();
         std::thread::Builder::new()
             .name("tasq-flusher".into())
-            .spawn(move || run(db, rx, &flusher_marks, metrics, &health))
+            .spawn(move || {
+                let ctx = Flusher {
+                    db,
+                    metrics,
+                    health,
+                    watermark,
+                };
+                run(&ctx, rx, &flusher_marks)
+            })
             .expect("spawning the flusher thread");
         GroupCommit {
             tx: Some(tx),
@@ -128,13 +143,37 @@ impl GroupCommit {
     }
 }
 
-fn run(
+/// What the flusher thread works with.
+struct Flusher {
     db: sled::Db,
-    rx: mpsc::Receiver<Waiter>,
-    marks: &Marks,
     metrics: Arc<Metrics>,
-    health: &Health,
-) {
+    health: Arc<Health>,
+    watermark: Option<Arc<Watermark>>,
+}
+
+impl Flusher {
+    /// One group commit: stamps the watermark, syncs, and records the stamp once synced.
+    fn flush(&self) -> Result<()> {
+        // Once failed, never again: a later flush could succeed over pages the kernel dropped.
+        self.health.check()?;
+        let failed = |e: String| {
+            self.health.fail(&format!("flush: {e}"));
+            Error::Unavailable(format!("storage flush failed: {e}"))
+        };
+        let stamp = match &self.watermark {
+            Some(w) => Some(w.stamp().map_err(|e| failed(e.to_string()))?),
+            None => None,
+        };
+        self.db.flush().map_err(|e| failed(e.to_string()))?;
+        if let (Some(w), Some(stamp)) = (&self.watermark, stamp) {
+            w.synced(stamp);
+        }
+        Ok(())
+    }
+}
+
+fn run(ctx: &Flusher, rx: mpsc::Receiver<Waiter>, marks: &Marks) {
+    let metrics = &ctx.metrics;
     let mut waiting: Vec<Waiter> = Vec::new();
     loop {
         if waiting.is_empty() {
@@ -154,13 +193,7 @@ fn run(
         // and every request taken so far names a write counted before it was sent.
         let reach = Written(marks.applied.load(Ordering::Acquire));
         let started = Instant::now();
-        // Once failed, never again: a later flush could succeed over pages the kernel dropped.
-        let result = health.check().and_then(|_| {
-            db.flush().map(|_| ()).map_err(|e| {
-                health.fail(&format!("flush: {e}"));
-                Error::Unavailable(format!("storage flush failed: {e}"))
-            })
-        });
+        let result = ctx.flush();
         if result.is_ok() {
             marks.flushed.fetch_max(reach.0, Ordering::AcqRel);
         }

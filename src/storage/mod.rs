@@ -26,6 +26,8 @@ pub mod disk;
 pub mod health;
 pub mod keys;
 pub mod record;
+pub mod verify;
+pub mod watermark;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -174,14 +176,13 @@ impl Space {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, opts: &StoreOptions, metrics: Arc<Metrics>) -> Result<Arc<Self>> {
-        let db = sled::Config::new()
-            .path(dir)
-            .temporary(opts.temporary)
-            .cache_capacity(opts.cache_capacity_bytes)
-            // In relaxed mode sled's own timer flushes; in fsync mode the group commit does.
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|e| Error::Unavailable(format!("cannot open the store in {dir:?}: {e}")))?;
+        let db = open_sled(dir, opts)?;
+        // The watermark guards what the group commit synced; relaxed durability syncs nothing.
+        let watermark = if opts.fsync && !opts.temporary {
+            Some(Arc::new(watermark::Watermark::open(dir, &db)?))
+        } else {
+            None
+        };
         let tree = db.open_tree("tasq")?;
         let health = Arc::new(Health::new(metrics.storage_healthy.clone()));
         let space = |p: Prefix| Space {
@@ -198,7 +199,7 @@ impl Store {
             queues: space(Prefix::Queues),
             waiting: space(Prefix::Waiting),
             payloads: space(Prefix::Payloads),
-            commit: GroupCommit::start(db.clone(), opts.fsync, metrics, health.clone()),
+            commit: GroupCommit::start(db.clone(), opts.fsync, metrics, health.clone(), watermark),
             disk: DiskSpace::new(opts.max_bytes, opts.reserve_bytes),
             health,
             tree,
@@ -585,6 +586,38 @@ impl Store {
     /// Number of task records stored (for tests and diagnostics).
     pub fn task_count(&self) -> usize {
         self.tasks.iter().count()
+    }
+}
+
+/// Opens sled in `dir`. A damaged file can make sled panic while it recovers: that is caught
+/// and answered as an error naming the directory, like any other reason it cannot open.
+fn open_sled(dir: &Path, opts: &StoreOptions) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(dir)
+        .temporary(opts.temporary)
+        .cache_capacity(opts.cache_capacity_bytes)
+        // In relaxed mode sled's own timer flushes; in fsync mode the group commit does.
+        .flush_every_ms(Some(500));
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+    let hint = format!(
+        "`tasq store verify {}` reports what is damaged",
+        dir.display()
+    );
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(Error::Unavailable(format!(
+            "cannot open the store in {dir:?}: {e}; {hint}"
+        ))),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Err(Error::Unavailable(format!(
+                "the store in {dir:?} is damaged: sled failed to recover it ({what}); {hint}"
+            )))
+        }
     }
 }
 

@@ -185,3 +185,48 @@ fn a_damaged_store_is_refused_at_start_and_reported_by_verify() {
     let (code, out) = verify(&pristine);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_task_whose_record_cannot_be_read_does_not_hold_up_the_others() {
+    let mut s = TestServer::start();
+    let qp = q(NS, "damage-one", "activity");
+    // Added first, so it heads the ready index; its payload is stored apart (over 2 KiB).
+    add_task(
+        &s,
+        &qp,
+        json!({"task_type": "t", "task_id": "bad", "payload": "b".repeat(5000)}),
+    );
+    for id in ["good1", "good2"] {
+        add_task(&s, &qp, json!({"task_type": "t", "task_id": id}));
+    }
+    s.terminate();
+    assert!(s.wait_exit(Duration::from_secs(30)).is_some());
+
+    // Damage: the payload of "bad" is gone from the store (as a lost page would leave it).
+    {
+        let db = sled::open(s.data_dir()).expect("open the stopped store");
+        let tree = db.open_tree("tasq").expect("tree");
+        let queue = tasq::model::QueueKey::new(NS, "damage-one", tasq::model::QueueType::Activity)
+            .expect("queue");
+        let mut key = vec![b'p'];
+        key.extend_from_slice(&tasq::storage::keys::task_key(&queue, "bad"));
+        assert!(
+            tree.remove(key).expect("remove").is_some(),
+            "the payload was apart"
+        );
+        db.flush().expect("flush");
+    }
+    let (code, out) = verify(&s.data_dir());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("payload of default/damage-one"), "{out}");
+
+    s.restart();
+    let tasks = poll_tasks(
+        &s,
+        &qp,
+        json!({"identity": "w", "max_tasks": 10, "wait_ms": 0}),
+    );
+    let ids: Vec<&str> = tasks.iter().filter_map(|t| t["task_id"].as_str()).collect();
+    assert_eq!(ids, ["good1", "good2"], "the readable tasks are dispatched");
+    println!("damage: one unreadable task left out of dispatch; 2 of 2 others delivered");
+}

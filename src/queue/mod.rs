@@ -501,7 +501,21 @@ impl QueueActor {
         now: u64,
         batch: &mut LeaseBatch,
     ) -> Result<Option<TaskRecord>> {
-        let rec = match self.store().task(&self.key, &entry.task_id)? {
+        let read = match self.store().task(&self.key, &entry.task_id) {
+            // A record that cannot be read (damaged on disk) must not hold up every poll
+            // behind it: its entry leaves the ready index, the record stays for
+            // `tasq store verify` to report.
+            Err(Error::Internal(e)) => {
+                log::error!(
+                    "{}: task {} cannot be read ({e}); it is left out of dispatch",
+                    self.key,
+                    entry.task_id
+                );
+                None
+            }
+            other => other?,
+        };
+        let rec = match read {
             Some(rec)
                 if rec.state == TaskState::Pending
                     && matches!(rec.queued, Some(Queued::Ready { .. })) =>

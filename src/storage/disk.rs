@@ -53,8 +53,11 @@ enum Bound {
     Reserve,
 }
 
+/// The free space kept is at least the store's size over this (see `DiskSpace::reserve`).
+const RESERVE_SHARE: u64 = 2;
+
 /// Finished records purged per step while adds are refused.
-const PRESSURE_PURGE_BATCH: usize = 100;
+const PRESSURE_PURGE_BATCH: usize = 25;
 
 /// The bounds, and what the last measurement found.
 pub struct DiskSpace {
@@ -142,9 +145,10 @@ impl DiskSpace {
                 self.max_bytes
             ),
             _ => format!(
-                "the disk holding the store is nearly full (storage.reserve_bytes = {} is kept \
-                 for settles and polls); adds resume as tasks drain or space is freed",
-                self.reserve_bytes
+                "the disk holding the store is nearly full ({} bytes, storage.reserve_bytes or \
+                 half the store's size, are kept for settles and polls); adds resume as tasks \
+                 drain or space is freed",
+                self.reserve()
             ),
         }))
     }
@@ -160,14 +164,25 @@ impl DiskSpace {
         if self.max_bytes > 0 && used.saturating_add(self.max_bytes / margin) > self.max_bytes {
             return Some(Bound::MaxBytes);
         }
-        let wanted = self
-            .reserve_bytes
+        let reserve = self.reserve();
+        let wanted = reserve
             .saturating_add(coming)
-            .saturating_add(self.reserve_bytes / margin);
-        if self.reserve_bytes > 0 && self.free.load(Ordering::Relaxed) < wanted {
+            .saturating_add(reserve / margin);
+        if reserve > 0 && self.free.load(Ordering::Relaxed) < wanted {
             return Some(Bound::Reserve);
         }
         None
+    }
+
+    /// The free space kept for settles, polls and sled's own rewriting: `reserve_bytes`, or
+    /// half the store's size when that is more (sled rewrites pages before it frees the old
+    /// ones, so what a drain needs grows with the store).
+    fn reserve(&self) -> u64 {
+        if self.reserve_bytes == 0 {
+            return 0;
+        }
+        self.reserve_bytes
+            .max(self.last_size.load(Ordering::Relaxed) / RESERVE_SHARE)
     }
 
     /// The bound that `bytes` more would cross, if any.
@@ -240,6 +255,10 @@ fn measure_once(
             .clamp(MIN_AMPLIFICATION, MAX_AMPLIFICATION);
         space.amplification.store(amp, Ordering::Relaxed);
     }
+    log::debug!(
+        "disk: size {size}, live {live:?}, fs free {fs_free}, counted {counted}, reserve {}",
+        space.reserve()
+    );
     let pressure = if was {
         space.over_with(0, RESUME_MARGIN).is_some()
     } else {
@@ -258,9 +277,10 @@ fn measure_once(
             space.reserve_bytes
         );
     }
-    // A purge writes before it frees (sled rewrites the pages it deletes from), so it stops
-    // while less than half the reserve is left and resumes once the cleaner gave space back.
-    if pressure && fs_free > space.reserve_bytes / 2 {
+    // A purge writes before it frees (sled rewrites the pages it deletes from, into its own
+    // free segments first), so it goes a few records at a time and stops while less than a
+    // quarter of the reserve is left (on the file system and in sled's slack).
+    if pressure && space.free.load(Ordering::Relaxed) > space.reserve() / 4 {
         let purged = measure.purge_finished(PRESSURE_PURGE_BATCH)?;
         if purged > 0 {
             log::warn!(
@@ -287,6 +307,11 @@ fn free_bytes(dir: &Path) -> Result<u64> {
             "statvfs {dir:?}: {}",
             std::io::Error::last_os_error()
         )));
+    }
+    // A file system that reports no size at all (some FUSE ones) says nothing about its
+    // free space: the reserve cannot be kept there, so it is not enforced.
+    if st.f_blocks == 0 {
+        return Ok(u64::MAX);
     }
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }

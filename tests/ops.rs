@@ -42,6 +42,8 @@ const COUNTERS_AND_GAUGES: &[&str] = &[
     "tasq_http_requests_total",
     "tasq_websocket_connections",
     "tasq_build_info",
+    "tasq_registration_mismatch",
+    "tasq_storage_healthy",
 ];
 
 const HISTOGRAMS: &[&str] = &[

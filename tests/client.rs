@@ -455,3 +455,43 @@ fn a_connection_refused_for_good_ends_the_run_with_an_error() {
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
+
+#[test]
+fn a_task_the_client_cannot_read_is_failed_for_good_and_the_others_run() {
+    let s = TestServer::start();
+    // Valid JSON text that serde_json cannot turn into a tree: a lone surrogate.
+    let body = br#"{"task_type": "t", "task_id": "poison", "payload": "\ud800"}"#;
+    let (code, answer) = post_raw(&s.url(&format!("{}/tasks", qp())), "application/json", body);
+    assert_eq!(code, 201, "{answer}");
+    for i in 0..3 {
+        add_task(
+            &s,
+            &qp(),
+            json!({"task_type": "t", "task_id": format!("ok{i}")}),
+        );
+    }
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let seen = done.clone();
+    let worker = builder(s.base()).concurrency(1).build().expect("worker");
+    let running = Running::start(worker, move |task: WorkerTask| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().expect("lock").push(task.task_id.clone());
+            Ok(json!(null))
+        }
+    });
+    let ok = wait_until(EVENTUALLY, || {
+        let st = stats(&s, NS, QUEUE, "activity");
+        stat_u64(&st, "dead_letter_count") == 1
+            && stat_u64(&st, "backlog_count") == 0
+            && stat_u64(&st, "in_flight_count") == 0
+    });
+    running.stop().expect("clean stop");
+    assert!(ok, "{}", stats(&s, NS, QUEUE, "activity"));
+    let mut ran = done.lock().expect("lock").clone();
+    ran.sort();
+    assert_eq!(ran, ["ok0", "ok1", "ok2"]);
+    let (code, _, text) = get_text(&s.url(&format!("{}/dead-letters", qp())));
+    assert_eq!(code, 200);
+    assert!(text.contains("UnreadableTask"), "{text}");
+}

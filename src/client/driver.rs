@@ -319,12 +319,9 @@ where
 
     /// A server frame.
     fn on_frame(&mut self, text: &str) {
-        let Ok(frame) = serde_json::from_str::<Value>(text) else {
-            log::warn!(
-                "tasq worker {}: ignoring a non-JSON frame",
-                self.cfg.identity
-            );
-            return;
+        let frame = match serde_json::from_str::<Value>(text) {
+            Ok(frame) => frame,
+            Err(e) => return self.on_unreadable(text, &e),
         };
         let lease = frame.get("lease").and_then(Value::as_str);
         match frame.get("op").and_then(Value::as_str) {
@@ -367,6 +364,55 @@ where
                 self.cfg.identity
             ),
         }
+    }
+
+    /// A frame this client cannot turn into a JSON tree (a payload holding a lone surrogate,
+    /// nested past 128 levels, or a number no float holds: valid JSON text the server keeps
+    /// as sent). A task frame's task is failed for good, saying why, so that it becomes a dead
+    /// letter and gives its credit back instead of coming back to this worker lease after
+    /// lease; any other frame is ignored.
+    fn on_unreadable(&mut self, text: &str, e: &serde_json::Error) {
+        /// The fields read without building a tree (serde skips the rest unparsed).
+        #[derive(serde::Deserialize)]
+        struct Head {
+            op: String,
+            task: Option<TaskHead>,
+        }
+        #[derive(serde::Deserialize)]
+        struct TaskHead {
+            lease: String,
+            task_id: String,
+        }
+        let head = serde_json::from_str::<Head>(text).ok();
+        let Some((lease, task_id)) = head
+            .filter(|h| h.op == "task")
+            .and_then(|h| h.task)
+            .map(|t| (t.lease, t.task_id))
+        else {
+            log::warn!(
+                "tasq worker {}: ignoring a frame that is not JSON this client reads: {e}",
+                self.cfg.identity
+            );
+            return;
+        };
+        log::error!(
+            "tasq worker {}: task {task_id} cannot be read here ({e}); failing it for good",
+            self.cfg.identity
+        );
+        self.running.insert(
+            lease.clone(),
+            Running {
+                conn: self.conn,
+                cancel: Arc::default(),
+                lost: Arc::default(),
+            },
+        );
+        let error = WorkerError::non_retryable(format!("the worker cannot read the task: {e}"))
+            .with_type("UnreadableTask");
+        let _ = self.tx.send(Event::Done {
+            lease,
+            outcome: Err(error),
+        });
     }
 
     /// A task frame: start its handler (unless stopping).

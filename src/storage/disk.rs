@@ -7,7 +7,7 @@
 //! overshoot between two measurements. A byte of key and value costs sled more than a byte
 //! on disk (a log entry, then the page rewritten whole when it is consolidated, large pages as
 //! blob files), so each is counted times the amplification the measurements observed
-//! (growth on disk over bytes written), at least [`MIN_AMPLIFICATION`], decaying slowly. Polls, settles and purges are never refused here: they write into the
+//! (growth on disk over bytes written), at least `MIN_AMPLIFICATION`, decaying slowly. Polls, settles and purges are never refused here: they write into the
 //! reserve, so workers keep draining a queue whose producers are held back.
 //!
 //! sled reuses freed space but never shrinks its files. While adds are refused, the watcher
@@ -127,7 +127,7 @@ impl DiskSpace {
 
     /// `Ok` when an add of about `bytes` fits; else the 429 it is answered with. Once one add
     /// is refused, every add is, until a measurement finds room again with a margin
-    /// ([`RESUME_MARGIN`]): small adds do not slip in ahead of a large one, and adds do not
+    /// (`RESUME_MARGIN`): small adds do not slip in ahead of a large one, and adds do not
     /// flap on and off at the bound.
     pub fn admit(&self, bytes: u64) -> Result<()> {
         let refused = if self.pressure.load(Ordering::Relaxed) {

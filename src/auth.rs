@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::http::Role;
 
 /// One key as written in the config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +251,34 @@ fn bearer(header: Option<&str>) -> Result<&str, Error> {
         .ok_or_else(|| {
             Error::Unauthenticated("the Authorization header must be Bearer <key>".into())
         })
+}
+
+/// Who may call a route when auth is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Anyone (health probes).
+    Public,
+    /// `/metrics`, guarded by its own token when one is set.
+    Metrics,
+    /// Add, batch, status, cancel.
+    Producer,
+    /// Poll, connect, settle.
+    Worker,
+    /// Config, dead letters, describe, list.
+    Admin,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Public => "public",
+            Role::Metrics => "metrics",
+            Role::Producer => "producer",
+            Role::Worker => "worker",
+            Role::Admin => "admin",
+        })
+    }
 }
 
 #[cfg(test)]

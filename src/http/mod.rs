@@ -11,7 +11,6 @@ pub mod queues;
 pub mod tasks;
 pub mod ws;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,12 +28,12 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
 use crate::model::{LeaseToken, QueueKey, QueueType};
-use crate::registry::Queues;
-use crate::storage::Store;
+
+pub use crate::auth::Role;
+pub use crate::embed::state::{AppState, Lifecycle};
+pub use crate::model::json::decode;
 
 /// Prefix of every queue route: `{q}` of the contract.
 pub const QUEUE_PATH: &str = "/api/v1/namespaces/{namespace}/task-queues/{queue}/{queue_type}";
@@ -45,47 +44,42 @@ const LEASE_PATH: &str = "/api/v1/leases/{lease}";
 /// The dynamic prefixes whose routes are mounted in one scope each (see [`configure`]).
 const SCOPES: [&str; 2] = [QUEUE_PATH, LEASE_PATH];
 
-/// Whether the server takes requests.
-#[derive(Debug, Default)]
-pub struct Lifecycle {
-    ready: AtomicBool,
-    stopping: AtomicBool,
-}
-
-impl Lifecycle {
-    /// Storage is open and recovered.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
+/// The HTTP edge of the embedding API: mounting tasq's routes on an embedder's own `App`.
+/// (It lives here, with the routes, so that the service below knows nothing of HTTP.)
+impl crate::embed::Tasq {
+    /// Mounts the whole HTTP API (`/api/v1/…`, `/metrics`, `/healthz`, `/readyz`) on an
+    /// actix-web `App` of the embedder's: `App::new().configure(tasq.configure())`.
+    ///
+    /// To run queue actors on the server's worker threads as `tasq serve` does (with
+    /// `queue_threads = 0`), call `tasq.app_state().queues.share_current_thread()` in the
+    /// `HttpServer` factory (see [`Queues::share_current_thread`](crate::registry::Queues::share_current_thread)).
+    ///
+    /// Only the routes are mounted. Wrap the `App` with [`crate::http::gatekeeper`]
+    /// (`.wrap(actix_web::middleware::from_fn(tasq::http::gatekeeper))`, as
+    /// [`crate::http::create_app`] does) to check API keys and client bounds, refuse requests
+    /// with 503 while shutting down and record HTTP metrics; without it, `auth.enabled` has no
+    /// effect on these routes.
+    ///
+    /// ```
+    /// use actix_web::{test, web, App};
+    /// use tasq::{Config, Tasq};
+    ///
+    /// actix_rt::System::new().block_on(async {
+    ///     let tasq = Tasq::builder(Config::default()).temporary().start().await.unwrap();
+    ///     let app = test::init_service(
+    ///         App::new()
+    ///             .route("/hello", web::get().to(|| async { "hi" }))
+    ///             .configure(tasq.configure()),
+    ///     )
+    ///     .await;
+    ///     let req = test::TestRequest::get().uri("/healthz").to_request();
+    ///     assert!(test::call_service(&app, req).await.status().is_success());
+    ///     tasq.shutdown().await.unwrap();
+    /// });
+    /// ```
+    pub fn configure(&self) -> impl FnOnce(&mut web::ServiceConfig) {
+        configure(self.app_state())
     }
-
-    /// Shutting down: new requests get 503.
-    pub fn set_stopping(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-    }
-
-    /// True while requests are served.
-    pub fn serving(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.stopping.load(Ordering::SeqCst)
-    }
-}
-
-/// What every handler needs.
-#[derive(Clone)]
-pub struct AppState {
-    /// The queue actors.
-    pub queues: Queues,
-    /// The store (for reads that need no actor).
-    pub store: Arc<Store>,
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
-    /// Ready / stopping.
-    pub lifecycle: Arc<Lifecycle>,
-    /// API keys.
-    pub auth: Arc<crate::auth::Auth>,
-    /// Open WebSockets (bounded by `limits.max_websockets`).
-    pub websockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Mounts the whole API (routes, body limits, error shapes, metrics) on `cfg`.
@@ -136,34 +130,6 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             cfg.service(resources.into_iter().fold(scope, |s, r| s.service(r)));
         }
         cfg.default_service(web::to(not_found));
-    }
-}
-
-/// Who may call a route when auth is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Anyone (health probes).
-    Public,
-    /// `/metrics`, guarded by its own token when one is set.
-    Metrics,
-    /// Add, batch, status, cancel.
-    Producer,
-    /// Poll, connect, settle.
-    Worker,
-    /// Config, dead letters, describe, list.
-    Admin,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Public => "public",
-            Role::Metrics => "metrics",
-            Role::Producer => "producer",
-            Role::Worker => "worker",
-            Role::Admin => "admin",
-        })
     }
 }
 
@@ -476,11 +442,6 @@ async fn read_body(
             "the request body did not arrive in full within {timeout:?} (limits.body_timeout)"
         ))
     })?
-}
-
-/// Decodes a JSON body; the error names the problem (an unknown field by name).
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
 }
 
 fn extract<T: 'static>(

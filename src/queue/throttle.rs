@@ -5,54 +5,11 @@
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-/// A dispatch limit as stored or requested.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RateLimit {
-    /// Tasks per second; 0 pauses dispatch.
-    pub max_tasks_per_second: f64,
-    /// Bucket size: dispatches allowed at once after a quiet spell.
-    pub burst: u32,
-}
-
-/// The largest `burst` a client may set.
-pub const MAX_BURST: u64 = 1_000_000;
+pub use crate::model::rate::{RateLimit, MAX_BURST};
 
 /// The longest the actor's timer waits for a token; it checks again when it fires. A tiny
 /// positive rate (`1e-300` per second is valid) puts the next token beyond any `Duration`.
 const MAX_TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
-
-impl RateLimit {
-    /// The default burst for a rate: one second's worth, at least 1.
-    pub fn default_burst(rate: f64) -> u32 {
-        (rate.ceil() as u32).max(1)
-    }
-
-    /// The limit a client asked for (`PUT {q}/config`, or an embedder): `None` removes the
-    /// limit, `0` pauses dispatch; `burst` defaults to one second's worth. Out of range is
-    /// `invalid_argument`.
-    pub fn requested(rate: Option<f64>, burst: Option<u64>) -> crate::error::Result<Option<Self>> {
-        use crate::error::Error;
-        if let Some(b) = burst {
-            if !(1..=MAX_BURST).contains(&b) {
-                return Err(Error::invalid(format!(
-                    "burst must be 1–{MAX_BURST}, got {b}"
-                )));
-            }
-        }
-        match rate {
-            None => Ok(None),
-            Some(r) if !r.is_finite() || !(0.0..=1e9).contains(&r) => Err(Error::invalid(format!(
-                "max_tasks_per_second must be 0–1e9 or null, got {r}"
-            ))),
-            Some(r) => Ok(Some(RateLimit {
-                max_tasks_per_second: r,
-                burst: burst.map_or_else(|| RateLimit::default_burst(r), |b| b as u32),
-            })),
-        }
-    }
-}
 
 /// Where the queue's limit comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,7 +45,7 @@ pub use disk::DiskSpace;
 pub use health::Health;
 pub use keys::{Entry, EntryRoute, ReadyPos};
 
-use crate::queue::throttle::RateLimit;
+use crate::model::rate::RateLimit;
 
 /// Payloads longer than this are stored apart from their record (see the `payloads` space).
 pub const PAYLOAD_APART_BYTES: usize = 2048;

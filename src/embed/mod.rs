@@ -46,6 +46,10 @@
 //! # Ok::<(), tasq::Error>(())
 //! ```
 
+pub mod state;
+
+pub use state::{AppState, Lifecycle};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +57,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use actix_web::web::ServiceConfig;
 use prometheus::Registry;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -63,8 +66,8 @@ use crate::auth::Auth;
 use crate::clock::{now_ms, rfc3339};
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
-use crate::http::{decode, AppState, Lifecycle};
 use crate::metrics::Metrics;
+use crate::model::json::decode;
 use crate::model::{
     validate_identity, validate_name, validate_task_ids, AddTaskRequest, LeaseToken, NewTask,
     QueueKey, RetryPolicy, RouteTo, Task, TaskError, TaskRecord, TaskState, MAX_BATCH,
@@ -222,40 +225,6 @@ impl Tasq {
     /// What the HTTP handlers need, e.g. for [`crate::http::create_app`].
     pub fn app_state(&self) -> AppState {
         self.inner.state.clone()
-    }
-
-    /// Mounts the whole HTTP API (`/api/v1/…`, `/metrics`, `/healthz`, `/readyz`) on an
-    /// actix-web `App` of the embedder's: `App::new().configure(tasq.configure())`.
-    ///
-    /// To run queue actors on the server's worker threads as `tasq serve` does (with
-    /// `queue_threads = 0`), call `tasq.app_state().queues.share_current_thread()` in the
-    /// `HttpServer` factory (see [`Queues::share_current_thread`](crate::registry::Queues::share_current_thread)).
-    ///
-    /// Only the routes are mounted. Wrap the `App` with [`crate::http::gatekeeper`]
-    /// (`.wrap(actix_web::middleware::from_fn(tasq::http::gatekeeper))`, as
-    /// [`crate::http::create_app`] does) to check API keys and client bounds, refuse requests
-    /// with 503 while shutting down and record HTTP metrics; without it, `auth.enabled` has no
-    /// effect on these routes.
-    ///
-    /// ```
-    /// use actix_web::{test, web, App};
-    /// use tasq::{Config, Tasq};
-    ///
-    /// actix_rt::System::new().block_on(async {
-    ///     let tasq = Tasq::builder(Config::default()).temporary().start().await.unwrap();
-    ///     let app = test::init_service(
-    ///         App::new()
-    ///             .route("/hello", web::get().to(|| async { "hi" }))
-    ///             .configure(tasq.configure()),
-    ///     )
-    ///     .await;
-    ///     let req = test::TestRequest::get().uri("/healthz").to_request();
-    ///     assert!(test::call_service(&app, req).await.status().is_success());
-    ///     tasq.shutdown().await.unwrap();
-    /// });
-    /// ```
-    pub fn configure(&self) -> impl FnOnce(&mut ServiceConfig) {
-        crate::http::configure(self.app_state())
     }
 
     /// Answers `unavailable` once shutting down, like the HTTP API's 503.

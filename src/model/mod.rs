@@ -3,6 +3,9 @@
 //!
 //! Validation happens here, at the edge, so nothing a client sent can make an actor panic.
 
+pub mod json;
+pub mod rate;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;

@@ -5,34 +5,40 @@
 //!
 //! # Layout
 //!
-//! - [`auth`]: API keys per namespace and role, checked in constant time, reloadable.
+//! Layers, each using only those above it in this list (`.ci/layers` checks it):
+//!
+//! - [`model`], [`error`], [`clock`]: queue keys, task specs and validation, stored records,
+//!   lease tokens, rate limits, JSON decoding; the one error type and its stable codes; epoch
+//!   milliseconds and RFC 3339.
+//! - [`metrics`]: every Prometheus metric on one explicit registry. [`auth`]: API keys per
+//!   namespace and role, checked in constant time, reloadable.
 //! - [`config`]: every setting, its default, and loading (file < `TASQ_*` env < command line).
-//! - [`error`]: the one error type and its stable codes (`invalid_argument`, `lease_lost`…).
-//! - [`model`]: queue keys, task specs and validation, stored records, lease tokens.
-//! - [`storage`]: the sled store behind a narrow interface; key encoding; group commit.
+//! - [`storage`]: the sled store behind a narrow interface; key encoding; group commit; disk
+//!   space, health and the durability watermark; `tasq store verify`.
 //! - [`queue`]: the queue actor (one per task queue): backlog window, parked polls, leases.
-//! - [`registry`]: the registry actor that spawns, supervises and forgets queue actors.
-//! - [`http`]: the actix-web API, one module per resource; JSON bodies and errors.
-//! - [`metrics`]: every Prometheus metric on one explicit registry.
+//! - [`registry`]: the registry actor that spawns, supervises and forgets queue actors, and
+//!   reports the queues no actor holds.
 //! - [`embed`]: the embedding API ([`Tasq`]): start the actor system in-process (own data dir
-//!   or a temporary store), then add, poll, settle, describe; mount the HTTP API on your own
-//!   actix-web `App`. `tasq serve` starts through it too.
-//! - [`server`]: `tasq serve`: the embedding start-up plus the HTTP server and signals.
-//! - [`cli`]: the command-line client in the same binary (`tasq task|queue|dead-letters`) and
-//!   the shell worker (`tasq worker QUEUE --exec CMD`), over HTTP.
-//! - [`clock`]: epoch milliseconds and RFC 3339.
-//! - [`bench`](mod@bench): `tasq bench`, the load generator (backlog, live, latency, queues,
-//!   pollers); see `docs/benchmarks.md`.
-//! - `soak` (feature `client`): the soak test (`tasq bench soak`): a server child restarted
-//!   twice, producers, HTTP and WebSocket worker processes killed at random, then an
-//!   exactly-once check.
-//! - `client` (feature `client`, on by default): `Worker`, a streaming worker over WebSocket.
+//!   or a temporary store), then add, poll, settle, describe. `tasq serve` starts through it.
+//! - [`http`]: the actix-web API, one module per resource; JSON bodies and errors; mounts on an
+//!   embedder's `App` with `Tasq::configure`. `client` (feature `client`): `Worker`, a
+//!   streaming worker over WebSocket.
+//! - `server` (feature `server`): `tasq serve`: the embedding start-up plus the HTTP server,
+//!   TLS and signals. `cli` (feature `cli`): the command-line client (`tasq
+//!   task|queue|dead-letters|store`) and the shell worker. `soak` (feature `bench`): a server
+//!   child restarted twice under churn, then an exactly-once check.
+//! - `bench` (feature `bench`): `tasq bench`, the load generator; see `docs/benchmarks.md`.
+//!
+//! `default-features = false, features = ["embed"]` builds everything down to [`http`] and
+//! nothing of the binary's tools (clap, hyper, indicatif, hdrhistogram, ureq, jemalloc).
 //!
 //! Tests in `tests/` drive the real binary over real HTTP; `config/tasq.toml` documents every
 //! setting; `docs/` holds the API and metrics contracts.
 
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
@@ -45,8 +51,9 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod registry;
+#[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "client")]
+#[cfg(feature = "bench")]
 pub mod soak;
 pub mod storage;
 

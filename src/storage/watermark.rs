@@ -113,10 +113,14 @@ impl Watermark {
             .open(path(dir))
             .map_err(|e| Error::Internal(format!("cannot open {:?}: {e}", path(dir))))?;
         if created {
-            // The name is durable before any stamp written in the file counts on it.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| Error::Internal(format!("cannot sync {dir:?}: {e}")))?;
+            // The name is durable before any stamp written in the file counts on it (a file
+            // system that cannot sync a directory has no such ordering to keep).
+            match File::open(dir).and_then(|d| d.sync_all()) {
+                Err(e) if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP)) => {
+                    return Err(Error::Internal(format!("cannot sync {dir:?}: {e}")));
+                }
+                _ => {}
+            }
         }
         Ok(Watermark {
             file,

@@ -890,7 +890,19 @@ impl RunningConfig {
 pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
-        fs::File::open(path)?.sync_all()
+        // As PostgreSQL does: a file system that cannot sync a directory (EINVAL, ENOTSUP)
+        // has no such ordering to keep, so that is not an error.
+        match fs::File::open(path)?.sync_all() {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::ENOTSUP)
+                ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
     #[cfg(not(unix))]
     {

@@ -285,7 +285,7 @@ impl Metrics {
         if !self.own_series(key) {
             return;
         }
-        let l = [key.namespace(), key.name(), key.kind().as_str()];
+        let l = [key.namespace(), key.name(), key.queue_type().as_str()];
         self.pollers.with_label_values(&l).set(v.pollers);
         self.backlog_tasks.with_label_values(&l).set(v.backlog);
         self.backlog_age
@@ -306,8 +306,8 @@ impl Metrics {
         } else {
             (OTHER, OTHER)
         };
-        let l = [ns, name, key.kind().as_str()];
-        let e = |extra: &'static str| [ns, name, key.kind().as_str(), extra];
+        let l = [ns, name, key.queue_type().as_str()];
+        let e = |extra: &'static str| [ns, name, key.queue_type().as_str(), extra];
         QueueMetrics {
             shared: !own,
             added: self.tasks_added.with_label_values(&l),

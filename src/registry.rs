@@ -33,10 +33,10 @@ use crate::storage::Store;
 
 /// The running actors by queue. Entries are shared (`Arc`): every request looks its queue up,
 /// and cloning an `Addr` allocates (actix gives each sender clone its own parking state).
-type Map = Arc<RwLock<HashMap<QueueKey, Arc<Loaded>>>>;
+type Map = Arc<RwLock<HashMap<QueueKey, Arc<RunningQueue>>>>;
 
 /// A running queue actor, as the shared map holds it.
-struct Loaded {
+struct RunningQueue {
     /// Which start of the queue's actor this is (a stopped one reports its own).
     generation: u64,
     addr: Addr<QueueActor>,
@@ -163,7 +163,7 @@ impl Registry {
     }
 
     /// The actor of `key`, spawned if it is not running.
-    fn get_or_spawn(&mut self, key: QueueKey, ctx: &mut Context<Self>) -> Arc<Loaded> {
+    fn get_or_spawn(&mut self, key: QueueKey, ctx: &mut Context<Self>) -> Arc<RunningQueue> {
         if let Some(loaded) = running(&self.map, &key) {
             return loaded;
         }
@@ -175,7 +175,7 @@ impl Registry {
         let addr = QueueActor::start_in_arbiter(&self.arbiter(), move |_| {
             QueueActor::new(k, generation, env, on_stop)
         });
-        let loaded = Arc::new(Loaded {
+        let loaded = Arc::new(RunningQueue {
             generation,
             addr,
             inboxes: Arc::default(),
@@ -251,7 +251,7 @@ impl Handler<ShareThread> for Registry {
 
 /// Get (spawning if needed) the actor of a queue.
 #[derive(Message)]
-#[rtype(result = "Arc<Loaded>")]
+#[rtype(result = "Arc<RunningQueue>")]
 struct Spawn(QueueKey);
 
 impl Handler<Spawn> for Registry {
@@ -285,15 +285,15 @@ impl Handler<QueueStopped> for Registry {
 }
 
 /// The running actor of `key` in the map, if any (an entry whose actor stopped is not).
-fn running(map: &Map, key: &QueueKey) -> Option<Arc<Loaded>> {
+fn running(map: &Map, key: &QueueKey) -> Option<Arc<RunningQueue>> {
     read(map).get(key).filter(|l| l.addr.connected()).cloned()
 }
 
-fn read(map: &Map) -> std::sync::RwLockReadGuard<'_, HashMap<QueueKey, Arc<Loaded>>> {
+fn read(map: &Map) -> std::sync::RwLockReadGuard<'_, HashMap<QueueKey, Arc<RunningQueue>>> {
     map.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write(map: &Map) -> std::sync::RwLockWriteGuard<'_, HashMap<QueueKey, Arc<Loaded>>> {
+fn write(map: &Map) -> std::sync::RwLockWriteGuard<'_, HashMap<QueueKey, Arc<RunningQueue>>> {
     map.write().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -328,7 +328,7 @@ impl Queues {
         Ok(self.running(key).await?.addr.clone())
     }
 
-    async fn running(&self, key: &QueueKey) -> Result<Arc<Loaded>> {
+    async fn running(&self, key: &QueueKey) -> Result<Arc<RunningQueue>> {
         if let Some(loaded) = running(&self.map, key) {
             return Ok(loaded);
         }

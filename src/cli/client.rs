@@ -211,7 +211,7 @@ pub fn queue_path(key: &QueueKey) -> String {
         "/api/v1/namespaces/{}/task-queues/{}/{}",
         key.namespace(),
         key.name(),
-        key.kind().as_str()
+        key.queue_type().as_str()
     )
 }
 

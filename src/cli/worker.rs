@@ -131,7 +131,7 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
         )));
     }
     let mut builder = crate::client::Worker::builder(&server, key.namespace(), key.name())
-        .queue_type(key.kind().as_str())
+        .queue_type(key.queue_type().as_str())
         .identity(identity.clone())
         .task_types(w.task_types.iter().cloned())
         .concurrency(w.concurrency);
@@ -375,7 +375,10 @@ impl Exec {
             ("TASQ_PRIORITY", task.priority.to_string()),
             ("TASQ_NAMESPACE", self.key.namespace().to_string()),
             ("TASQ_QUEUE", self.key.name().to_string()),
-            ("TASQ_QUEUE_TYPE", self.key.kind().as_str().to_string()),
+            (
+                "TASQ_QUEUE_TYPE",
+                self.key.queue_type().as_str().to_string(),
+            ),
             ("TASQ_LEASE", task.lease.clone()),
             ("TASQ_SERVER", self.server.clone()),
             ("TASQ_IDENTITY", self.identity.clone()),

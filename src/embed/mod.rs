@@ -230,7 +230,7 @@ impl Tasq {
     }
 
     /// Answers `unavailable` once shutting down, like the HTTP API's 503.
-    fn check(&self) -> Result<&Queues> {
+    fn serving_queues(&self) -> Result<&Queues> {
         if self.inner.state.lifecycle.serving() {
             Ok(&self.inner.state.queues)
         } else {
@@ -242,7 +242,7 @@ impl Tasq {
     /// that exists already in the queue changes nothing and answers `duplicate: true`.
     pub async fn add(&self, queue: &QueueKey, task: TaskSpec) -> Result<AddResult> {
         let task = task.validate()?;
-        self.check()?
+        self.serving_queues()?
             .add_one(queue, task, &self.inner.state.store)
             .await
     }
@@ -268,7 +268,7 @@ impl Tasq {
                 tasks.len()
             )));
         }
-        self.check()?
+        self.serving_queues()?
             .add(queue, Arc::new(tasks), &self.inner.state.store)
             .await
     }
@@ -281,7 +281,7 @@ impl Tasq {
     /// their way to it go back to the queue at once, as for an HTTP client that hangs up.
     pub async fn poll(&self, queue: &QueueKey, poll: PollSpec) -> Result<Vec<Task>> {
         let msg = poll.validate(Instant::now())?;
-        poll_and_wait(self.check()?, &self.inner.state.store, queue, msg).await
+        poll_and_wait(self.serving_queues()?, &self.inner.state.store, queue, msg).await
     }
 
     /// Completes the task held with `lease`, answered once on disk. Repeating it answers the
@@ -303,7 +303,7 @@ impl Tasq {
     }
 
     async fn settle(&self, lease: &str, op: SettleOp) -> Result<Settlement> {
-        let queues = self.check()?;
+        let queues = self.serving_queues()?;
         let token = LeaseToken::decode(lease)?;
         let msg = Settle {
             task_id: token.task_id,
@@ -318,7 +318,7 @@ impl Tasq {
     /// Extends the lease (when the task has a heartbeat timeout) and keeps `details` with the
     /// task. The answer tells whether a cancel was asked for.
     pub async fn heartbeat(&self, lease: &str, details: Option<Value>) -> Result<HeartbeatAnswer> {
-        let queues = self.check()?;
+        let queues = self.serving_queues()?;
         let token = LeaseToken::decode(lease)?;
         let msg = Heartbeat {
             task_id: token.task_id,
@@ -330,7 +330,7 @@ impl Tasq {
 
     /// The status of a task; an unknown id is [`Error::NotFound`].
     pub async fn status(&self, queue: &QueueKey, task_id: &str) -> Result<TaskInfo> {
-        self.check()?;
+        self.serving_queues()?;
         validate_name("task_id", task_id)?;
         self.read_status(queue, task_id)
     }
@@ -343,7 +343,7 @@ impl Tasq {
         task_id: &str,
         timeout: Duration,
     ) -> Result<TaskInfo> {
-        let queues = self.check()?;
+        let queues = self.serving_queues()?;
         validate_name("task_id", task_id)?;
         let watch = queues
             .call(
@@ -369,7 +369,7 @@ impl Tasq {
     /// Cancels a task: a pending one becomes `cancelled` and is never dispatched; a running
     /// one is marked, so its next heartbeat answers `cancel_requested: true`.
     pub async fn cancel(&self, queue: &QueueKey, task_id: &str) -> Result<TaskInfo> {
-        let queues = self.check()?;
+        let queues = self.serving_queues()?;
         validate_name("task_id", task_id)?;
         let rec = queues
             .call_durable(
@@ -394,7 +394,7 @@ impl Tasq {
         burst: Option<u32>,
     ) -> Result<RateLimitView> {
         let rate_limit = RateLimit::requested(max_tasks_per_second, burst.map(u64::from))?;
-        self.check()?
+        self.serving_queues()?
             .call_durable(queue, SetConfig { rate_limit }, &self.inner.state.store)
             .await
     }
@@ -405,14 +405,14 @@ impl Tasq {
         if let Some(ids) = &task_ids {
             validate_task_ids(ids)?;
         }
-        self.check()?
+        self.serving_queues()?
             .call_durable(queue, Redrive { task_ids }, &self.inner.state.store)
             .await
     }
 
     /// The statistics of one queue (one type of a name): backlog, age, pollers, rates.
     pub async fn describe(&self, queue: &QueueKey) -> Result<Stats> {
-        self.check()?.call(queue, Describe).await?
+        self.serving_queues()?.call(queue, Describe).await?
     }
 
     /// Shuts down gracefully: every later call (and HTTP API request) answers `unavailable`,

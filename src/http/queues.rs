@@ -262,7 +262,7 @@ async fn list(
         };
         out.push(ListedQueue {
             name: key.name().to_string(),
-            kind: key.kind(),
+            kind: key.queue_type(),
             backlog_count,
             in_flight_count,
             pollers,

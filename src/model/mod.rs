@@ -179,7 +179,7 @@ impl QueueKey {
     }
 
     /// Activity or workflow.
-    pub fn kind(&self) -> QueueType {
+    pub fn queue_type(&self) -> QueueType {
         self.0 .2
     }
 }
@@ -191,7 +191,7 @@ impl fmt::Debug for QueueKey {
             "{}/{}/{}",
             self.namespace(),
             self.name(),
-            self.kind().as_str()
+            self.queue_type().as_str()
         )
     }
 }
@@ -548,7 +548,7 @@ impl LeaseToken {
             Vec::with_capacity(11 + q.namespace().len() + q.name().len() + self.task_id.len());
         raw.push(LEASE_VERSION);
         raw.extend_from_slice(&self.lease_id.to_be_bytes());
-        raw.push(q.kind().tag());
+        raw.push(q.queue_type().tag());
         raw.extend_from_slice(q.namespace().as_bytes());
         raw.push(0);
         raw.extend_from_slice(q.name().as_bytes());

@@ -83,7 +83,7 @@ pub struct QueueStopped {
 }
 
 /// A failed attempt, as reported by a worker or made by the server for a timeout.
-struct Failure {
+struct FailedAttempt {
     error: TaskError,
     non_retryable: bool,
     retry_after_ms: Option<u64>,

@@ -10,7 +10,7 @@ impl QueueActor {
         &mut self,
         lease_id: u64,
         task_id: &str,
-        failure: Failure,
+        failure: FailedAttempt,
         now: u64,
     ) -> Result<bool> {
         let held = self.store().task(&self.key, task_id)?;
@@ -66,10 +66,10 @@ impl QueueActor {
         rec: &mut TaskRecord,
         txn: &mut Txn,
         meta: &mut QueueMeta,
-        failure: Failure,
+        failure: FailedAttempt,
         now: u64,
     ) -> AfterFailure {
-        let Failure {
+        let FailedAttempt {
             error,
             non_retryable,
             retry_after_ms,
@@ -208,7 +208,7 @@ impl QueueActor {
                 &mut rec,
                 txn,
                 meta,
-                Failure {
+                FailedAttempt {
                     error: error.clone(),
                     non_retryable: *non_retryable,
                     retry_after_ms: *retry_after_ms,

@@ -96,7 +96,7 @@ impl QueueActor {
             let Some(lease) = self.leases.get(lease_id) else {
                 continue;
             };
-            let failure = Failure {
+            let failure = FailedAttempt {
                 error: TaskError {
                     message: "the worker's connection closed before it settled the task".into(),
                     kind: Some("WorkerDisconnected".into()),

@@ -71,7 +71,7 @@ impl QueueActor {
                     "StartToCloseTimeout",
                 )
             };
-            let failure = Failure {
+            let failure = FailedAttempt {
                 error: TaskError {
                     message: message.into(),
                     kind: Some(kind.into()),

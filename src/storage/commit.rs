@@ -40,7 +40,7 @@ impl Written {
 
 /// A request for durability: the write it waits for, and where to answer (`None`: a write
 /// just applied, so the flush starts before anyone asks).
-struct Waiter {
+struct FlushRequest {
     write: Written,
     answer: Option<oneshot::Sender<Result<()>>>,
 }
@@ -61,7 +61,7 @@ impl Marks {
 /// A handle to the flusher; cheap to clone.
 #[derive(Clone)]
 pub struct GroupCommit {
-    tx: Option<mpsc::Sender<Waiter>>,
+    tx: Option<mpsc::Sender<FlushRequest>>,
     marks: Arc<Marks>,
 }
 
@@ -80,7 +80,7 @@ impl GroupCommit {
         if !fsync {
             return GroupCommit { tx: None, marks };
         }
-        let (tx, rx) = mpsc::channel::<Waiter>();
+        let (tx, rx) = mpsc::channel::<FlushRequest>();
         let flusher_marks = marks.clone();
         std::thread::Builder::new()
             .name("tasq-flusher".into())
@@ -107,7 +107,7 @@ impl GroupCommit {
         let write = Written(self.marks.applied.fetch_add(1, Ordering::AcqRel) + 1);
         if let Some(tx) = &self.tx {
             // A stopped flusher answers the waiters' own requests with an error.
-            let _ = tx.send(Waiter {
+            let _ = tx.send(FlushRequest {
                 write,
                 answer: None,
             });
@@ -133,7 +133,7 @@ impl GroupCommit {
             return Ok(());
         }
         let (answer, wait) = oneshot::channel();
-        tx.send(Waiter {
+        tx.send(FlushRequest {
             write,
             answer: Some(answer),
         })
@@ -172,9 +172,9 @@ impl Flusher {
     }
 }
 
-fn run(ctx: &Flusher, rx: mpsc::Receiver<Waiter>, marks: &Marks) {
+fn run(ctx: &Flusher, rx: mpsc::Receiver<FlushRequest>, marks: &Marks) {
     let metrics = &ctx.metrics;
-    let mut waiting: Vec<Waiter> = Vec::new();
+    let mut waiting: Vec<FlushRequest> = Vec::new();
     loop {
         if waiting.is_empty() {
             match rx.recv() {
@@ -211,8 +211,8 @@ fn run(ctx: &Flusher, rx: mpsc::Receiver<Waiter>, marks: &Marks) {
 }
 
 /// Answers with `result`, and takes out, the requests whose write is at or before `upto`.
-fn answer_covered(waiting: &mut Vec<Waiter>, upto: Written, result: &Result<()>) {
-    let (covered, later): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(waiting)
+fn answer_covered(waiting: &mut Vec<FlushRequest>, upto: Written, result: &Result<()>) {
+    let (covered, later): (Vec<FlushRequest>, Vec<FlushRequest>) = std::mem::take(waiting)
         .into_iter()
         .partition(|w| w.write <= upto);
     *waiting = later;

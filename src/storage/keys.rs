@@ -27,7 +27,7 @@ fn push_queue(out: &mut Vec<u8>, key: &QueueKey) {
     out.push(0);
     out.extend_from_slice(key.name().as_bytes());
     out.push(0);
-    out.push(key.kind().tag());
+    out.push(key.queue_type().tag());
 }
 
 /// Splits a key that starts with a queue prefix into the queue and the rest.

@@ -282,20 +282,22 @@ impl Metrics {
     /// its backlog and dead letters show before anyone touches it. Queues past the series
     /// bound are left out: the shared `_other` series sums what loaded actors report.
     pub fn report_resting(&self, key: &QueueKey, v: GaugeValues) {
-        if !self.own_series(key) {
-            return;
+        if self.own_series(key) {
+            let l = [key.namespace(), key.name(), key.queue_type().as_str()];
+            self.gauges(&l).set(v);
         }
-        let l = [key.namespace(), key.name(), key.queue_type().as_str()];
-        self.pollers.with_label_values(&l).set(v.pollers);
-        self.backlog_tasks.with_label_values(&l).set(v.backlog);
-        self.backlog_age
-            .with_label_values(&l)
-            .set(v.backlog_age_seconds);
-        self.in_flight.with_label_values(&l).set(v.in_flight);
-        self.dead_letters.with_label_values(&l).set(v.dead);
-        self.registration_mismatch
-            .with_label_values(&l)
-            .set(v.mismatch);
+    }
+
+    /// The gauges of the series labelled `l`.
+    fn gauges(&self, l: &[&str; 3]) -> Gauges {
+        Gauges {
+            pollers: self.pollers.with_label_values(l),
+            backlog: self.backlog_tasks.with_label_values(l),
+            backlog_age: self.backlog_age.with_label_values(l),
+            in_flight: self.in_flight.with_label_values(l),
+            dead: self.dead_letters.with_label_values(l),
+            mismatch: self.registration_mismatch.with_label_values(l),
+        }
     }
 
     /// The per-queue series of `key` (or the shared `_other` series past the bound).
@@ -327,14 +329,7 @@ impl Metrics {
             rate_limited: self.rate_limited.with_label_values(&l),
             schedule_to_start: self.schedule_to_start.with_label_values(&l),
             task_run: self.task_run.with_label_values(&l),
-            gauges: Gauges {
-                pollers: self.pollers.with_label_values(&l),
-                backlog: self.backlog_tasks.with_label_values(&l),
-                backlog_age: self.backlog_age.with_label_values(&l),
-                in_flight: self.in_flight.with_label_values(&l),
-                dead: self.dead_letters.with_label_values(&l),
-                mismatch: self.registration_mismatch.with_label_values(&l),
-            },
+            gauges: self.gauges(&l),
             reported: GaugeValues::default(),
         }
     }
@@ -364,6 +359,18 @@ struct Gauges {
     in_flight: IntGauge,
     dead: IntGauge,
     mismatch: IntGauge,
+}
+
+impl Gauges {
+    /// Sets every gauge to `v`.
+    fn set(&self, v: GaugeValues) {
+        self.pollers.set(v.pollers);
+        self.backlog.set(v.backlog);
+        self.backlog_age.set(v.backlog_age_seconds);
+        self.in_flight.set(v.in_flight);
+        self.dead.set(v.dead);
+        self.mismatch.set(v.mismatch);
+    }
 }
 
 /// The series of one queue, resolved once when its actor starts so the hot path does no
@@ -422,12 +429,7 @@ impl QueueMetrics {
             // An age does not sum: the shared series shows the latest reported one.
             g.backlog_age.set(now.backlog_age_seconds);
         } else {
-            g.pollers.set(now.pollers);
-            g.backlog.set(now.backlog);
-            g.backlog_age.set(now.backlog_age_seconds);
-            g.in_flight.set(now.in_flight);
-            g.dead.set(now.dead);
-            g.mismatch.set(now.mismatch);
+            g.set(now);
         }
         self.reported = now;
     }

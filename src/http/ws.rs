@@ -312,8 +312,8 @@ impl Connection {
             Ok(h) => h,
             Err(e) => return self.send_error(None, &Error::invalid(format!("not JSON: {e}"))),
         };
-        let lease = head.field("lease");
-        let op = head.field("op").unwrap_or_default();
+        let lease = string_field(&head.lease);
+        let op = string_field(&head.op).unwrap_or_default();
         match op.as_str() {
             "credit" => match frame::<CreditFrame>(text) {
                 Ok(c) if (1..=MAX_CREDIT).contains(&c.n) => self.owner.do_send(AddCredit {
@@ -453,13 +453,10 @@ struct FrameHead {
     lease: Option<Box<RawValue>>,
 }
 
-impl FrameHead {
-    /// The string value of `op` or `lease`, if it is one.
-    fn field(&self, name: &str) -> Option<String> {
-        let raw = if name == "op" { &self.op } else { &self.lease };
-        raw.as_deref()
-            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-    }
+/// The string in a field of a [`FrameHead`], if it is one.
+fn string_field(raw: &Option<Box<RawValue>>) -> Option<String> {
+    raw.as_deref()
+        .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
 }
 
 #[derive(Deserialize)]

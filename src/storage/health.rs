@@ -50,8 +50,9 @@ impl Health {
         if self.failure.set(what.to_string()).is_ok() {
             log::error!("storage failed, no write is acknowledged from now on: {what}");
             self.gauge.set(0);
+            // Wakes every `failed()` future made so far, polled or not; later ones see
+            // the failure before they wait.
             self.failed.notify_waiters();
-            self.failed.notify_one();
         }
     }
 

@@ -131,7 +131,8 @@ impl DiskSpace {
     /// flap on and off at the bound.
     pub fn admit(&self, bytes: u64) -> Result<()> {
         let refused = if self.pressure.load(Ordering::Relaxed) {
-            self.over(0).or(Some(Bound::MaxBytes))
+            // Held by the margin: name the bound it is held by.
+            self.over_with(0, RESUME_MARGIN).or(Some(Bound::MaxBytes))
         } else {
             self.over(bytes)
         };

@@ -1,9 +1,71 @@
-//! Wall-clock time in milliseconds since the Unix epoch, and RFC 3339 formatting.
+//! Time: wall-clock milliseconds since the Unix epoch, RFC 3339 formatting, and the [`Clock`]
+//! the queues read, so that tests can drive time by hand ([`ManualClock`]).
 //!
 //! Every persisted instant is a `u64` of milliseconds, so stored keys sort by time and survive
 //! restarts; the API shows them as RFC 3339 UTC strings with milliseconds.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the queue logic reads the time: the system's in a server, a [`ManualClock`] in tests.
+/// Both readings move together: `now_ms` for what is stored and shown, `instant` for waits
+/// measured on this process (parked polls, the dispatch throttle).
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// A monotonic instant.
+    fn instant(&self) -> Instant;
+}
+
+/// The system's clocks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that stands still until [`ManualClock::advance`] moves it: queue logic tested
+/// with leases, backoff and timeouts of any length, and no sleeps.
+#[derive(Debug)]
+pub struct ManualClock {
+    start_ms: u64,
+    start: Instant,
+    elapsed_ms: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock at `start_ms` (epoch milliseconds).
+    pub fn new(start_ms: u64) -> Self {
+        ManualClock {
+            start_ms,
+            start: Instant::now(),
+            elapsed_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.elapsed_ms
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.start_ms + self.elapsed_ms.load(Ordering::SeqCst)
+    }
+
+    fn instant(&self) -> Instant {
+        self.start + Duration::from_millis(self.elapsed_ms.load(Ordering::SeqCst))
+    }
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -30,5 +92,15 @@ mod tests {
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let clock = ManualClock::new(1_000);
+        let at = clock.instant();
+        assert_eq!(clock.now_ms(), 1_000);
+        clock.advance(Duration::from_millis(2_500));
+        assert_eq!(clock.now_ms(), 3_500);
+        assert_eq!(clock.instant() - at, Duration::from_millis(2_500));
     }
 }

@@ -20,7 +20,6 @@ use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::model::NewTask;
 use crate::model::QueueKey;
@@ -102,7 +101,7 @@ impl Registry {
     /// Reports the gauges of the queues no actor holds, from the store; forgets those left
     /// with nothing (their gauges are zero by then) and those an actor holds again.
     fn report_resting(&mut self) {
-        let now = now_ms();
+        let now = self.env.clock.now_ms();
         let (store, metrics) = (&self.env.store, &self.env.metrics);
         let map = read(&self.map);
         self.resting.retain(|key| {
@@ -187,7 +186,11 @@ impl Registry {
     /// Hands passed schedule-to-start deadlines to their queues, loading a queue if needed,
     /// so a task times out without a poll to notice it.
     fn sweep_waiting(&mut self, ctx: &mut Context<Self>) {
-        let due = match self.env.store.due_waiting(now_ms(), WAITING_BATCH) {
+        let due = match self
+            .env
+            .store
+            .due_waiting(self.env.clock.now_ms(), WAITING_BATCH)
+        {
             Ok(due) => due,
             Err(e) => {
                 log::error!("sweeping schedule-to-start deadlines failed: {e}");

@@ -152,6 +152,7 @@ impl Builder {
             config: config.clone(),
             metrics: metrics.clone(),
             parked: Arc::default(),
+            clock: Arc::new(crate::clock::SystemClock),
         }));
         let auth = Arc::new(Auth::new(&config.auth));
         let lifecycle = Arc::new(Lifecycle::default());

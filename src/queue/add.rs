@@ -19,8 +19,8 @@ impl QueueActor {
             .map(|t| t.payload.get().len() as u64 + ADD_OVERHEAD_BYTES)
             .sum();
         self.env.store.admit(bytes)?;
-        let now = now_ms();
-        let instant = Instant::now();
+        let now = self.now_ms();
+        let instant = self.env.clock.instant();
         let mut txn = Txn::default();
         let mut meta = self.meta;
         let mut results: Vec<Vec<AddResult>> = Vec::with_capacity(requests.len());

@@ -32,7 +32,7 @@ impl QueueActor {
     }
 
     pub(super) fn cancel(&mut self, task_id: &str) -> Result<TaskRecord> {
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(mut rec) = self.store().task(&self.key, task_id)? else {
             return Err(Error::NotFound(format!(
                 "no task {task_id:?} in {}",
@@ -111,7 +111,7 @@ impl QueueActor {
 
     /// Puts dead letters back as pending with attempts reset; `None` = all of them.
     pub(super) fn redrive(&mut self, task_ids: Option<&[String]>) -> Result<usize> {
-        let now = now_ms();
+        let now = self.now_ms();
         let records: Vec<TaskRecord> = match task_ids {
             Some(ids) => {
                 let mut recs = Vec::with_capacity(ids.len());
@@ -182,7 +182,7 @@ impl QueueActor {
     /// Tasks whose schedule-to-start deadline passed before a first dispatch become
     /// `timed_out` dead letters.
     pub(super) fn expire_waiting(&mut self, task_ids: &[String]) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         for task_id in task_ids {
             let Some(mut rec) = self.store().task(&self.key, task_id)? else {
                 continue;
@@ -223,7 +223,7 @@ impl QueueActor {
     }
 
     pub(super) fn stats(&mut self) -> Stats {
-        let now = now_ms();
+        let now = self.now_ms();
         for socket in self.sockets.values() {
             // An open socket is a live poller, however long ago it connected.
             self.seen.saw(

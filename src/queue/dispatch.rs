@@ -81,8 +81,8 @@ impl QueueActor {
         batch: &mut LeaseBatch,
         out: &mut Vec<TaskRecord>,
     ) -> Result<()> {
-        let now = now_ms();
-        let instant = Instant::now();
+        let now = self.now_ms();
+        let instant = self.env.clock.instant();
         let start = out.len();
         let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
         while out.len() - start < max
@@ -165,7 +165,7 @@ impl QueueActor {
         write: Written,
         ctx: &mut Context<Self>,
     ) -> Delivery {
-        let now = now_ms();
+        let now = self.now_ms();
         self.metrics.polls_task.inc();
         self.dispatch_rate.add(now, recs.len() as u32);
         let leases = recs.iter().filter_map(lease_of).collect();
@@ -181,7 +181,7 @@ impl QueueActor {
         msg: &Poll,
         batch: &mut LeaseBatch,
     ) -> Result<Vec<TaskRecord>> {
-        let now = now_ms();
+        let now = self.now_ms();
         self.seen.saw(
             &msg.identity,
             now,
@@ -288,7 +288,7 @@ impl QueueActor {
         if self.shutting_down {
             return;
         }
-        self.waiters.prune(Instant::now());
+        self.waiters.prune(self.env.clock.instant());
         if self.waiters.is_empty() || self.meta.ready == 0 {
             return;
         }

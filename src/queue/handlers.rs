@@ -204,7 +204,7 @@ impl Handler<OpenSocket> for QueueActor {
     type Result = Result<(Addr<QueueActor>, u64)>;
 
     fn handle(&mut self, msg: OpenSocket, ctx: &mut Self::Context) -> Self::Result {
-        let now = now_ms();
+        let now = self.now_ms();
         if self.shutting_down {
             return Err(Error::Unavailable("the server is shutting down".into()));
         }
@@ -274,5 +274,13 @@ impl Handler<DrainSocket> for QueueActor {
             self.waiters.remove_socket(msg.socket_id);
         }
         self.after_change(ctx);
+    }
+}
+
+impl Handler<Tick> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
+        self.on_timer(ctx);
     }
 }

@@ -346,7 +346,7 @@ pub struct Redrive {
 }
 
 /// Schedule-to-start deadlines passed for these tasks (sent by the registry's sweep).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct ExpireWaiting {
     /// The tasks.
@@ -408,3 +408,11 @@ pub struct SocketClosed {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// Run the timer's work now: expire the leases whose deadline passed, promote the delayed
+/// tasks that are due, serve parked polls and stop if idle long enough, all by the queue's
+/// clock. The actor's own timer does this at the next deadline; with a manual clock (tests),
+/// this is how time that was moved by hand takes effect.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Tick;

@@ -31,6 +31,9 @@ mod sockets;
 pub mod throttle;
 mod timers;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +41,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{rfc3339, Clock};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::{GaugeValues, Metrics, QueueMetrics};
@@ -70,6 +73,8 @@ pub struct Env {
     pub metrics: Arc<Metrics>,
     /// Polls parked in all queues (bounded by `limits.max_parked_polls`).
     pub parked: Arc<std::sync::atomic::AtomicUsize>,
+    /// The time (the system's; a manual clock in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Sent to the registry when a queue actor stops, so it forgets that address.
@@ -271,6 +276,11 @@ impl QueueActor {
         }
     }
 
+    /// Now, in epoch milliseconds, by the queues' clock.
+    fn now_ms(&self) -> u64 {
+        self.env.clock.now_ms()
+    }
+
     fn store(&self) -> &Store {
         &self.env.store
     }
@@ -294,7 +304,7 @@ impl QueueActor {
         for pos in self.backlog.first_positions() {
             self.fair.resume(pos.priority, pos.order);
         }
-        self.promote_due(now_ms())
+        self.promote_due(self.now_ms())
     }
 
     /// The limit in force: the API's, else the latest worker's, else none.
@@ -304,7 +314,7 @@ impl QueueActor {
             (None, Some(worker)) => Some((worker, Source::Worker)),
             (None, None) => None,
         };
-        self.throttle.set(limit);
+        self.throttle.set(limit, self.env.clock.instant());
     }
 
     /// Writes a pending task to the ready index at its fair place (see [`fairness`]),

@@ -126,7 +126,7 @@ impl QueueActor {
     /// caller to wait on); each item answers on its own, in order. A task settled twice in one
     /// batch starts a second write, so every settle reads the record the one before it wrote.
     pub(super) fn settle_all(&mut self, msgs: &[&Settle]) -> Vec<Result<Settlement>> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut answers: Vec<Option<Result<Settlement>>> = Vec::with_capacity(msgs.len());
         let mut batch = SettleBatchWrite::new(self.meta);
         for msg in msgs {
@@ -276,7 +276,7 @@ impl QueueActor {
     }
 
     pub(super) fn heartbeat(&mut self, msg: &Heartbeat) -> Result<HeartbeatAnswer> {
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(mut rec) = self.store().task(&self.key, &msg.task_id)? else {
             return Err(Error::lease_lost());
         };

@@ -13,7 +13,7 @@ impl QueueActor {
         recs: Vec<TaskRecord>,
         written: Written,
     ) {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut unsent = Vec::new();
         let Some(socket) = self.sockets.get_mut(&socket_id) else {
             let leases: Vec<_> = recs.iter().filter_map(lease_of).collect();
@@ -90,7 +90,7 @@ impl QueueActor {
             return;
         };
         self.waiters.remove_socket(socket_id);
-        let now = now_ms();
+        let now = self.now_ms();
         for lease_id in socket.outstanding {
             self.lease_sockets.remove(&lease_id);
             let Some(lease) = self.leases.get(lease_id) else {

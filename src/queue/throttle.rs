@@ -56,12 +56,12 @@ impl Throttle {
 
     /// Sets (or clears) the limit. A new limit starts with a full bucket, except a pause
     /// (rate 0), which holds back everything at once.
-    pub fn set(&mut self, limit: Option<(RateLimit, Source)>) {
+    pub fn set(&mut self, limit: Option<(RateLimit, Source)>, now: Instant) {
         if self.limit.map(|l| l.0) != limit.map(|l| l.0) {
             self.tokens = limit
                 .filter(|(l, _)| l.max_tasks_per_second > 0.0)
                 .map_or(0.0, |(l, _)| l.burst as f64);
-            self.refilled = Instant::now();
+            self.refilled = now;
         }
         self.limit = limit;
     }
@@ -120,13 +120,16 @@ mod tests {
         let mut t = Throttle::default();
         let start = Instant::now();
         assert!(t.try_take(start));
-        t.set(Some((
-            RateLimit {
-                max_tasks_per_second: 10.0,
-                burst: 3,
-            },
-            Source::Api,
-        )));
+        t.set(
+            Some((
+                RateLimit {
+                    max_tasks_per_second: 10.0,
+                    burst: 3,
+                },
+                Source::Api,
+            )),
+            Instant::now(),
+        );
         let now = t.refilled;
         assert!(t.try_take(now) && t.try_take(now) && t.try_take(now));
         assert!(!t.try_take(now));
@@ -145,13 +148,16 @@ mod tests {
     fn a_tiny_rate_waits_at_most_the_cap() {
         for rate in [5e-324, 1e-300, 1e-9] {
             let mut t = Throttle::default();
-            t.set(Some((
-                RateLimit {
-                    max_tasks_per_second: rate,
-                    burst: 1,
-                },
-                Source::Api,
-            )));
+            t.set(
+                Some((
+                    RateLimit {
+                        max_tasks_per_second: rate,
+                        burst: 1,
+                    },
+                    Source::Api,
+                )),
+                Instant::now(),
+            );
             let now = t.refilled;
             assert!(t.try_take(now));
             assert_eq!(t.next_token_in(now), Some(MAX_TOKEN_WAIT), "rate {rate}");
@@ -161,13 +167,16 @@ mod tests {
     #[test]
     fn zero_pauses() {
         let mut t = Throttle::default();
-        t.set(Some((
-            RateLimit {
-                max_tasks_per_second: 0.0,
-                burst: 1,
-            },
-            Source::Api,
-        )));
+        t.set(
+            Some((
+                RateLimit {
+                    max_tasks_per_second: 0.0,
+                    burst: 1,
+                },
+                Source::Api,
+            )),
+            Instant::now(),
+        );
         let now = Instant::now();
         assert!(!t.try_take(now));
         assert!(!t.try_take(now + Duration::from_secs(100)));

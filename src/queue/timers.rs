@@ -103,7 +103,7 @@ impl QueueActor {
     }
 
     pub(super) fn on_timer(&mut self, ctx: &mut Context<Self>) {
-        let now = now_ms();
+        let now = self.now_ms();
         if let Err(e) = self.expire_leases(now) {
             log::error!("{}: expiring leases failed: {e}", self.key);
         }
@@ -130,7 +130,7 @@ impl QueueActor {
     /// Reports gauges and arms the timer for the next thing due.
     pub(super) fn after_change(&mut self, ctx: &mut Context<Self>) {
         self.pace(ctx);
-        let now = now_ms();
+        let now = self.now_ms();
         self.metrics.report(GaugeValues {
             pollers: self.waiters.len() as i64,
             backlog: self.meta.ready as i64,
@@ -154,7 +154,7 @@ impl QueueActor {
         let serving = !self.waiters.is_empty() && self.meta.ready > 0;
         let token_at = if serving && self.throttled {
             self.throttle
-                .next_token_in(Instant::now())
+                .next_token_in(self.env.clock.instant())
                 .map(|d| now + d.as_millis() as u64 + 1)
         } else {
             None
@@ -186,7 +186,7 @@ impl QueueActor {
             }
             ctx.cancel_future(handle);
         }
-        let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+        let wait = Duration::from_millis(at.saturating_sub(self.now_ms()));
         let handle = ctx.run_later(wait, |act, ctx| {
             act.timer = None;
             act.on_timer(ctx);

@@ -64,9 +64,9 @@ fn fairness(c: &mut Criterion) {
 }
 
 /// The store and its directory (kept until the end, deleted with the store).
-fn store() -> (tempfile::TempDir, Arc<Store>) {
+fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Store::open(
+    let store = tasq::storage::open(
         dir.path(),
         &StoreOptions {
             fsync: false,
@@ -100,7 +100,7 @@ fn entry(i: u64, task_type: &str) -> Entry {
 }
 
 /// Writes `n` ready entries of `task_type` to `queue`, in batches as big as a busy add.
-fn fill(store: &Store, queue: &QueueKey, n: u64, task_type: &str) {
+fn fill(store: &dyn Store, queue: &QueueKey, n: u64, task_type: &str) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
         let mut txn = Txn::default();
         for &i in chunk {
@@ -117,7 +117,7 @@ fn backlog(c: &mut Criterion) {
     // A live queue: the window holds every ready entry (complete), 500 of them.
     let live = QueueKey::new("acme-prod", "live", QueueType::Activity).unwrap();
     let mut window = Backlog::new(WINDOW);
-    window.refill(&store, &live).unwrap();
+    window.refill(&*store, &live).unwrap();
     let mut next = 0u64;
     while window.len() < WINDOW / 2 {
         window.insert(pos(next), entry(next, "welcome-email"));
@@ -130,7 +130,7 @@ fn backlog(c: &mut Criterion) {
             |e| {
                 window.insert(pos(next), e);
                 next += 1;
-                window.take(&store, &live, |_| true, None).unwrap()
+                window.take(&*store, &live, |_| true, None).unwrap()
             },
             BatchSize::SmallInput,
         )
@@ -140,11 +140,11 @@ fn backlog(c: &mut Criterion) {
     // A deep queue: 100,000 stored entries read through the window. Takes do not delete from
     // the store (the actor's commit does), so a drained window starts over.
     let deep = QueueKey::new("acme-prod", "deep", QueueType::Activity).unwrap();
-    fill(&store, &deep, 100_000, "welcome-email");
+    fill(&*store, &deep, 100_000, "welcome-email");
     let mut window = Backlog::new(WINDOW);
     g.bench_function("take_refill", |b| {
         b.iter(
-            || match window.take(&store, &deep, |_| true, None).unwrap() {
+            || match window.take(&*store, &deep, |_| true, None).unwrap() {
                 Some(hit) => Some(hit),
                 None => {
                     window = Backlog::new(WINDOW);
@@ -156,7 +156,7 @@ fn backlog(c: &mut Criterion) {
 
     // A poll for a type the queue does not hold.
     let mixed = QueueKey::new("acme-prod", "mixed", QueueType::Activity).unwrap();
-    fill(&store, &mixed, 20_000, "welcome-email");
+    fill(&*store, &mixed, 20_000, "welcome-email");
     let mut window = Backlog::new(WINDOW);
     g.sample_size(20);
     // Without the filter's types the miss is not remembered: every call scans 10,000 stored
@@ -164,7 +164,7 @@ fn backlog(c: &mut Criterion) {
     g.bench_function("take_filtered_miss", |b| {
         b.iter(|| {
             let hit = window
-                .take(&store, &mixed, |e| &*e.task_type == "invoice", None)
+                .take(&*store, &mixed, |e| &*e.task_type == "invoice", None)
                 .unwrap();
             assert!(hit.is_none());
         })
@@ -174,7 +174,7 @@ fn backlog(c: &mut Criterion) {
         b.iter(|| {
             let hit = window
                 .take(
-                    &store,
+                    &*store,
                     &mixed,
                     |e| &*e.task_type == "invoice",
                     Some(&invoice),

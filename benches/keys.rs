@@ -23,7 +23,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tasq::model::{ActiveLease, AddTaskRequest, LeaseToken, TaskRecord, TaskState};
-use tasq::storage::keys::{
+use tasq::storage::sled_store::keys::{
     decode_delayed, decode_expiry, delayed_key, expiry_key, queue_prefix, task_key,
 };
 use tasq::storage::{record, Entry, EntryRoute, ReadyPos, Txn};

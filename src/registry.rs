@@ -348,7 +348,7 @@ impl Queues {
         &self,
         key: &QueueKey,
         tasks: Arc<Vec<NewTask>>,
-        store: &Store,
+        store: &dyn Store,
     ) -> Result<Vec<AddResult>> {
         let inboxes = &self.running(key).await?.inboxes;
         let applied = self
@@ -358,7 +358,12 @@ impl Queues {
     }
 
     /// [`Queues::add`] of one task: its result.
-    pub async fn add_one(&self, key: &QueueKey, task: NewTask, store: &Store) -> Result<AddResult> {
+    pub async fn add_one(
+        &self,
+        key: &QueueKey,
+        task: NewTask,
+        store: &dyn Store,
+    ) -> Result<AddResult> {
         self.add(key, Arc::new(vec![task]), store)
             .await?
             .pop()
@@ -370,7 +375,7 @@ impl Queues {
         &self,
         key: &QueueKey,
         settle: Settle,
-        store: &Store,
+        store: &dyn Store,
     ) -> Result<Settlement> {
         self.settle(key, vec![settle], store)
             .await?
@@ -385,7 +390,7 @@ impl Queues {
         &self,
         key: &QueueKey,
         settles: Vec<Settle>,
-        store: &Store,
+        store: &dyn Store,
     ) -> Result<Vec<Result<Settlement>>> {
         let inboxes = &self.running(key).await?.inboxes;
         let applied = self
@@ -473,7 +478,7 @@ impl Queues {
 
     /// [`Queues::call`] for a message whose writes promise durability: answers its value once
     /// the group commit covers them (see [`Durable`]).
-    pub async fn call_durable<M, T>(&self, key: &QueueKey, msg: M, store: &Store) -> Result<T>
+    pub async fn call_durable<M, T>(&self, key: &QueueKey, msg: M, store: &dyn Store) -> Result<T>
     where
         M: Message<Result = Result<Durable<T>>> + Send + Clone + 'static,
         T: Send + 'static,

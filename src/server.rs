@@ -98,7 +98,7 @@ const STORAGE_FAILED_GRACE: std::time::Duration = std::time::Duration::from_mill
 /// nothing more, and a restart recovers it from what is durable (sled replays its log), so a
 /// supervisor (systemd `Restart=on-failure`, Kubernetes) brings tasq back whole. Nothing is
 /// flushed on the way out: a flush could succeed over pages the kernel dropped.
-async fn exit_when_storage_fails(store: Arc<crate::storage::Store>) {
+async fn exit_when_storage_fails(store: Arc<dyn crate::storage::Store>) {
     store.health().failed().await;
     tokio::time::sleep(STORAGE_FAILED_GRACE).await;
     log::error!(

@@ -209,7 +209,7 @@ fn a_task_whose_record_cannot_be_read_does_not_hold_up_the_others() {
         let queue = tasq::model::QueueKey::new(NS, "damage-one", tasq::model::QueueType::Activity)
             .expect("queue");
         let mut key = vec![b'p'];
-        key.extend_from_slice(&tasq::storage::keys::task_key(&queue, "bad"));
+        key.extend_from_slice(&tasq::storage::sled_store::keys::task_key(&queue, "bad"));
         assert!(
             tree.remove(key).expect("remove").is_some(),
             "the payload was apart"

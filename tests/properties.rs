@@ -25,7 +25,8 @@ use tasq::model::{
     validate_identity, validate_name, AddTaskRequest, LeaseToken, QueueKey, QueueType,
     MAX_DURATION_MS,
 };
-use tasq::storage::keys::{self, Entry, EntryRoute, ReadyPos};
+use tasq::storage::sled_store::keys;
+use tasq::storage::{Entry, EntryRoute, ReadyPos};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {

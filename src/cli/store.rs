@@ -22,7 +22,8 @@ pub enum StoreCommand {
 pub fn run(command: StoreCommand) -> CliResult {
     match command {
         StoreCommand::Verify { dir } => {
-            let report = crate::storage::verify::verify(&dir).map_err(CliError::Local)?;
+            let report =
+                crate::storage::sled_store::verify::verify(&dir).map_err(CliError::Local)?;
             println!(
                 "{}: {} task records in {} queues",
                 dir.display(),

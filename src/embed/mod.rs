@@ -244,7 +244,7 @@ impl Tasq {
     pub async fn add(&self, queue: &QueueKey, task: TaskSpec) -> Result<AddResult> {
         let task = task.validate()?;
         self.serving_queues()?
-            .add_one(queue, task, &self.inner.state.store)
+            .add_one(queue, task, &*self.inner.state.store)
             .await
     }
 
@@ -270,7 +270,7 @@ impl Tasq {
             )));
         }
         self.serving_queues()?
-            .add(queue, Arc::new(tasks), &self.inner.state.store)
+            .add(queue, Arc::new(tasks), &*self.inner.state.store)
             .await
     }
 
@@ -282,7 +282,7 @@ impl Tasq {
     /// their way to it go back to the queue at once, as for an HTTP client that hangs up.
     pub async fn poll(&self, queue: &QueueKey, poll: PollSpec) -> Result<Vec<Task>> {
         let msg = poll.validate(Instant::now())?;
-        poll_and_wait(self.serving_queues()?, &self.inner.state.store, queue, msg).await
+        poll_and_wait(self.serving_queues()?, &*self.inner.state.store, queue, msg).await
     }
 
     /// Completes the task held with `lease`, answered once on disk. Repeating it answers the
@@ -312,7 +312,7 @@ impl Tasq {
             op,
         };
         queues
-            .settle_one(&token.queue, msg, &self.inner.state.store)
+            .settle_one(&token.queue, msg, &*self.inner.state.store)
             .await
     }
 
@@ -378,7 +378,7 @@ impl Tasq {
                 Cancel {
                     task_id: task_id.to_string(),
                 },
-                &self.inner.state.store,
+                &*self.inner.state.store,
             )
             .await?;
         Ok(TaskInfo::from(&rec))
@@ -396,7 +396,7 @@ impl Tasq {
     ) -> Result<RateLimitView> {
         let rate_limit = RateLimit::requested(max_tasks_per_second, burst.map(u64::from))?;
         self.serving_queues()?
-            .call_durable(queue, SetConfig { rate_limit }, &self.inner.state.store)
+            .call_durable(queue, SetConfig { rate_limit }, &*self.inner.state.store)
             .await
     }
 
@@ -407,7 +407,7 @@ impl Tasq {
             validate_task_ids(ids)?;
         }
         self.serving_queues()?
-            .call_durable(queue, Redrive { task_ids }, &self.inner.state.store)
+            .call_durable(queue, Redrive { task_ids }, &*self.inner.state.store)
             .await
     }
 
@@ -522,7 +522,7 @@ impl Drop for ParkGuard {
 
 /// Takes the tasks once their delivery's write is on disk (a backlog lease; none for a sync match), as the HTTP poll does; if
 /// the caller gives up meanwhile, the delivery is dropped and its tasks go back to the queue.
-async fn accept(store: &Store, delivery: Delivery) -> Result<Vec<Task>> {
+async fn accept(store: &dyn Store, delivery: Delivery) -> Result<Vec<Task>> {
     if !delivery.is_empty() {
         store.durable_since(delivery.write()).await?;
     }
@@ -533,7 +533,7 @@ async fn accept(store: &Store, delivery: Delivery) -> Result<Vec<Task>> {
 /// until its deadline: the semantics of the HTTP long poll.
 pub(crate) async fn poll_and_wait(
     queues: &Queues,
-    store: &Store,
+    store: &dyn Store,
     key: &QueueKey,
     msg: Poll,
 ) -> Result<Vec<Task>> {
@@ -574,13 +574,13 @@ pub(crate) async fn poll_and_wait(
 }
 
 /// Opens the store and recovers it: tasks in flight at a crash go back to their queues.
-fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result<Arc<Store>> {
+fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
     let dir = if temporary {
         temporary_dir()
     } else {
         config.data_dir.clone()
     };
-    let store = Store::open(
+    let store = crate::storage::open(
         &dir,
         &StoreOptions {
             fsync: config.durability == Durability::Fsync,
@@ -596,7 +596,7 @@ fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result
         },
         metrics,
     )?;
-    let requeued = store.recover_in_flight()?;
+    let requeued = crate::queue::entries::requeue_in_flight(&*store)?;
     if requeued > 0 {
         log::info!("recovery: {requeued} tasks in flight at the last stop are ready again");
     }
@@ -623,7 +623,7 @@ fn temporary_dir() -> PathBuf {
 
 /// Purges finished records past their retention: every [`PURGE_EVERY`], or every half
 /// retention when that is shorter (at least every second), so a short retention holds.
-async fn purge_loop(store: Arc<Store>, retention: Duration) {
+async fn purge_loop(store: Arc<dyn Store>, retention: Duration) {
     let every = (retention / 2).clamp(Duration::from_secs(1), PURGE_EVERY);
     loop {
         let s = store.clone();

@@ -39,7 +39,7 @@ pub struct AppState {
     /// The queue actors.
     pub queues: Queues,
     /// The store (for reads that need no actor).
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     /// The configuration.
     pub config: Arc<Config>,
     /// The metrics.

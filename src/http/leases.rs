@@ -56,7 +56,7 @@ async fn settle(state: &AppState, lease: &str, op: SettleOp) -> Result<HttpRespo
     };
     let answer = state
         .queues
-        .settle_one(&token.queue, msg, &state.store)
+        .settle_one(&token.queue, msg, &*state.store)
         .await?;
     Ok(HttpResponse::Ok().json(answer))
 }

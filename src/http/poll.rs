@@ -80,7 +80,7 @@ async fn poll(
     let (ns, queue, ty) = path.into_inner();
     let key = queue_key(&ns, &queue, &ty)?;
     let msg = body.into_spec()?.validate(Instant::now())?;
-    let tasks: Vec<Task> = poll_and_wait(&state.queues, &state.store, &key, msg).await?;
+    let tasks: Vec<Task> = poll_and_wait(&state.queues, &*state.store, &key, msg).await?;
     Ok(HttpResponse::Ok().json(Polled { tasks: &tasks }))
 }
 

@@ -79,7 +79,7 @@ async fn set_config(
     let rate_limit = RateLimit::requested(rate, body.burst)?;
     let stored = state
         .queues
-        .call_durable(&key, SetConfig { rate_limit }, &state.store)
+        .call_durable(&key, SetConfig { rate_limit }, &*state.store)
         .await?;
     Ok(HttpResponse::Ok().json(json!({
         "max_tasks_per_second": stored.max_tasks_per_second,
@@ -208,7 +208,7 @@ async fn redrive(
     };
     let n = state
         .queues
-        .call_durable(&key, Redrive { task_ids }, &state.store)
+        .call_durable(&key, Redrive { task_ids }, &*state.store)
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "redriven": n })))
 }

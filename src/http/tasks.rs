@@ -49,7 +49,7 @@ async fn add(
     let (ns, queue, ty) = path.into_inner();
     let key = queue_key(&ns, &queue, &ty)?;
     let task = body.validate()?;
-    let result = state.queues.add_one(&key, task, &state.store).await?;
+    let result = state.queues.add_one(&key, task, &*state.store).await?;
     Ok(if result.duplicate {
         HttpResponse::Ok().json(result)
     } else {
@@ -97,7 +97,7 @@ async fn add_batch(
     let tasks = validate_batch(body)?;
     let results = state
         .queues
-        .add(&key, Arc::new(tasks), &state.store)
+        .add(&key, Arc::new(tasks), &*state.store)
         .await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "results": results })))
 }
@@ -158,7 +158,7 @@ async fn cancel(state: web::Data<AppState>, path: TaskPath) -> Result<HttpRespon
     let (key, task_id) = task_path(path)?;
     let rec = state
         .queues
-        .call_durable(&key, Cancel { task_id }, &state.store)
+        .call_durable(&key, Cancel { task_id }, &*state.store)
         .await?;
     Ok(HttpResponse::Ok().json(rec.status()))
 }

@@ -29,7 +29,7 @@ use crate::queue::messages::{
 };
 use crate::queue::pollers::Slot;
 use crate::queue::QueueActor;
-use crate::storage::Written;
+use crate::storage::WriteSeq;
 use actix_web::http::Method;
 
 /// How often the server pings.
@@ -262,7 +262,7 @@ impl Connection {
     async fn send_tasks(
         &mut self,
         first: Box<crate::model::Task>,
-        mut written: Written,
+        mut written: WriteSeq,
         rx: &mut mpsc::UnboundedReceiver<SocketEvent>,
     ) -> bool {
         let mut tasks = vec![first];
@@ -366,7 +366,7 @@ impl Connection {
             let mut session = self.session.clone();
             let handle = actix_rt::spawn(async move {
                 let (leases, items): (Vec<String>, Vec<Settle>) = items.into_iter().unzip();
-                let answers = state.queues.settle(&queue, items, &state.store).await;
+                let answers = state.queues.settle(&queue, items, &*state.store).await;
                 for (i, lease) in leases.iter().enumerate() {
                     let frame = match &answers {
                         Ok(answers) => match answers.get(i) {

@@ -109,7 +109,7 @@ impl QueueActor {
             self.track_lease(&rec);
             self.metrics.dispatched_sync.inc();
             self.metrics.schedule_to_start.observe(0.0);
-            self.deliver(w, vec![rec], Written::NOTHING, ctx);
+            self.deliver(w, vec![rec], WriteSeq::NOTHING, ctx);
         }
         Ok(results)
     }

@@ -108,7 +108,7 @@ impl Backlog {
     }
 
     /// Reads more entries from the store when the window runs low.
-    pub fn refill(&mut self, store: &Store, queue: &QueueKey) -> Result<()> {
+    pub fn refill(&mut self, store: &dyn Store, queue: &QueueKey) -> Result<()> {
         if self.complete || self.window.len() > self.capacity / 2 {
             return Ok(());
         }
@@ -133,7 +133,7 @@ impl Backlog {
     /// it keys the memo of scans past the window that found nothing.
     pub fn take(
         &mut self,
-        store: &Store,
+        store: &dyn Store,
         queue: &QueueKey,
         accepts: impl Fn(&Entry) -> bool,
         types: Option<&[String]>,
@@ -239,9 +239,9 @@ mod tests {
     use crate::model::QueueType;
     use crate::storage::{StoreOptions, Txn};
 
-    fn store() -> std::sync::Arc<Store> {
+    fn store() -> std::sync::Arc<dyn Store> {
         let dir = tempfile::tempdir().unwrap();
-        Store::open(
+        crate::storage::open(
             dir.path(),
             &StoreOptions {
                 fsync: false,
@@ -265,7 +265,7 @@ mod tests {
         }
     }
 
-    fn fill(store: &Store, q: &QueueKey, items: &[(u8, u64, &str)]) {
+    fn fill(store: &dyn Store, q: &QueueKey, items: &[(u8, u64, &str)]) {
         let mut txn = Txn::default();
         for (i, (priority, order, ty)) in items.iter().enumerate() {
             let pos = ReadyPos {
@@ -279,7 +279,7 @@ mod tests {
     }
 
     /// Writes one ready entry at `order` (its seq too) and returns its position.
-    fn store_one(store: &Store, q: &QueueKey, order: u64, e: &Entry) -> ReadyPos {
+    fn store_one(store: &dyn Store, q: &QueueKey, order: u64, e: &Entry) -> ReadyPos {
         let pos = ReadyPos {
             priority: e.priority,
             order,
@@ -291,7 +291,7 @@ mod tests {
         pos
     }
 
-    fn drain(b: &mut Backlog, store: &Store, q: &QueueKey) -> Vec<String> {
+    fn drain(b: &mut Backlog, store: &dyn Store, q: &QueueKey) -> Vec<String> {
         let mut out = vec![];
         while let Some((_, e)) = b.take(store, q, |_| true, None).unwrap() {
             out.push(e.task_id.into());
@@ -304,7 +304,7 @@ mod tests {
         let s = store();
         let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
         fill(
-            &s,
+            &*s,
             &q,
             &[
                 (3, 10, "a"),
@@ -317,7 +317,7 @@ mod tests {
         // A window of 2 must refill several times and still keep the order.
         let mut b = Backlog::new(2);
         // Takes do not delete from the store; emulate dispatch by only reading.
-        assert_eq!(drain(&mut b, &s, &q), vec!["t4", "t1", "t2", "t0", "t3"]);
+        assert_eq!(drain(&mut b, &*s, &q), vec!["t4", "t1", "t2", "t0", "t3"]);
     }
 
     #[test]
@@ -326,16 +326,16 @@ mod tests {
         let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
         let mut items: Vec<(u8, u64, &str)> = (0..50).map(|i| (3, i, "a")).collect();
         items.push((3, 100, "b"));
-        fill(&s, &q, &items);
+        fill(&*s, &q, &items);
         let mut b = Backlog::new(4);
         let hit = b
-            .take(&s, &q, |e| &*e.task_type == "b", None)
+            .take(&*s, &q, |e| &*e.task_type == "b", None)
             .unwrap()
             .unwrap();
         assert_eq!(&*hit.1.task_id, "t50");
         assert!(b.len() <= 8);
         assert!(b
-            .take(&s, &q, |e| &*e.task_type == "c", None)
+            .take(&*s, &q, |e| &*e.task_type == "c", None)
             .unwrap()
             .is_none());
     }
@@ -345,17 +345,17 @@ mod tests {
         let s = store();
         let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
         let items: Vec<(u8, u64, &str)> = (0..50).map(|i| (3, i, "a")).collect();
-        fill(&s, &q, &items);
+        fill(&*s, &q, &items);
         let mut b = Backlog::new(4);
         let types = vec!["new".to_string()];
         let wants_new = |e: &Entry| &*e.task_type == "new";
-        assert!(b.take(&s, &q, wants_new, Some(&types)).unwrap().is_none());
+        assert!(b.take(&*s, &q, wants_new, Some(&types)).unwrap().is_none());
         let gen = b.beyond_gen;
         assert_eq!(b.misses.get(&types), Some(&gen), "the miss is remembered");
         // A task of that type lands past the window: the memo no longer applies.
-        let pos = store_one(&s, &q, 1000, &entry(1000, "new", 3));
+        let pos = store_one(&*s, &q, 1000, &entry(1000, "new", 3));
         b.insert(pos, entry(1000, "new", 3));
-        let hit = b.take(&s, &q, wants_new, Some(&types)).unwrap().unwrap();
+        let hit = b.take(&*s, &q, wants_new, Some(&types)).unwrap().unwrap();
         assert_eq!(&*hit.1.task_id, "t1000");
     }
 
@@ -364,22 +364,22 @@ mod tests {
         let s = store();
         let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
         let items: Vec<(u8, u64, &str)> = (0..20).map(|i| (3, i, "a")).collect();
-        fill(&s, &q, &items);
+        fill(&*s, &q, &items);
         let mut routed = entry(500, "new", 3);
         routed.route = Some(Box::new(crate::storage::EntryRoute {
             identity: "w-7".into(),
             fallback_at: Some(10),
         }));
-        store_one(&s, &q, 500, &routed);
+        store_one(&*s, &q, 500, &routed);
         let mut b = Backlog::new(4);
         let types = vec!["new".to_string()];
         // Not eligible yet (another identity, before the fallback): a miss, not remembered.
         let before = |e: &Entry| &*e.task_type == "new" && e.route.is_none();
-        assert!(b.take(&s, &q, before, Some(&types)).unwrap().is_none());
+        assert!(b.take(&*s, &q, before, Some(&types)).unwrap().is_none());
         assert!(b.misses.is_empty());
         // Once the fallback passed, the same filter finds it.
         let after = |e: &Entry| &*e.task_type == "new";
-        assert!(b.take(&s, &q, after, Some(&types)).unwrap().is_some());
+        assert!(b.take(&*s, &q, after, Some(&types)).unwrap().is_some());
     }
 
     #[test]
@@ -387,7 +387,7 @@ mod tests {
         let s = store();
         let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
         let mut b = Backlog::new(3);
-        b.refill(&s, &q).unwrap();
+        b.refill(&*s, &q).unwrap();
         for i in 0..100 {
             b.insert(
                 ReadyPos {

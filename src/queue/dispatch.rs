@@ -101,7 +101,7 @@ impl QueueActor {
                 |e: &Entry| eligible(types, identity, e, now) && !taken.contains(&*e.task_id);
             let Some((pos, entry)) =
                 self.backlog
-                    .take(&self.env.store, &self.key, accepts, types)?
+                    .take(&*self.env.store, &self.key, accepts, types)?
             else {
                 break;
             };
@@ -143,7 +143,7 @@ impl QueueActor {
         &mut self,
         w: Waiter,
         recs: Vec<TaskRecord>,
-        write: Written,
+        write: WriteSeq,
         ctx: &mut Context<Self>,
     ) {
         match w.sink {
@@ -162,7 +162,7 @@ impl QueueActor {
     pub(super) fn delivery(
         &mut self,
         recs: Vec<TaskRecord>,
-        write: Written,
+        write: WriteSeq,
         ctx: &mut Context<Self>,
     ) -> Delivery {
         let now = self.now_ms();

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::error::Result;
 use crate::model::{NewTask, TaskError, TaskRecord, TaskState};
-use crate::storage::{Store, Written};
+use crate::storage::{Store, WriteSeq};
 
 use super::pollers::{Delivery, PollerInfo};
 
@@ -27,12 +27,12 @@ use super::pollers::{Delivery, PollerInfo};
 pub struct Durable<T> {
     value: T,
     /// The latest write when the value was made: it and every write before it.
-    write: Written,
+    write: WriteSeq,
 }
 
 impl<T> Durable<T> {
     /// Wraps a value whose writes were applied to `store` just now.
-    pub(crate) fn applied(value: T, store: &Store) -> Self {
+    pub(crate) fn applied(value: T, store: &dyn Store) -> Self {
         Durable {
             value,
             write: store.latest_write(),
@@ -41,7 +41,7 @@ impl<T> Durable<T> {
 
     /// Resolves with the value once its writes are on disk (per the durability setting): at
     /// once if a flush covered them meanwhile.
-    pub async fn wait(self, store: &Store) -> Result<T> {
+    pub async fn wait(self, store: &dyn Store) -> Result<T> {
         store.durable_since(self.write).await?;
         Ok(self.value)
     }
@@ -357,7 +357,7 @@ pub struct ExpireWaiting {
 #[derive(Debug)]
 pub enum SocketEvent {
     /// A task leased to the socket, to send once the write named is on disk.
-    Task(Box<crate::model::Task>, Written),
+    Task(Box<crate::model::Task>, WriteSeq),
     /// The socket asked to drain: no task follows this event until new credit.
     Drained,
     /// The server is shutting down: close the socket.

@@ -20,6 +20,7 @@ mod add;
 mod admin;
 pub mod backlog;
 mod dispatch;
+pub mod entries;
 pub mod fairness;
 mod handlers;
 pub mod leases;
@@ -48,7 +49,8 @@ use crate::metrics::{GaugeValues, Metrics, QueueMetrics};
 use crate::model::{
     ActiveLease, QueueKey, Queued, SettleKind, Settled, TaskError, TaskRecord, TaskState,
 };
-use crate::storage::{entry_of, requeue_leased, Entry, QueueMeta, ReadyPos, Store, Txn, Written};
+use crate::storage::{Entry, QueueMeta, ReadyPos, Store, Txn, WriteSeq};
+use entries::{entry_of, requeue_leased};
 
 use backlog::Backlog;
 use fairness::FairClock;
@@ -66,7 +68,7 @@ const YIELD_EVERY: Duration = Duration::from_millis(5);
 /// What every queue actor shares: the store, the configuration and the metrics.
 pub struct Env {
     /// The store.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     /// The configuration.
     pub config: Arc<Config>,
     /// The metrics.
@@ -281,8 +283,8 @@ impl QueueActor {
         self.env.clock.now_ms()
     }
 
-    fn store(&self) -> &Store {
-        &self.env.store
+    fn store(&self) -> &dyn Store {
+        &*self.env.store
     }
 
     fn load(&mut self) -> Result<()> {
@@ -300,7 +302,7 @@ impl QueueActor {
             self.meta.in_flight = self.leases.len() as u64;
         }
         self.apply_limit();
-        self.backlog.refill(&self.env.store, &self.key)?;
+        self.backlog.refill(&*self.env.store, &self.key)?;
         for pos in self.backlog.first_positions() {
             self.fair.resume(pos.priority, pos.order);
         }
@@ -353,7 +355,7 @@ impl QueueActor {
 
     /// Writes `txn` with the queue's new counters; memory changes only after it succeeds.
     fn commit(&mut self, mut txn: Txn, meta: QueueMeta) -> Result<()> {
-        txn.put_meta(&self.key, &meta)?;
+        txn.put_meta(&self.key, &meta);
         self.env.store.commit(txn)?;
         self.meta = meta;
         self.meta_stored = true;

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::rfc3339;
 use crate::model::Task;
-use crate::storage::{Entry, Written};
+use crate::storage::{Entry, WriteSeq};
 
 use super::messages::ReturnTasks;
 use super::QueueActor;
@@ -31,7 +31,7 @@ pub struct Delivery {
     leases: Vec<(String, u64)>,
     /// The write to wait for before the poller has the tasks: their leases, or nothing for a
     /// sync match (sent as its add is applied; README, "Durability and recovery").
-    write: Written,
+    write: WriteSeq,
     owner: Option<Addr<QueueActor>>,
 }
 
@@ -40,7 +40,7 @@ impl Delivery {
     pub fn new(
         tasks: Vec<Task>,
         leases: Vec<(String, u64)>,
-        write: Written,
+        write: WriteSeq,
         owner: Addr<QueueActor>,
     ) -> Self {
         Delivery {
@@ -53,7 +53,7 @@ impl Delivery {
 
     /// The write of the leases, to wait for before the tasks are accepted (see
     /// [`Store::durable_since`](crate::storage::Store::durable_since)).
-    pub fn write(&self) -> Written {
+    pub fn write(&self) -> WriteSeq {
         self.write
     }
 
@@ -62,7 +62,7 @@ impl Delivery {
         Delivery {
             tasks: Vec::new(),
             leases: Vec::new(),
-            write: Written::NOTHING,
+            write: WriteSeq::NOTHING,
             owner: None,
         }
     }

@@ -11,7 +11,7 @@ impl QueueActor {
         socket_id: u64,
         mut w: Waiter,
         recs: Vec<TaskRecord>,
-        written: Written,
+        written: WriteSeq,
     ) {
         let now = self.now_ms();
         let mut unsent = Vec::new();

@@ -1,13 +1,13 @@
-//! Group commit: one flusher thread for the whole database.
+//! Group commit: one flusher thread for the whole store.
 //!
-//! A writer applies its batch to sled (in memory and the log buffer) and tells the flusher at
-//! once; whoever waits for that write asks for durability later, from their own thread. The
+//! A writer applies its batch to the store (for sled: in memory and the log buffer) and tells
+//! the flusher at once; whoever waits for that write asks for durability later, from their own thread. The
 //! flusher takes every request that arrived while the previous flush ran and covers them all
-//! with one `flush` (one fsync), so durability costs one flush per batch, not per write. (The
+//! with one sync (for sled: one `flush`, one fsync), so durability costs one flush per batch, not per write. (The
 //! writer's own request lets the flush start before the waiters have been woken to ask: adds
 //! measured +8% at 32 in flight, each answered 13% sooner.)
 //!
-//! Writes are counted as they are applied ([`Written`]), and each flush records how far the
+//! Writes are counted as they are applied ([`WriteSeq`]), and each flush records how far the
 //! count had come when it started: every write counted by then is on disk once it ends. A
 //! request names the write it waits for, so it is answered by the first flush that covers
 //! that write, even one that was already running when the request arrived, and at once if a
@@ -23,25 +23,23 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::watermark::Watermark;
-use super::Health;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 /// A write's place in the order writes were applied to the store. Compared with how far the
 /// flushes reached, it says whether the write is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Written(u64);
+pub struct WriteSeq(u64);
 
-impl Written {
+impl WriteSeq {
     /// Before every write: nothing to wait for.
-    pub const NOTHING: Written = Written(0);
+    pub const NOTHING: WriteSeq = WriteSeq(0);
 }
 
 /// A request for durability: the write it waits for, and where to answer (`None`: a write
 /// just applied, so the flush starts before anyone asks).
 struct FlushRequest {
-    write: Written,
+    write: WriteSeq,
     answer: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -53,7 +51,7 @@ struct Marks {
 }
 
 impl Marks {
-    fn flushed(&self, write: Written) -> bool {
+    fn flushed(&self, write: WriteSeq) -> bool {
         write.0 <= self.flushed.load(Ordering::Acquire)
     }
 }
@@ -66,15 +64,13 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the flusher thread for `db` (`fsync = false`: no flusher, sled flushes on its own
-    /// timer and writes are answered at once).
-    /// A failed flush is recorded in `health`; each flush stamps `watermark` (when given).
+    /// Starts the flusher thread, which makes the writes applied so far durable with `sync`
+    /// (`fsync = false`: no flusher; the store syncs on its own and writes are answered at
+    /// once).
     pub fn start(
-        db: sled::Db,
         fsync: bool,
         metrics: Arc<Metrics>,
-        health: Arc<Health>,
-        watermark: Option<Arc<Watermark>>,
+        sync: Box<dyn Fn() -> Result<()> + Send>,
     ) -> Self {
         let marks = Arc::new(Marks::default());
         if !fsync {
@@ -84,15 +80,7 @@ impl GroupCommit {
         let flusher_marks = marks.clone();
         std::thread::Builder::new()
             .name("tasq-flusher".into())
-            .spawn(move || {
-                let ctx = Flusher {
-                    db,
-                    metrics,
-                    health,
-                    watermark,
-                };
-                run(&ctx, rx, &flusher_marks)
-            })
+            .spawn(move || run(&*sync, &metrics, rx, &flusher_marks))
             .expect("spawning the flusher thread");
         GroupCommit {
             tx: Some(tx),
@@ -104,7 +92,7 @@ impl GroupCommit {
     /// for it asks only once the writer's answer reached them on their own thread, and the
     /// flush need not wait for that hop.
     pub fn applied(&self) {
-        let write = Written(self.marks.applied.fetch_add(1, Ordering::AcqRel) + 1);
+        let write = WriteSeq(self.marks.applied.fetch_add(1, Ordering::AcqRel) + 1);
         if let Some(tx) = &self.tx {
             // A stopped flusher answers the waiters' own requests with an error.
             let _ = tx.send(FlushRequest {
@@ -116,8 +104,8 @@ impl GroupCommit {
 
     /// The place of the latest write applied so far: every write applied before this call is
     /// at or before it.
-    pub fn latest(&self) -> Written {
-        Written(self.marks.applied.load(Ordering::Acquire))
+    pub fn latest(&self) -> WriteSeq {
+        WriteSeq(self.marks.applied.load(Ordering::Acquire))
     }
 
     /// Resolves once every write applied before this call is on disk.
@@ -127,7 +115,7 @@ impl GroupCommit {
 
     /// Resolves once `write` (and every write before it) is on disk: at once if a flush
     /// already covered it or durability is relaxed, else after the first flush that does.
-    pub async fn durable_since(&self, write: Written) -> Result<()> {
+    pub async fn durable_since(&self, write: WriteSeq) -> Result<()> {
         let Some(tx) = &self.tx else { return Ok(()) };
         if self.marks.flushed(write) {
             return Ok(());
@@ -143,37 +131,12 @@ impl GroupCommit {
     }
 }
 
-/// What the flusher thread works with.
-struct Flusher {
-    db: sled::Db,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    watermark: Option<Arc<Watermark>>,
-}
-
-impl Flusher {
-    /// One group commit: stamps the watermark, syncs, and records the stamp once synced.
-    fn flush(&self) -> Result<()> {
-        // Once failed, never again: a later flush could succeed over pages the kernel dropped.
-        self.health.check()?;
-        let failed = |e: String| {
-            self.health.fail(&format!("flush: {e}"));
-            Error::Unavailable(format!("storage flush failed: {e}"))
-        };
-        let stamp = match &self.watermark {
-            Some(w) => Some(w.stamp().map_err(|e| failed(e.to_string()))?),
-            None => None,
-        };
-        self.db.flush().map_err(|e| failed(e.to_string()))?;
-        if let (Some(w), Some(stamp)) = (&self.watermark, stamp) {
-            w.synced(stamp);
-        }
-        Ok(())
-    }
-}
-
-fn run(ctx: &Flusher, rx: mpsc::Receiver<FlushRequest>, marks: &Marks) {
-    let metrics = &ctx.metrics;
+fn run(
+    sync: &dyn Fn() -> Result<()>,
+    metrics: &Metrics,
+    rx: mpsc::Receiver<FlushRequest>,
+    marks: &Marks,
+) {
     let mut waiting: Vec<FlushRequest> = Vec::new();
     loop {
         if waiting.is_empty() {
@@ -184,16 +147,16 @@ fn run(ctx: &Flusher, rx: mpsc::Receiver<FlushRequest>, marks: &Marks) {
         }
         waiting.extend(rx.try_iter());
         // A request sent just as the flush covering its write ended needs no other flush.
-        let before = Written(marks.flushed.load(Ordering::Acquire));
+        let before = WriteSeq(marks.flushed.load(Ordering::Acquire));
         answer_covered(&mut waiting, before, &Ok(()));
         if waiting.is_empty() {
             continue;
         }
         // Every write counted by now was applied before the flush starts, so it covers them,
         // and every request taken so far names a write counted before it was sent.
-        let reach = Written(marks.applied.load(Ordering::Acquire));
+        let reach = WriteSeq(marks.applied.load(Ordering::Acquire));
         let started = Instant::now();
-        let result = ctx.flush();
+        let result = sync();
         if result.is_ok() {
             marks.flushed.fetch_max(reach.0, Ordering::AcqRel);
         }
@@ -211,7 +174,7 @@ fn run(ctx: &Flusher, rx: mpsc::Receiver<FlushRequest>, marks: &Marks) {
 }
 
 /// Answers with `result`, and takes out, the requests whose write is at or before `upto`.
-fn answer_covered(waiting: &mut Vec<FlushRequest>, upto: Written, result: &Result<()>) {
+fn answer_covered(waiting: &mut Vec<FlushRequest>, upto: WriteSeq, result: &Result<()>) {
     let (covered, later): (Vec<FlushRequest>, Vec<FlushRequest>) = std::mem::take(waiting)
         .into_iter()
         .partition(|w| w.write <= upto);

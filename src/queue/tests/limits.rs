@@ -11,7 +11,7 @@ async fn set_limit(h: &Harness, limit: Option<RateLimit>) {
         .await
         .expect("sent")
         .expect("set");
-    applied.wait(&h.store).await.expect("durable");
+    applied.wait(&*h.store).await.expect("durable");
 }
 
 async fn add_n(h: &Harness, n: usize) {

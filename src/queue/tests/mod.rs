@@ -34,7 +34,7 @@ const START_MS: u64 = 1_767_225_600_000;
 /// One queue (`default/q`, activity) of a registry over a temporary store and a manual clock.
 struct Harness {
     queues: Queues,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
     key: QueueKey,
 }
@@ -47,7 +47,7 @@ impl Harness {
     fn with_config(config: Config) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let metrics = Metrics::new(100);
-        let store = Store::open(
+        let store = crate::storage::open(
             dir.path(),
             &StoreOptions {
                 fsync: false,
@@ -81,7 +81,7 @@ impl Harness {
         let req: AddTaskRequest = serde_json::from_str(json).expect("add body");
         let task = req.validate().expect("valid add");
         self.queues
-            .add_one(&self.key, task, &self.store)
+            .add_one(&self.key, task, &*self.store)
             .await
             .expect("add")
             .task_id
@@ -135,7 +135,9 @@ impl Harness {
             lease_id: token.lease_id,
             op,
         };
-        self.queues.settle_one(&self.key, settle, &self.store).await
+        self.queues
+            .settle_one(&self.key, settle, &*self.store)
+            .await
     }
 
     /// Fails `task`'s lease, retryable.

@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{keys, record, watermark, Prefix, Store, StoreOptions};
+use super::{keys, watermark, Prefix, SledStore};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{QueueKey, TaskState};
+use crate::storage::{record, Store, StoreOptions};
 
 /// What a verification found.
 #[derive(Debug, Default)]
@@ -69,7 +70,7 @@ pub fn verify(dir: &Path) -> Result<Report> {
     };
     // With durability relaxed and no bounds the store opens sled alone: no watermark check
     // of its own, no flusher, no disk watcher.
-    let store = match Store::open(copy.path(), &opts, Metrics::new(1)) {
+    let store = match SledStore::open(copy.path(), &opts, Metrics::new(1)) {
         Ok(store) => store,
         Err(e) => {
             report.problem(e.to_string());
@@ -118,7 +119,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-impl Store {
+impl SledStore {
     /// Reads every key and checks records, indexes and counters against each other.
     fn check_indexes(&self, report: &mut Report) {
         let mut counted: HashMap<QueueKey, Counted> = HashMap::new();

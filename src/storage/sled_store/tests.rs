@@ -1,14 +1,14 @@
 //! Unit tests of the store: group commit, record encodings, grouped expiry keys.
 
 use super::*;
-use crate::model::{AddTaskRequest, QueueType};
+use crate::model::{AddTaskRequest, QueueType, TaskState};
 
-fn store() -> Arc<Store> {
+fn store() -> Arc<SledStore> {
     store_with(false, Metrics::new(10))
 }
 
 /// A temporary store; `fsync`: writes made durable by the group commit.
-fn store_with(fsync: bool, metrics: Arc<Metrics>) -> Arc<Store> {
+fn store_with(fsync: bool, metrics: Arc<Metrics>) -> Arc<SledStore> {
     let opts = StoreOptions {
         fsync,
         cache_capacity_bytes: 1 << 20,
@@ -17,7 +17,7 @@ fn store_with(fsync: bool, metrics: Arc<Metrics>) -> Arc<Store> {
         reserve_bytes: 0,
     };
     let dir = std::env::temp_dir().join(format!("tasq-store-{}", uuid::Uuid::new_v4()));
-    Store::open(&dir, &opts, metrics).unwrap()
+    SledStore::open(&dir, &opts, metrics).unwrap()
 }
 
 #[tokio::test]
@@ -57,7 +57,7 @@ async fn a_write_is_flushed_once_without_waiting_to_be_asked() {
     let after = flushes();
     assert!((2..=3).contains(&after), "{after} flushes for three writes");
     assert_eq!(metrics.storage_flush_batch_size.get_sample_sum(), 3.0);
-    store.durable_since(Written::NOTHING).await.unwrap();
+    store.durable_since(WriteSeq::NOTHING).await.unwrap();
     store.durable().await.unwrap();
     assert_eq!(flushes(), after, "b and c are on disk already");
 }
@@ -87,13 +87,12 @@ fn a_record_stored_as_json_by_an_earlier_version_still_reads() {
     let store = store();
     let q = QueueKey::new("ns", "q", QueueType::Activity).unwrap();
     let old = record("old", TaskState::Completed);
-    let mut txn = Txn::default();
-    txn.insert(
-        Prefix::Tasks,
-        &keys::task_key(&q, "old"),
+    let mut batch = ::sled::Batch::default();
+    batch.insert(
+        spaced(Prefix::Tasks as u8, &keys::task_key(&q, "old")),
         serde_json::to_vec(&old).unwrap(),
     );
-    store.commit(txn).unwrap();
+    store.apply(batch, 0).unwrap();
     let back = store.task(&q, "old").unwrap().expect("the record");
     assert_eq!(
         serde_json::to_value(&back).unwrap(),

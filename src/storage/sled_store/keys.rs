@@ -1,4 +1,4 @@
-//! Key encoding for the sled trees.
+//! Key encoding for the sled trees, and how the index entries are encoded in them.
 //!
 //! Every per-queue key starts with the queue prefix `namespace \0 name \0 type-tag`. Names never
 //! contain `\0` and the tag is one byte, so no queue's prefix is a prefix of another's and a
@@ -6,6 +6,7 @@
 //! the ready index sorts in dispatch order (priority, order, sequence) and is read by range scan.
 
 use crate::model::{QueueKey, QueueType};
+use crate::storage::{Entry, EntryRoute, ReadyPos};
 
 /// The prefix shared by every key of one queue.
 pub fn queue_prefix(key: &QueueKey) -> Vec<u8> {
@@ -48,18 +49,6 @@ pub fn task_key(key: &QueueKey, task_id: &str) -> Vec<u8> {
     let mut k = queue_prefix(key);
     k.extend_from_slice(task_id.as_bytes());
     k
-}
-
-/// A position in the ready index, in dispatch order: lower priority number first, then
-/// `order` (the time the task became ready), then `seq` (unique, breaks ties).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReadyPos {
-    /// 1–5.
-    pub priority: u8,
-    /// Order within the priority.
-    pub order: u64,
-    /// Unique tie-breaker.
-    pub seq: u64,
 }
 
 impl ReadyPos {
@@ -141,33 +130,6 @@ pub fn decode_expiry(raw: &[u8]) -> Option<(u64, QueueKey, String)> {
     let at = u64::from_be_bytes(raw.get(..8)?.try_into().ok()?);
     let (queue, rest) = split_queue(&raw[8..])?;
     Some((at, queue, String::from_utf8(rest.to_vec()).ok()?))
-}
-
-/// Routing of a task to one worker, as the indexes hold it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryRoute {
-    /// Only a poller with this identity gets the task…
-    pub identity: String,
-    /// …until this instant (ms); `None` = never fall back.
-    pub fallback_at: Option<u64>,
-}
-
-/// What the ready and delayed indexes hold per task: enough to choose a task without reading
-/// its record (type for type-aware dispatch, route for routing) and to find the record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Priority (needed when a delayed entry moves to the ready index).
-    pub priority: u8,
-    /// Task type (a boxed `str`, as the id: 8 bytes narrower than a `String`, see `route`).
-    pub task_type: Box<str>,
-    /// Task id.
-    pub task_id: Box<str>,
-    /// When the task became ready, for the backlog age.
-    pub ready_at: u64,
-    /// Routing to one worker, if any. Boxed: few tasks are routed, and every queue with a task
-    /// in memory holds entries in its backlog window (a B-tree node of 11 of them at least),
-    /// which an inline route would make 40 bytes wider each.
-    pub route: Option<Box<EntryRoute>>,
 }
 
 impl Entry {

@@ -1,0 +1,129 @@
+//! What spans queues rather than serving one: listing queues, the leased tasks of every
+//! queue, the purge of finished records, and the measurements the disk-space watcher takes.
+//! (The [`Store`] impl answers with these.)
+
+use std::ops::Bound;
+
+use super::*;
+
+impl SledStore {
+    /// Queues of a namespace with their counters, in name order, after `after` (a queue prefix).
+    pub(super) fn queues_page(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<(QueueKey, QueueMeta)>> {
+        let prefix = keys::namespace_prefix(namespace);
+        let start = match after {
+            Some(a) if a.starts_with(&prefix) => Bound::Excluded(a.to_vec()),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "page_token is not one this server gave for this namespace",
+                ))
+            }
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        for item in self
+            .queues
+            .range((start, Bound::Excluded(prefix_end(&prefix))))
+        {
+            let (k, v) = item?;
+            if out.len() >= limit {
+                return Ok((out, last));
+            }
+            let Some((queue, _)) = keys::split_queue(&k) else {
+                continue;
+            };
+            let meta: QueueMeta = serde_json::from_slice(&v).unwrap_or_default();
+            last = Some(k.to_vec());
+            out.push((queue, meta));
+        }
+        Ok((out, None))
+    }
+
+    /// Up to `limit` queues, of every namespace, that hold ready, delayed, leased or dead
+    /// tasks, with their counters: what `/metrics` shows from the moment the server is ready.
+    pub(super) fn queues_with_tasks(&self, limit: usize) -> Result<Vec<(QueueKey, QueueMeta)>> {
+        let mut out = Vec::new();
+        for item in self.queues.iter() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let Some((queue, _)) = keys::split_queue(&k) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_slice::<QueueMeta>(&v) else {
+                log::error!("skipping the damaged counters of {queue}");
+                continue;
+            };
+            if meta.ready + meta.delayed + meta.in_flight + meta.dead > 0 {
+                out.push((queue, meta));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every leased task of every queue.
+    pub(super) fn leased(&self) -> Result<Vec<(QueueKey, String)>> {
+        let mut out = Vec::new();
+        for item in self.inflight.iter() {
+            let (k, _) = item?;
+            if let Some((queue, rest)) = keys::split_queue(&k) {
+                out.push((queue, String::from_utf8_lossy(rest).into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes finished records whose retention ended at or before `now`; at most `limit`.
+    pub(super) fn purge(&self, now: u64, limit: usize) -> Result<usize> {
+        let end = (now + 1).to_be_bytes().to_vec();
+        let mut n = 0;
+        for item in self
+            .expiry
+            .range((Bound::Unbounded, Bound::Excluded(end)))
+            .take(limit)
+        {
+            let (k, more) = item?;
+            let mut txn = Txn::default();
+            if let Some((_, queue, first)) = keys::decode_expiry(&k) {
+                for task_id in std::iter::once(first.as_str()).chain(keys::expiry_ids(&more)) {
+                    // A record that changed since (redriven, re-added) is not finished any more.
+                    if let Some(rec) = self.task(&queue, task_id)? {
+                        if rec.state.is_terminal() && !rec.state.is_dead_letter() {
+                            txn.delete_task(&queue, task_id);
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            let (mut batch, bytes) = batch::of(txn)?;
+            batch.remove(spaced(Prefix::Expiry as u8, &k));
+            self.apply(batch, bytes)?;
+        }
+        Ok(n)
+    }
+}
+
+impl disk::Measure for SledStore {
+    fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    fn live_bytes(&self) -> Result<u64> {
+        let mut n = 0;
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            n += (k.len() + v.len()) as u64;
+        }
+        Ok(n)
+    }
+
+    fn purge_finished(&self, limit: usize) -> Result<usize> {
+        self.purge(u64::MAX - 1, limit)
+    }
+}

@@ -22,7 +22,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tasq::model::{ActiveLease, AddTaskRequest, LeaseToken, TaskRecord, TaskState};
+use tasq::model::{ActiveLease, LeaseToken, TaskRecord, TaskSpec, TaskState};
 use tasq::storage::sled_store::keys::{
     decode_delayed, decode_expiry, delayed_key, expiry_key, queue_prefix, task_key,
 };
@@ -139,7 +139,7 @@ fn lease_token(c: &mut Criterion) {
 /// A running task as `tasq bench` adds them: 200-byte JSON payload, defaults otherwise.
 fn running_record() -> TaskRecord {
     let payload = format!(r#"{{"data": "{}"}}"#, "x".repeat(188));
-    let req: AddTaskRequest = serde_json::from_str(&format!(
+    let req: TaskSpec = serde_json::from_str(&format!(
         r#"{{"task_type": "bench", "task_id": "{TASK_ID}", "payload": {payload}}}"#
     ))
     .unwrap();

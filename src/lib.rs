@@ -7,23 +7,27 @@
 //!
 //! Layers, each using only those above it in this list (`.ci/layers` checks it):
 //!
-//! - [`model`], [`error`], [`clock`]: queue keys, task specs and validation, stored records,
-//!   lease tokens, rate limits, JSON decoding; the one error type and its stable codes; epoch
-//!   milliseconds and RFC 3339.
+//! - [`model`], [`error`], [`clock`]: queue keys, task specs and their validation, stored
+//!   records, lease tokens, rate limits, JSON decoding; the one error type and its stable
+//!   codes; epoch milliseconds, RFC 3339, and the injectable [`clock::Clock`].
 //! - [`metrics`]: every Prometheus metric on one explicit registry. [`auth`]: API keys per
 //!   namespace and role, checked in constant time, reloadable.
 //! - [`config`]: every setting, its default, and loading (file < `TASQ_*` env < command line).
-//! - [`storage`]: the sled store behind a narrow interface; key encoding; group commit; disk
-//!   space, health and the durability watermark; `tasq store verify`.
-//! - [`queue`]: the queue actor (one per task queue): backlog window, parked polls, leases.
+//! - [`storage`]: the [`storage::Store`] trait (the seam: records, ready entries, leases,
+//!   queue meta, group-committed transactions), its sled implementation
+//!   ([`storage::sled_store`]), the group commit, disk space, health, the durability
+//!   watermark, `tasq store verify`.
+//! - [`queue`]: the queue actor (one per task queue), one file per concern: add, dispatch,
+//!   settle, sockets, admin, timers; backlog window, parked polls, leases, fairness, throttle.
 //! - [`registry`]: the registry actor that spawns, supervises and forgets queue actors, and
 //!   reports the queues no actor holds.
-//! - [`embed`]: the embedding API ([`Tasq`]): start the actor system in-process (own data dir
-//!   or a temporary store), then add, poll, settle, describe. `tasq serve` starts through it.
-//! - [`http`]: the actix-web API, one module per resource; JSON bodies and errors; mounts on an
-//!   embedder's `App` with `Tasq::configure`. `client` (feature `client`): `Worker`, a
-//!   streaming worker over WebSocket.
-//! - `server` (feature `server`): `tasq serve`: the embedding start-up plus the HTTP server,
+//! - [`service`]: the one front door ([`Tasq`]): starts the actor system (own data dir or a
+//!   temporary store) and is the only code that sends queue actors messages. Embedders call
+//!   it in-process; `tasq serve` starts through it.
+//! - [`http`]: the actix-web API, one module per resource: parse, call the service, encode;
+//!   mounts on an embedder's `App` with `Tasq::configure`. `client` (feature `client`):
+//!   `Worker`, a streaming worker over WebSocket.
+//! - `server` (feature `server`): `tasq serve`: the service's start-up plus the HTTP server,
 //!   TLS and signals. `cli` (feature `cli`): the command-line client (`tasq
 //!   task|queue|dead-letters|store`) and the shell worker. `soak` (feature `bench`): a server
 //!   child restarted twice under churn, then an exactly-once check.
@@ -44,7 +48,6 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
-pub mod embed;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -53,11 +56,12 @@ pub mod queue;
 pub mod registry;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod service;
 #[cfg(feature = "bench")]
 pub mod soak;
 pub mod storage;
 
 pub use config::Config;
-pub use embed::{Failure, PollSpec, TaskInfo, TaskSpec, Tasq};
 pub use error::Error;
 pub use model::{QueueKey, QueueType, Task};
+pub use service::{Failure, PollSpec, TaskInfo, TaskSpec, Tasq};

@@ -27,7 +27,7 @@ use crate::queue::messages::{
     AddResult, Durable, ExpireWaiting, Inbox, Inboxes, Poll, PollOutcome, Settle, Settlement,
     Shutdown, TakeAdds, TakePolls, TakeSettles,
 };
-use crate::queue::{Env, QueueActor, QueueStopped};
+use crate::queue::{QueueActor, QueueStopped, Shared};
 use crate::storage::Store;
 
 /// The running actors by queue. Entries are shared (`Arc`): every request looks its queue up,
@@ -59,9 +59,9 @@ const RESTING_REPORT: Duration = Duration::from_secs(15);
 /// Supervises the queue actors.
 pub struct Registry {
     map: Map,
-    env: Arc<Env>,
+    shared: Arc<Shared>,
     /// Threads offered by the HTTP workers ([`ShareThread`]); used first.
-    shared: Vec<ArbiterHandle>,
+    offered: Vec<ArbiterHandle>,
     /// The registry's own threads, started on first need.
     own: Vec<Arbiter>,
     next_arbiter: usize,
@@ -72,12 +72,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry for `env`'s store; before it returns, every queue that holds tasks or dead
+    /// A registry over the shared store; before it returns, every queue that holds tasks or dead
     /// letters is in the metrics (up to `metrics.max_queue_series`), loaded or not.
-    fn new(map: Map, env: Arc<Env>) -> Self {
-        let resting = match env
+    fn new(map: Map, shared: Arc<Shared>) -> Self {
+        let resting = match shared
             .store
-            .queues_holding_tasks(env.config.metrics.max_queue_series)
+            .queues_holding_tasks(shared.config.metrics.max_queue_series)
         {
             Ok(queues) => queues.into_iter().map(|(key, _)| key).collect(),
             Err(e) => {
@@ -87,8 +87,8 @@ impl Registry {
         };
         let mut registry = Registry {
             map,
-            env,
-            shared: Vec::new(),
+            shared,
+            offered: Vec::new(),
             own: Vec::new(),
             next_arbiter: 0,
             generation: 0,
@@ -101,8 +101,8 @@ impl Registry {
     /// Reports the gauges of the queues no actor holds, from the store; forgets those left
     /// with nothing (their gauges are zero by then) and those an actor holds again.
     fn report_resting(&mut self) {
-        let now = self.env.clock.now_ms();
-        let (store, metrics) = (&self.env.store, &self.env.metrics);
+        let now = self.shared.clock.now_ms();
+        let (store, metrics) = (&self.shared.store, &self.shared.metrics);
         let map = read(&self.map);
         self.resting.retain(|key| {
             if map.contains_key(key) {
@@ -142,15 +142,15 @@ impl Registry {
     fn arbiter(&mut self) -> ArbiterHandle {
         let n = self.next_arbiter;
         self.next_arbiter = n.wrapping_add(1);
-        while !self.shared.is_empty() {
-            let i = n % self.shared.len();
-            if self.shared[i].spawn(async {}) {
-                return self.shared[i].clone();
+        while !self.offered.is_empty() {
+            let i = n % self.offered.len();
+            if self.offered[i].spawn(async {}) {
+                return self.offered[i].clone();
             }
-            self.shared.swap_remove(i);
+            self.offered.swap_remove(i);
         }
         if self.own.is_empty() {
-            let threads = self.env.config.actor_threads();
+            let threads = self.shared.config.actor_threads();
             self.own = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
         }
         let i = n % self.own.len();
@@ -168,11 +168,11 @@ impl Registry {
         }
         self.generation += 1;
         let generation = self.generation;
-        let env = self.env.clone();
+        let shared = self.shared.clone();
         let on_stop = ctx.address().recipient();
         let k = key.clone();
         let addr = QueueActor::start_in_arbiter(&self.arbiter(), move |_| {
-            QueueActor::new(k, generation, env, on_stop)
+            QueueActor::new(k, generation, shared, on_stop)
         });
         let loaded = Arc::new(RunningQueue {
             generation,
@@ -187,9 +187,9 @@ impl Registry {
     /// so a task times out without a poll to notice it.
     fn sweep_waiting(&mut self, ctx: &mut Context<Self>) {
         let due = match self
-            .env
+            .shared
             .store
-            .due_waiting(self.env.clock.now_ms(), WAITING_BATCH)
+            .due_waiting(self.shared.clock.now_ms(), WAITING_BATCH)
         {
             Ok(due) => due,
             Err(e) => {
@@ -246,8 +246,8 @@ impl Handler<ShareThread> for Registry {
 
     fn handle(&mut self, ShareThread(arbiter): ShareThread, _ctx: &mut Self::Context) {
         // `queue_threads = N` asks for threads of their own: the offer is declined.
-        if self.env.config.queue_threads == 0 {
-            self.shared.push(arbiter);
+        if self.shared.config.queue_threads == 0 {
+            self.offered.push(arbiter);
         }
     }
 }
@@ -309,9 +309,9 @@ pub struct Queues {
 
 impl Queues {
     /// Starts the registry (and its actor threads) in the current actix system.
-    pub fn start(env: Arc<Env>) -> Self {
+    pub fn start(shared: Arc<Shared>) -> Self {
         let map: Map = Arc::default();
-        let registry = Registry::new(map.clone(), env).start();
+        let registry = Registry::new(map.clone(), shared).start();
         Queues { map, registry }
     }
 

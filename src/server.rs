@@ -1,6 +1,6 @@
 //! `tasq serve`: start-up, HTTP(S) serving, key reloads and graceful shutdown.
 //!
-//! Start: the embedding start-up ([`crate::embed`]: open the store, put back tasks that were in
+//! Start: the service's start-up ([`crate::service`]: open the store, put back tasks that were in
 //! flight at a crash, start the registry and the purge of old records), then bind and print
 //! `tasq listening on http://ADDR` (or `https://`; tests and scripts wait for that line).
 //! SIGHUP reloads the API keys. SIGTERM / SIGINT: `/readyz` and new API requests answer 503,
@@ -14,8 +14,8 @@ use std::sync::Arc;
 use actix_web::HttpServer;
 
 use crate::config::Config;
-use crate::embed::Tasq;
 use crate::http::create_app;
+use crate::service::Tasq;
 
 /// Where the configuration came from, to read it again on SIGHUP.
 #[derive(Debug, Clone, Default)]
@@ -29,21 +29,21 @@ pub struct ConfigSource {
 /// Runs the server until SIGTERM / SIGINT; SIGHUP reloads the API keys from `source`.
 /// Must run inside an actix system.
 ///
-/// The state is built by the embedding start-up ([`Tasq::start`]); this adds the HTTP server,
+/// The service is built by its own start-up ([`Tasq::start`]); this adds the HTTP server,
 /// TLS, the per-client connection limit, the ready line and the signal handling.
 pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     let tasq = Tasq::start(config).await.map_err(std::io::Error::other)?;
     let config = tasq.config().clone();
-    let state = tasq.app_state();
-    actix_rt::spawn(reload_keys_on_hangup(state.auth.clone(), source));
+    actix_rt::spawn(reload_keys_on_hangup(tasq.auth().clone(), source));
     if config.storage.exit_on_failure {
-        actix_rt::spawn(exit_when_storage_fails(state.store.clone()));
+        actix_rt::spawn(exit_when_storage_fails(tasq.clone()));
     }
     let clients = crate::http::ClientConnections::new(config.limits.max_connections_per_client);
+    let serving = tasq.clone();
     let server = HttpServer::new(move || {
         // Runs on each worker's thread: queue actors may run there too (see `registry`).
-        state.queues.share_current_thread();
-        create_app(state.clone())
+        serving.share_current_thread();
+        create_app(serving.clone())
     })
     .on_connect(move |conn, data| clients.on_connect(conn, data))
     .workers(config.http_threads())
@@ -98,13 +98,14 @@ const STORAGE_FAILED_GRACE: std::time::Duration = std::time::Duration::from_mill
 /// nothing more, and a restart recovers it from what is durable (sled replays its log), so a
 /// supervisor (systemd `Restart=on-failure`, Kubernetes) brings tasq back whole. Nothing is
 /// flushed on the way out: a flush could succeed over pages the kernel dropped.
-async fn exit_when_storage_fails(store: Arc<dyn crate::storage::Store>) {
-    store.health().failed().await;
+async fn exit_when_storage_fails(tasq: Tasq) {
+    tasq.storage_failed().await;
     tokio::time::sleep(STORAGE_FAILED_GRACE).await;
+    let failure = tasq.storage_failure();
     log::error!(
         "exiting with status {EXIT_STORAGE_FAILED} after a storage failure ({}); start tasq \
          again (a supervisor does) to recover the store from what is on disk",
-        store.health().failure().unwrap_or("unknown")
+        failure.as_deref().unwrap_or("unknown")
     );
     let _ = std::io::stderr().flush();
     std::process::exit(EXIT_STORAGE_FAILED);

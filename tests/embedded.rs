@@ -590,12 +590,11 @@ fn set_config_and_redrive() {
 #[test]
 fn queue_actors_run_on_shared_threads_and_outlive_them() {
     with_tasq(|t| async move {
-        let queues = t.app_state().queues;
         let worker = actix::Arbiter::new();
         let (offered, done) = tokio::sync::oneshot::channel();
-        let q2 = queues.clone();
+        let t2 = t.clone();
         assert!(worker.spawn(async move {
-            q2.share_current_thread();
+            t2.share_current_thread();
             let _ = offered.send(());
         }));
         // The offer is in the registry's mailbox before the first request for the queue.
@@ -606,12 +605,12 @@ fn queue_actors_run_on_shared_threads_and_outlive_them() {
             .await
             .unwrap();
         let key = q.clone();
-        assert!(queues.is_loaded(&key), "the add started the queue's actor");
+        assert!(t.is_loaded(&key), "the add started the queue's actor");
 
         worker.stop();
         assert!(worker.join().is_ok());
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while queues.is_loaded(&key) {
+        while t.is_loaded(&key) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the actor did not stop with the thread it ran on"
@@ -626,6 +625,6 @@ fn queue_actors_run_on_shared_threads_and_outlive_them() {
             .unwrap();
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].task_id, added.task_id);
-        assert!(queues.is_loaded(&key));
+        assert!(t.is_loaded(&key));
     });
 }

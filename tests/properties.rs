@@ -8,7 +8,7 @@
 //!   `split_queue`, `expiry_key` / `decode_expiry` round-trip; decoding arbitrary bytes never
 //!   panics.
 //! - Add requests: arbitrary bytes and arbitrary JSON through
-//!   `serde_json::from_slice::<AddTaskRequest>` and `.validate()` never panic; valid requests
+//!   `serde_json::from_slice::<TaskSpec>` and `.validate()` never panic; valid requests
 //!   are accepted with their values (or the contract's defaults); values out of range and bad
 //!   names are rejected, and unknown fields are rejected by name.
 //!
@@ -22,8 +22,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use tasq::model::{
-    validate_identity, validate_name, AddTaskRequest, LeaseToken, QueueKey, QueueType,
-    MAX_DURATION_MS,
+    validate_identity, validate_name, LeaseToken, QueueKey, QueueType, TaskSpec, MAX_DURATION_MS,
 };
 use tasq::storage::sled_store::keys;
 use tasq::storage::{Entry, EntryRoute, ReadyPos};
@@ -365,7 +364,7 @@ fn add_like_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn parse_and_validate(bytes: &[u8]) -> Result<tasq::model::NewTask, String> {
-    serde_json::from_slice::<AddTaskRequest>(bytes)
+    serde_json::from_slice::<TaskSpec>(bytes)
         .map_err(|e| e.to_string())?
         .validate()
         .map_err(|e| e.to_string())

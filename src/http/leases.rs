@@ -4,10 +4,10 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{AppState, MaybeJson, Role, RouteSpec};
+use super::{MaybeJson, Role, RouteSpec};
 use crate::error::Result;
 use crate::model::{LeaseToken, TaskError};
-use crate::queue::messages::{Heartbeat, Settle, SettleOp};
+use crate::service::{SettleOp, Tasq};
 use actix_web::http::Method;
 
 /// The lease routes.
@@ -47,58 +47,41 @@ struct HeartbeatRequest {
     details: Option<Box<RawValue>>,
 }
 
-async fn settle(state: &AppState, lease: &str, op: SettleOp) -> Result<HttpResponse> {
-    let token = LeaseToken::decode(lease)?;
-    let msg = Settle {
-        task_id: token.task_id,
-        lease_id: token.lease_id,
-        op,
-    };
-    let answer = state
-        .queues
-        .settle_one(&token.queue, msg, &*state.store)
-        .await?;
+async fn settle(tasq: &Tasq, lease: &str, op: SettleOp) -> Result<HttpResponse> {
+    let answer = tasq.settle(LeaseToken::decode(lease)?, op).await?;
     Ok(HttpResponse::Ok().json(answer))
 }
 
 async fn complete(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     lease: web::Path<String>,
     MaybeJson(body): MaybeJson<CompleteRequest>,
 ) -> Result<HttpResponse> {
     let op = SettleOp::Complete {
         result: body.result.unwrap_or_else(crate::model::null_json),
     };
-    settle(&state, &lease, op).await
+    settle(&tasq, &lease, op).await
 }
 
 async fn fail(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     lease: web::Path<String>,
     MaybeJson(body): MaybeJson<FailRequest>,
 ) -> Result<HttpResponse> {
     let op = SettleOp::Fail {
-        error: body.error.unwrap_or(TaskError {
-            message: "failed".into(),
-            kind: None,
-        }),
+        error: body.error.unwrap_or_else(TaskError::unspecified),
         non_retryable: body.non_retryable,
         retry_after_ms: body.retry_after_ms,
     };
-    settle(&state, &lease, op).await
+    settle(&tasq, &lease, op).await
 }
 
 async fn heartbeat(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     lease: web::Path<String>,
     MaybeJson(body): MaybeJson<HeartbeatRequest>,
 ) -> Result<HttpResponse> {
     let token = LeaseToken::decode(&lease)?;
-    let msg = Heartbeat {
-        task_id: token.task_id,
-        lease_id: token.lease_id,
-        details: body.details,
-    };
-    let answer = state.queues.call(&token.queue, msg).await??;
+    let answer = tasq.heartbeat_lease(token, body.details).await?;
     Ok(HttpResponse::Ok().json(answer))
 }

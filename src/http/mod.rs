@@ -32,8 +32,8 @@ use crate::error::{Error, Result};
 use crate::model::{LeaseToken, QueueKey, QueueType};
 
 pub use crate::auth::Role;
-pub use crate::embed::state::{AppState, Lifecycle};
 pub use crate::model::json::decode;
+use crate::service::Tasq;
 
 /// Prefix of every queue route: `{q}` of the contract.
 pub const QUEUE_PATH: &str = "/api/v1/namespaces/{namespace}/task-queues/{queue}/{queue_type}";
@@ -44,15 +44,15 @@ const LEASE_PATH: &str = "/api/v1/leases/{lease}";
 /// The dynamic prefixes whose routes are mounted in one scope each (see [`configure`]).
 const SCOPES: [&str; 2] = [QUEUE_PATH, LEASE_PATH];
 
-/// The HTTP edge of the embedding API: mounting tasq's routes on an embedder's own `App`.
+/// The HTTP edge of the service: mounting tasq's routes on an embedder's own `App`.
 /// (It lives here, with the routes, so that the service below knows nothing of HTTP.)
-impl crate::embed::Tasq {
+impl Tasq {
     /// Mounts the whole HTTP API (`/api/v1/…`, `/metrics`, `/healthz`, `/readyz`) on an
     /// actix-web `App` of the embedder's: `App::new().configure(tasq.configure())`.
     ///
     /// To run queue actors on the server's worker threads as `tasq serve` does (with
-    /// `queue_threads = 0`), call `tasq.app_state().queues.share_current_thread()` in the
-    /// `HttpServer` factory (see [`Queues::share_current_thread`](crate::registry::Queues::share_current_thread)).
+    /// `queue_threads = 0`), call [`Tasq::share_current_thread`] in the `HttpServer`
+    /// factory.
     ///
     /// Only the routes are mounted. Wrap the `App` with [`crate::http::gatekeeper`]
     /// (`.wrap(actix_web::middleware::from_fn(tasq::http::gatekeeper))`, as
@@ -78,14 +78,14 @@ impl crate::embed::Tasq {
     /// });
     /// ```
     pub fn configure(&self) -> impl FnOnce(&mut web::ServiceConfig) {
-        configure(self.app_state())
+        configure(self.clone())
     }
 }
 
 /// Mounts the whole API (routes, body limits, error shapes, metrics) on `cfg`.
-pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+pub fn configure(tasq: Tasq) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::new(state))
+        cfg.app_data(web::Data::new(tasq))
             .app_data(
                 web::PathConfig::default()
                     .error_handler(|e, _| Error::invalid(format!("bad path: {e}")).into()),
@@ -189,7 +189,7 @@ pub fn routes() -> Vec<RouteSpec> {
 
 /// Builds the app that `tasq serve` runs: the API plus its middleware.
 pub fn create_app(
-    state: AppState,
+    tasq: Tasq,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         ServiceRequest,
@@ -200,7 +200,7 @@ pub fn create_app(
     >,
 > {
     actix_web::App::new()
-        .configure(configure(state))
+        .configure(configure(tasq))
         .wrap(from_fn(gatekeeper))
 }
 
@@ -213,12 +213,12 @@ pub async fn gatekeeper(
     next: Next<impl MessageBody + 'static>,
 ) -> std::result::Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let state = req.app_data::<web::Data<Tasq>>().cloned();
     let method = req.method().as_str().to_owned();
     let refused = match &state {
-        Some(s) if req.path().starts_with("/api/") && !s.lifecycle.serving() => Some(
-            Error::Unavailable("the server is starting or shutting down".into()),
-        ),
+        Some(s) if req.path().starts_with("/api/") && !s.is_serving() => Some(Error::Unavailable(
+            "the server is starting or shutting down".into(),
+        )),
         Some(s) => authorize(s, &req).err(),
         None => None,
     };
@@ -232,11 +232,11 @@ pub async fn gatekeeper(
             .match_pattern()
             .unwrap_or_else(|| "unmatched".into());
         let status = res.status().as_u16().to_string();
-        s.metrics
+        s.metrics()
             .http_requests
             .with_label_values(&[&route, &method, &status])
             .inc();
-        s.metrics
+        s.metrics()
             .http_request_duration
             .with_label_values(&[&route, &method])
             .observe(started.elapsed().as_secs_f64());
@@ -335,24 +335,24 @@ fn namespace_of(path: &str) -> Option<String> {
 
 /// With auth on, checks the bearer key against the route's role and namespace, and leaves
 /// the grant in the request for handlers that act on more than one request (WebSocket).
-fn authorize(state: &AppState, req: &ServiceRequest) -> Result<()> {
+fn authorize(state: &Tasq, req: &ServiceRequest) -> Result<()> {
     if req.conn_data::<ConnectionTicket>().is_some_and(|t| t.over) {
         return Err(Error::ResourceExhausted {
             message: format!(
                 "too many connections from this address (limits.max_connections_per_client = {})",
-                state.config.limits.max_connections_per_client
+                state.config().limits.max_connections_per_client
             ),
             retry_after_secs: 1,
         });
     }
-    if !state.auth.enabled() {
+    if !state.auth().enabled() {
         // Only /metrics can need a token then; no route lookup on the hot path.
         if req.path() == "/metrics" {
             let header = req
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            return state.auth.check_metrics(header);
+            return state.auth().check_metrics(header);
         }
         return Ok(());
     }
@@ -365,9 +365,9 @@ fn authorize(state: &AppState, req: &ServiceRequest) -> Result<()> {
         .and_then(|v| v.to_str().ok());
     match role_of(req.method(), &pattern) {
         None | Some(Role::Public) => Ok(()),
-        Some(Role::Metrics) => state.auth.check_metrics(header),
-        Some(role) if state.auth.enabled() => {
-            let grant = state.auth.authenticate(header)?;
+        Some(Role::Metrics) => state.auth().check_metrics(header),
+        Some(role) if state.auth().enabled() => {
+            let grant = state.auth().authenticate(header)?;
             match namespace_of(req.path()) {
                 Some(ns) => grant.allows(role, &ns)?,
                 // An undecodable lease is answered lease_lost by its handler; the key must
@@ -407,9 +407,9 @@ pub struct MaybeJson<T>(pub T);
 
 /// `max_payload_bytes` and `limits.body_timeout` of the app.
 fn body_bounds(req: &HttpRequest) -> (usize, Duration) {
-    req.app_data::<web::Data<AppState>>()
+    req.app_data::<web::Data<Tasq>>()
         .map_or((1 << 20, Duration::from_secs(30)), |s| {
-            (s.config.max_payload_bytes, s.config.limits.body_timeout)
+            (s.config().max_payload_bytes, s.config().limits.body_timeout)
         })
 }
 

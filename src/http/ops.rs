@@ -3,8 +3,9 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::{AppState, Role, RouteSpec};
+use super::{Role, RouteSpec};
 use crate::error::Error;
+use crate::service::Tasq;
 use actix_web::http::Method;
 
 /// The operations routes.
@@ -26,19 +27,19 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    if !state.lifecycle.serving() {
+async fn readyz(tasq: web::Data<Tasq>) -> Result<HttpResponse, Error> {
+    if !tasq.is_serving() {
         return Err(Error::Unavailable(
             "not ready: starting up or shutting down".into(),
         ));
     }
     // A store that failed a write or sync acknowledges nothing: not ready.
-    state.store.health().check()?;
+    tasq.storage_healthy()?;
     Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(tasq: web::Data<Tasq>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(tasq.metrics().render())
 }

@@ -1,23 +1,20 @@
 //! Long poll: `POST {q}/poll`.
 //!
-//! The waiting is shared with the embedding API ([`crate::embed`]): the deadline lives on the
-//! waiting future, not on an actor timer. If the client goes away, actix drops this future;
-//! its guard then tells the actor to forget the waiter, and a delivery already in flight
-//! returns its tasks to the queue when dropped.
+//! The waiting is the service's ([`Tasq::poll`]): the deadline lives on the waiting future,
+//! not on an actor timer. If the client goes away, actix drops this future; the service then
+//! tells the actor to forget the waiter, and a delivery already in flight returns its tasks
+//! to the queue when dropped.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::{queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
-use crate::embed::{poll_and_wait, PollSpec};
+use super::{queue_key, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
-use crate::model::{present, Task, MAX_POLL_TASKS, MAX_POLL_WAIT_MS};
-
-/// Default `wait_ms` of a poll.
-pub const DEFAULT_POLL_WAIT_MS: u64 = 60_000;
+use crate::model::{present, Task, DEFAULT_POLL_WAIT_MS, MAX_POLL_TASKS, MAX_POLL_WAIT_MS};
+use crate::service::{PollSpec, Tasq};
 
 /// The poll route.
 pub fn routes() -> Vec<RouteSpec> {
@@ -42,7 +39,7 @@ struct PollRequest {
 }
 
 impl PollRequest {
-    /// The poll as the embedding API states it; ranges are checked there, once.
+    /// The poll as the service states it; ranges are checked there, once.
     fn into_spec(self) -> Result<PollSpec> {
         let max_tasks = self.max_tasks.unwrap_or(1);
         let max_tasks = u32::try_from(max_tasks).map_err(|_| {
@@ -73,14 +70,13 @@ impl PollRequest {
 }
 
 async fn poll(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: web::Path<(String, String, String)>,
     JsonBody(body): JsonBody<PollRequest>,
 ) -> Result<HttpResponse> {
     let (ns, queue, ty) = path.into_inner();
     let key = queue_key(&ns, &queue, &ty)?;
-    let msg = body.into_spec()?.validate(Instant::now())?;
-    let tasks: Vec<Task> = poll_and_wait(&state.queues, &*state.store, &key, msg).await?;
+    let tasks: Vec<Task> = tasq.poll(&key, body.into_spec()?).await?;
     Ok(HttpResponse::Ok().json(Polled { tasks: &tasks }))
 }
 

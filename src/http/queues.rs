@@ -1,21 +1,15 @@
 //! Queues: describe (both types of a name) and list (paged).
 
 use actix_web::{web, HttpResponse};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::{queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
-use crate::clock::{now_ms, rfc3339};
+use super::{queue_key, JsonBody, Role, RouteSpec, QUEUE_PATH};
+use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::model::{
-    present, validate_name, validate_task_ids, QueueKey, QueueType, TaskError, TaskRecord,
-    TaskState, MAX_LIST_LIMIT,
-};
-use crate::queue::messages::{Describe, Redrive, SetConfig};
-use crate::queue::throttle::RateLimit;
+use crate::model::{present, QueueKey, QueueType, TaskError, TaskRecord, TaskState};
+use crate::service::Tasq;
 use actix_web::http::Method;
 
 /// The queue routes.
@@ -65,7 +59,7 @@ struct ConfigRequest {
 }
 
 async fn set_config(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: QueuePath,
     JsonBody(body): JsonBody<ConfigRequest>,
 ) -> Result<HttpResponse> {
@@ -76,11 +70,7 @@ async fn set_config(
             "max_tasks_per_second is required: a number ≥ 0, or null to remove the limit",
         ));
     };
-    let rate_limit = RateLimit::requested(rate, body.burst)?;
-    let stored = state
-        .queues
-        .call_durable(&key, SetConfig { rate_limit }, &*state.store)
-        .await?;
+    let stored = tasq.set_config(&key, rate, body.burst).await?;
     Ok(HttpResponse::Ok().json(json!({
         "max_tasks_per_second": stored.max_tasks_per_second,
         "burst": stored.burst,
@@ -95,48 +85,24 @@ struct PageQuery {
 }
 
 impl PageQuery {
-    fn limit(&self) -> Result<usize> {
-        let limit = self.limit.unwrap_or(100);
-        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
-            return Err(Error::invalid(format!(
-                "limit must be 1–{MAX_LIST_LIMIT}, got {limit}"
-            )));
-        }
-        Ok(limit)
-    }
-
-    /// The decoded page token (a storage key this server gave out).
-    fn after(&self) -> Result<Option<Vec<u8>>> {
-        match self.page_token.as_deref().filter(|t| !t.is_empty()) {
-            None => Ok(None),
-            Some(t) => URL_SAFE_NO_PAD
-                .decode(t)
-                .map(Some)
-                .map_err(|_| Error::invalid("page_token is not one this server gave")),
-        }
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100)
     }
 }
 
 async fn dead_letters(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: QueuePath,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse> {
     let (ns, queue, ty) = path.into_inner();
     let key = queue_key(&ns, &queue, &ty)?;
-    let limit = query.limit()?;
-    let (ids, next) = state
-        .store
-        .dead_letters(&key, query.after()?.as_deref(), limit)?;
-    let mut records = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(rec) = state.store.task(&key, &id)? {
-            records.push(rec);
-        }
-    }
+    let (records, next) = tasq
+        .dead_letters(&key, query.page_token.as_deref(), query.limit())
+        .await?;
     let page = DeadLetterPage {
         dead_letters: records.iter().map(DeadLetter::of).collect(),
-        next_page_token: next.map(|k| URL_SAFE_NO_PAD.encode(k)),
+        next_page_token: next,
     };
     Ok(HttpResponse::Ok().json(page))
 }
@@ -183,7 +149,7 @@ struct RedriveRequest {
 }
 
 async fn redrive(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: QueuePath,
     JsonBody(body): JsonBody<RedriveRequest>,
 ) -> Result<HttpResponse> {
@@ -195,10 +161,7 @@ async fn redrive(
                 "give either task_ids or all: true, not both",
             ))
         }
-        (Some(ids), false) => {
-            validate_task_ids(&ids)?;
-            Some(ids)
-        }
+        (Some(ids), false) => Some(ids),
         (None, true) => None,
         (None, false) => {
             return Err(Error::invalid(
@@ -206,22 +169,19 @@ async fn redrive(
             ))
         }
     };
-    let n = state
-        .queues
-        .call_durable(&key, Redrive { task_ids }, &*state.store)
-        .await?;
+    let n = tasq.redrive(&key, task_ids).await?;
     Ok(HttpResponse::Ok().json(json!({ "redriven": n })))
 }
 
 async fn describe(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse> {
     let (ns, queue) = path.into_inner();
     let mut types = serde_json::Map::new();
     for kind in QueueType::ALL {
         let key = QueueKey::new(&ns, &queue, kind)?;
-        let stats = state.queues.call(&key, Describe).await??;
+        let stats = tasq.describe(&key).await?;
         types.insert(
             kind.as_str().into(),
             serde_json::to_value(stats).unwrap_or_default(),
@@ -230,46 +190,13 @@ async fn describe(
     Ok(HttpResponse::Ok().json(json!({ "namespace": ns, "name": queue, "types": types })))
 }
 
-#[derive(Serialize)]
-struct ListedQueue {
-    name: String,
-    #[serde(rename = "type")]
-    kind: QueueType,
-    backlog_count: u64,
-    in_flight_count: u64,
-    pollers: usize,
-}
-
 async fn list(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     ns: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse> {
-    let ns = ns.into_inner();
-    validate_name("namespace", &ns)?;
-    let (page, next) = state
-        .store
-        .list_queues(&ns, query.after()?.as_deref(), query.limit()?)?;
-    let mut out = Vec::with_capacity(page.len());
-    for (key, meta) in page {
-        let (backlog_count, in_flight_count, pollers) = if state.queues.is_loaded(&key) {
-            let s = state.queues.call(&key, Describe).await??;
-            (s.backlog_count, s.in_flight_count, s.pollers.len())
-        } else {
-            // Delayed tasks already due count as ready, as once an actor loads the queue.
-            let resting = state.store.resting(&key, &meta, now_ms(), false)?;
-            (resting.backlog, meta.in_flight, 0)
-        };
-        out.push(ListedQueue {
-            name: key.name().to_string(),
-            kind: key.queue_type(),
-            backlog_count,
-            in_flight_count,
-            pollers,
-        });
-    }
-    Ok(HttpResponse::Ok().json(json!({
-        "task_queues": out,
-        "next_page_token": next.map(|k| URL_SAFE_NO_PAD.encode(k)),
-    })))
+    let page = tasq
+        .list_queues(&ns, query.page_token.as_deref(), query.limit())
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
 }

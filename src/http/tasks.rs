@@ -1,18 +1,15 @@
 //! Tasks: add, add many, status (with `wait_ms`), cancel.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{decode, queue_key, AppState, JsonBody, Role, RouteSpec, QUEUE_PATH};
+use super::{decode, queue_key, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
-use crate::model::{
-    validate_name, AddTaskRequest, NewTask, QueueKey, TaskRecord, MAX_BATCH, MAX_STATUS_WAIT_MS,
-};
-use crate::queue::messages::{Cancel, Watch, WatchTask};
+use crate::model::{check_batch_len, QueueKey, TaskSpec, MAX_STATUS_WAIT_MS};
+use crate::service::Tasq;
 use actix_web::http::Method;
 
 /// The task routes.
@@ -42,14 +39,13 @@ type QueuePath = web::Path<(String, String, String)>;
 type TaskPath = web::Path<(String, String, String, String)>;
 
 async fn add(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: QueuePath,
-    JsonBody(body): JsonBody<AddTaskRequest>,
+    JsonBody(body): JsonBody<TaskSpec>,
 ) -> Result<HttpResponse> {
     let (ns, queue, ty) = path.into_inner();
     let key = queue_key(&ns, &queue, &ty)?;
-    let task = body.validate()?;
-    let result = state.queues.add_one(&key, task, &*state.store).await?;
+    let result = tasq.add(&key, body).await?;
     Ok(if result.duplicate {
         HttpResponse::Ok().json(result)
     } else {
@@ -63,27 +59,21 @@ struct BatchRequest {
     tasks: Vec<Box<RawValue>>,
 }
 
-/// Validates every task of a batch; the first bad one rejects the whole batch, by index.
-fn validate_batch(body: BatchRequest) -> Result<Vec<NewTask>> {
-    if body.tasks.is_empty() || body.tasks.len() > MAX_BATCH {
-        return Err(Error::invalid(format!(
-            "tasks must hold 1–{MAX_BATCH} tasks, got {}",
-            body.tasks.len()
-        )));
-    }
+/// Decodes every task of a batch; the first bad one rejects the whole batch, by index.
+fn decode_batch(body: BatchRequest) -> Result<Vec<TaskSpec>> {
+    check_batch_len(body.tasks.len())?;
     body.tasks
         .iter()
         .enumerate()
         .map(|(i, raw)| {
-            decode::<AddTaskRequest>(raw.get().as_bytes())
-                .and_then(AddTaskRequest::validate)
+            decode::<TaskSpec>(raw.get().as_bytes())
                 .map_err(|e| Error::invalid(format!("tasks[{i}]: {e}")))
         })
         .collect()
 }
 
 async fn add_batch(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: TaskPath,
     JsonBody(body): JsonBody<BatchRequest>,
 ) -> Result<HttpResponse> {
@@ -94,11 +84,7 @@ async fn add_batch(
             "no route for POST .../tasks/{last}; did you mean .../tasks/batch?"
         )));
     }
-    let tasks = validate_batch(body)?;
-    let results = state
-        .queues
-        .add(&key, Arc::new(tasks), &*state.store)
-        .await?;
+    let results = tasq.add_batch(&key, decode_batch(body)?).await?;
     Ok(HttpResponse::Created().json(serde_json::json!({ "results": results })))
 }
 
@@ -110,20 +96,11 @@ struct StatusQuery {
 
 fn task_path(path: TaskPath) -> Result<(QueueKey, String)> {
     let (ns, queue, ty, task_id) = path.into_inner();
-    let key = queue_key(&ns, &queue, &ty)?;
-    validate_name("task_id", &task_id)?;
-    Ok((key, task_id))
-}
-
-fn status_response(key: &QueueKey, task_id: &str, rec: Option<TaskRecord>) -> Result<HttpResponse> {
-    match rec {
-        Some(rec) => Ok(HttpResponse::Ok().json(rec.status())),
-        None => Err(Error::NotFound(format!("no task {task_id:?} in {key}"))),
-    }
+    Ok((queue_key(&ns, &queue, &ty)?, task_id))
 }
 
 async fn status(
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: TaskPath,
     query: web::Query<StatusQuery>,
 ) -> Result<HttpResponse> {
@@ -134,31 +111,16 @@ async fn status(
             "wait_ms must be 0–{MAX_STATUS_WAIT_MS}, got {wait_ms}"
         )));
     }
-    if wait_ms > 0 {
-        let watch = state
-            .queues
-            .call(
-                &key,
-                WatchTask {
-                    task_id: task_id.clone(),
-                },
-            )
-            .await??;
-        match watch {
-            Watch::Now(rec) => return status_response(&key, &task_id, rec.map(|r| *r)),
-            Watch::Later(rx) => {
-                let _ = tokio::time::timeout(Duration::from_millis(wait_ms), rx).await;
-            }
-        }
-    }
-    status_response(&key, &task_id, state.store.task(&key, &task_id)?)
+    let info = if wait_ms > 0 {
+        tasq.wait(&key, &task_id, Duration::from_millis(wait_ms))
+            .await?
+    } else {
+        tasq.status(&key, &task_id).await?
+    };
+    Ok(HttpResponse::Ok().json(info))
 }
 
-async fn cancel(state: web::Data<AppState>, path: TaskPath) -> Result<HttpResponse> {
+async fn cancel(tasq: web::Data<Tasq>, path: TaskPath) -> Result<HttpResponse> {
     let (key, task_id) = task_path(path)?;
-    let rec = state
-        .queues
-        .call_durable(&key, Cancel { task_id }, &*state.store)
-        .await?;
-    Ok(HttpResponse::Ok().json(rec.status()))
+    Ok(HttpResponse::Ok().json(tasq.cancel(&key, &task_id).await?))
 }

@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 use crate::auth::Grant;
@@ -20,16 +19,12 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use super::{queue_key, AppState, Role, RouteSpec, QUEUE_PATH};
+use super::{queue_key, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
-use crate::model::{validate_identity, validate_name, LeaseToken, QueueKey, Task, TaskError};
-use crate::queue::messages::{
-    AddCredit, DrainSocket, Heartbeat, OpenSocket, Settle, SettleOp, Settlement, SocketClosed,
-    SocketEvent,
+use crate::model::{LeaseToken, QueueKey, Task, TaskError};
+use crate::service::{
+    Settle, SettleOp, Settlement, Slot, SocketEvent, Tasq, WorkerSocket, WriteSeq,
 };
-use crate::queue::pollers::Slot;
-use crate::queue::QueueActor;
-use crate::storage::WriteSeq;
 use actix_web::http::Method;
 
 /// How often the server pings.
@@ -62,72 +57,51 @@ struct ConnectQuery {
 async fn connect(
     req: HttpRequest,
     body: web::Payload,
-    state: web::Data<AppState>,
+    tasq: web::Data<Tasq>,
     path: web::Path<(String, String, String)>,
     query: web::Query<ConnectQuery>,
 ) -> Result<HttpResponse> {
     let (ns, queue, ty) = path.into_inner();
     let key = queue_key(&ns, &queue, &ty)?;
     let q = query.into_inner();
-    validate_identity(&q.identity)?;
-    let task_types = match q.task_types.as_deref() {
-        None => None,
-        Some(list) => {
-            let types: Vec<String> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect();
-            for t in &types {
-                validate_name("task_types[]", t)?;
-            }
-            (!types.is_empty()).then_some(types)
-        }
-    };
-    if let Some(b) = &q.build_id {
-        validate_name("build_id", b)?;
-    }
-    let max = state.config.limits.max_websockets;
-    // Taken before the handshake, so two at once cannot both pass the bound.
-    let slot = Slot::take(&state.websockets, max).ok_or_else(|| Error::ResourceExhausted {
-        message: format!("{max} WebSocket connections are open (limits.max_websockets)"),
-        retry_after_secs: 1,
-    })?;
+    let task_types = q.task_types.as_deref().and_then(|list| {
+        let types: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect();
+        (!types.is_empty()).then_some(types)
+    });
+    let (socket, events) = tasq
+        .open_socket(&key, q.identity, task_types, q.build_id)
+        .await?;
+    // Every early return from here closes the socket in its queue (`WorkerSocket` on drop).
+    let slot = tasq.take_socket_slot()?;
     let grant = req.extensions().get::<Grant>().cloned();
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| Error::invalid(format!("not a WebSocket upgrade: {e}")))?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let open = OpenSocket {
-        identity: q.identity,
-        task_types,
-        build_id: q.build_id,
-        tx,
-    };
-    let (owner, socket_id) = state.queues.call(&key, open).await??;
-    let limit = state.config.max_payload_bytes;
+    let limit = tasq.config().max_payload_bytes;
     let stream = stream
         .max_frame_size(limit)
         .aggregate_continuations()
         .max_continuation_size(limit);
     let conn = Connection {
-        state: state.into_inner(),
-        owner,
-        socket_id,
+        tasq: tasq.into_inner(),
+        socket,
         session,
         grant,
         _slot: slot,
         settling: Vec::new(),
     };
-    actix_rt::spawn(conn.run(stream, rx));
+    actix_rt::spawn(conn.run(stream, events));
     Ok(response)
 }
 
 /// One open socket.
 struct Connection {
-    state: std::sync::Arc<AppState>,
-    owner: Addr<QueueActor>,
-    socket_id: u64,
+    tasq: std::sync::Arc<Tasq>,
+    socket: WorkerSocket,
     session: Session,
     /// The key the socket connected with (auth on): settles on it are checked against it.
     grant: Option<Grant>,
@@ -144,7 +118,7 @@ impl Connection {
         mut stream: actix_ws::AggregatedMessageStream,
         mut rx: mpsc::UnboundedReceiver<SocketEvent>,
     ) {
-        self.state.metrics.websocket_connections.inc();
+        self.tasq.metrics().websocket_connections.inc();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut last_pong = Instant::now();
@@ -206,10 +180,8 @@ impl Connection {
         for settling in std::mem::take(&mut self.settling) {
             let _ = settling.await;
         }
-        self.owner.do_send(SocketClosed {
-            socket_id: self.socket_id,
-        });
-        self.state.metrics.websocket_connections.dec();
+        drop(self.socket);
+        self.tasq.metrics().websocket_connections.dec();
         let _ = self.session.close(reason).await;
     }
 
@@ -227,7 +199,7 @@ impl Connection {
                 code: CloseCode::Size,
                 description: Some(format!(
                     "a frame is over max_payload_bytes ({})",
-                    self.state.config.max_payload_bytes
+                    self.tasq.config().max_payload_bytes
                 )),
             })),
             Some(Err(e)) => Some(Some(CloseReason {
@@ -278,7 +250,7 @@ impl Connection {
                 SocketEvent::Close => close = true,
             }
         }
-        if let Err(e) = self.state.store.durable_since(written).await {
+        if let Err(e) = self.tasq.durable(written).await {
             self.send_error(None, &e);
             return false;
         }
@@ -316,10 +288,7 @@ impl Connection {
         let op = string_field(&head.op).unwrap_or_default();
         match op.as_str() {
             "credit" => match frame::<CreditFrame>(text) {
-                Ok(c) if (1..=MAX_CREDIT).contains(&c.n) => self.owner.do_send(AddCredit {
-                    socket_id: self.socket_id,
-                    n: c.n as u32,
-                }),
+                Ok(c) if (1..=MAX_CREDIT).contains(&c.n) => self.socket.add_credit(c.n as u32),
                 Ok(c) => self.send_error(
                     None,
                     &Error::invalid(format!("credit n must be 1–{MAX_CREDIT}, got {}", c.n)),
@@ -328,20 +297,18 @@ impl Connection {
             },
             // Stop pushing (a worker shutting down): credit drops to 0 and stays there until
             // the next credit frame; a `drained` frame follows the last task sent.
-            "drain" => self.owner.do_send(DrainSocket {
-                socket_id: self.socket_id,
-            }),
+            "drain" => self.socket.drain(),
             "complete" | "fail" => match settle_of(self.grant.as_ref(), &op, text) {
                 Ok((queue, item)) => burst.push(queue, item),
                 Err(e) => self.send_error(lease.as_deref(), &e),
             },
             "heartbeat" => {
-                let state = self.state.clone();
+                let tasq = self.tasq.clone();
                 let mut session = self.session.clone();
                 let grant = self.grant.clone();
                 let text = text.to_string();
                 actix_rt::spawn(async move {
-                    let frame = match heartbeat(&state, grant.as_ref(), &text).await {
+                    let frame = match heartbeat(&tasq, grant.as_ref(), &text).await {
                         Ok(frame) => frame,
                         Err(e) => error_frame(lease.as_deref(), &e),
                     };
@@ -362,11 +329,11 @@ impl Connection {
     fn send_settles(&mut self, burst: SettleBurst) {
         self.settling.retain(|h| !h.is_finished());
         for (queue, items) in burst.by_queue {
-            let state = self.state.clone();
+            let tasq = self.tasq.clone();
             let mut session = self.session.clone();
             let handle = actix_rt::spawn(async move {
                 let (leases, items): (Vec<String>, Vec<Settle>) = items.into_iter().unzip();
-                let answers = state.queues.settle(&queue, items, &*state.store).await;
+                let answers = tasq.settle_batch(&queue, items).await;
                 for (i, lease) in leases.iter().enumerate() {
                     let frame = match &answers {
                         Ok(answers) => match answers.get(i) {
@@ -491,10 +458,7 @@ fn settle_of(grant: Option<&Grant>, op: &str, text: &str) -> Result<(QueueKey, (
         }
     } else {
         SettleOp::Fail {
-            error: f.error.unwrap_or(TaskError {
-                message: "failed".into(),
-                kind: None,
-            }),
+            error: f.error.unwrap_or_else(TaskError::unspecified),
             non_retryable: f.non_retryable,
             retry_after_ms: f.retry_after_ms,
         }
@@ -518,15 +482,10 @@ fn lease_token(grant: Option<&Grant>, lease: &str) -> Result<LeaseToken> {
 }
 
 /// Runs a heartbeat frame and returns the frame that answers it.
-async fn heartbeat(state: &AppState, grant: Option<&Grant>, text: &str) -> Result<String> {
+async fn heartbeat(tasq: &Tasq, grant: Option<&Grant>, text: &str) -> Result<String> {
     let f: SettleFrame = frame(text)?;
     let token = lease_token(grant, &f.lease)?;
-    let msg = Heartbeat {
-        task_id: token.task_id,
-        lease_id: token.lease_id,
-        details: f.details,
-    };
-    let answer = state.queues.call(&token.queue, msg).await??;
+    let answer = tasq.heartbeat_lease(token, f.details).await?;
     Ok(json!({
         "op": "heartbeat",
         "lease": f.lease,

@@ -6,8 +6,10 @@
 pub mod json;
 pub mod rate;
 pub mod record;
+mod spec;
 
 pub use record::{ActiveLease, Queued, SettleKind, Settled, TaskError, TaskRecord, TaskState};
+pub use spec::{null_json, NewTask, RetryRequest, RouteRequest, TaskSpec};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +35,8 @@ pub const DEFAULT_START_TO_CLOSE_MS: u64 = 60_000;
 pub const MIN_START_TO_CLOSE_MS: u64 = 100;
 /// Default `route_to.fallback_after_ms`.
 pub const DEFAULT_FALLBACK_AFTER_MS: u64 = 5_000;
+/// Default `wait_ms` of a poll.
+pub const DEFAULT_POLL_WAIT_MS: u64 = 60_000;
 /// Longest `wait_ms` of a poll.
 pub const MAX_POLL_WAIT_MS: u64 = 300_000;
 /// Longest `wait_ms` of a status request.
@@ -41,6 +45,16 @@ pub const MAX_STATUS_WAIT_MS: u64 = 60_000;
 pub const MAX_POLL_TASKS: u32 = 100;
 /// Largest batch of tasks in one add.
 pub const MAX_BATCH: usize = 1000;
+
+/// Checks the number of tasks of a batch add (1–[`MAX_BATCH`]).
+pub fn check_batch_len(n: usize) -> Result<()> {
+    if n == 0 || n > MAX_BATCH {
+        return Err(Error::invalid(format!(
+            "tasks must hold 1–{MAX_BATCH} tasks, got {n}"
+        )));
+    }
+    Ok(())
+}
 
 /// Longest duration any `_ms` field may hold: ten years. Longer ones are surely mistakes, and
 /// the bound keeps every deadline a representable instant.
@@ -212,14 +226,13 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// The `retry` object of an add, as sent.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryRequest {
-    max_attempts: Option<u32>,
-    initial_interval_ms: Option<u64>,
-    backoff_coefficient: Option<f64>,
-    maximum_interval_ms: Option<u64>,
+/// Routing of one task to one worker process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteTo {
+    /// Only a poller with this identity gets the task…
+    pub identity: String,
+    /// …until this long after the task became ready; `None` = never fall back.
+    pub fallback_after_ms: Option<u64>,
 }
 
 /// A task's retry policy: exponential backoff, `max_attempts = 0` meaning unlimited.
@@ -247,41 +260,6 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn from_request(r: RetryRequest) -> Result<Self> {
-        let d = RetryPolicy::default();
-        let initial = check_duration(
-            "retry.initial_interval_ms",
-            r.initial_interval_ms.unwrap_or(d.initial_interval_ms),
-        )?;
-        if initial == 0 {
-            return Err(Error::invalid(
-                "retry.initial_interval_ms must be at least 1",
-            ));
-        }
-        let coefficient = r.backoff_coefficient.unwrap_or(d.backoff_coefficient);
-        if !(1.0..=1000.0).contains(&coefficient) {
-            return Err(Error::invalid(
-                "retry.backoff_coefficient must be between 1.0 and 1000",
-            ));
-        }
-        // Temporal's default: the maximum interval is 100 times the initial one.
-        let maximum = match r.maximum_interval_ms {
-            Some(m) => check_duration("retry.maximum_interval_ms", m)?,
-            None => initial.saturating_mul(100).min(MAX_DURATION_MS),
-        };
-        if maximum < initial {
-            return Err(Error::invalid(
-                "retry.maximum_interval_ms must be at least retry.initial_interval_ms",
-            ));
-        }
-        Ok(RetryPolicy {
-            max_attempts: r.max_attempts.unwrap_or(0),
-            initial_interval_ms: initial,
-            backoff_coefficient: coefficient,
-            maximum_interval_ms: maximum,
-        })
-    }
-
     /// The wait after failed attempt number `attempt` (1-based):
     /// `min(initial × coefficient^(attempt−1), maximum)`.
     pub fn backoff_ms(&self, attempt: u32) -> u64 {
@@ -300,200 +278,40 @@ impl RetryPolicy {
     }
 }
 
-/// The `route_to` object of an add, as sent.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteRequest {
-    identity: String,
-    #[serde(default, deserialize_with = "present")]
-    fallback_after_ms: Option<Option<u64>>,
-}
-
-/// Routing of one task to one worker process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RouteTo {
-    /// Only a poller with this identity gets the task…
-    pub identity: String,
-    /// …until this long after the task became ready; `None` = never fall back.
-    pub fallback_after_ms: Option<u64>,
-}
-
-/// The body of an add, as sent. Unknown fields are rejected.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddTaskRequest {
-    task_type: String,
-    #[serde(default)]
-    payload: Option<Box<RawValue>>,
-    task_id: Option<String>,
-    priority: Option<i64>,
-    fairness_key: Option<String>,
-    fairness_weight: Option<f64>,
-    delay_ms: Option<u64>,
-    schedule_to_start_timeout_ms: Option<u64>,
-    start_to_close_timeout_ms: Option<u64>,
-    heartbeat_timeout_ms: Option<u64>,
-    retry: Option<RetryRequest>,
-    route_to: Option<RouteRequest>,
-    headers: Option<BTreeMap<String, String>>,
-}
-
-/// A validated task to add, with every default applied.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    /// Idempotency key; generated when the client sent none.
+/// The status of a task, as `GET {q}/tasks/{id}` answers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInfo {
+    /// The task id.
     pub task_id: String,
-    /// The client chose `task_id`. A generated id (a random UUID) names no earlier task, so
-    /// an add with one skips the duplicate lookup in the store.
-    pub id_given: bool,
-    /// What kind of work this is.
+    /// The task type.
     pub task_type: String,
-    /// Any JSON, kept as the exact text the client sent.
-    pub payload: Box<RawValue>,
-    /// 1 (first) … 5 (last).
-    pub priority: u8,
-    /// Tenant key for fair dispatch.
-    pub fairness_key: Option<String>,
-    /// Share of dispatch for the key.
-    pub fairness_weight: f64,
-    /// Not dispatched before now + delay.
-    pub delay_ms: u64,
-    /// Longest wait in the queue before `timed_out`.
-    pub schedule_to_start_timeout_ms: Option<u64>,
-    /// Lease length per attempt.
-    pub start_to_close_timeout_ms: u64,
-    /// The lease also ends this long after the last heartbeat.
-    pub heartbeat_timeout_ms: Option<u64>,
-    /// Retry policy.
-    pub retry: RetryPolicy,
-    /// Optional routing to one worker.
-    pub route_to: Option<RouteTo>,
-    /// String headers, delivered as is.
-    pub headers: BTreeMap<String, String>,
+    /// Where the task is in its life.
+    pub state: TaskState,
+    /// Attempts dispatched so far.
+    pub attempt: u32,
+    /// When it was added (RFC 3339).
+    pub added_at: String,
+    /// Its last change (RFC 3339).
+    pub updated_at: String,
+    /// The result of a completed task.
+    pub result: Option<Box<RawValue>>,
+    /// The error of the last failed attempt.
+    pub last_error: Option<TaskError>,
 }
 
-/// A v7 UUID: the time in milliseconds, then random bits from the thread's userspace generator
-/// (`Uuid::now_v7` and `new_v4` ask the kernel, one `getrandom` system call per task). Ids that
-/// sort by time keep the records of tasks added together side by side in the store, so the
-/// writes of a burst (add, lease, settle) touch a few hot pages instead of one random page each.
-fn generated_task_id() -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    uuid::Builder::from_unix_timestamp_millis(millis, &rand::random())
-        .into_uuid()
-        .to_string()
-}
-
-/// JSON `null` as raw text: the payload or result of a client that sent none.
-pub fn null_json() -> Box<RawValue> {
-    RawValue::from_string("null".into()).expect("null is valid JSON")
-}
-
-impl AddTaskRequest {
-    /// Validates every field and applies defaults.
-    pub fn validate(self) -> Result<NewTask> {
-        validate_name("task_type", &self.task_type)?;
-        let id_given = self.task_id.is_some();
-        let task_id = match self.task_id {
-            Some(id) => {
-                validate_name("task_id", &id)?;
-                id
-            }
-            None => generated_task_id(),
-        };
-        let priority = self.priority.unwrap_or(DEFAULT_PRIORITY as i64);
-        if !PRIORITY_RANGE.contains(&priority) {
-            return Err(Error::invalid(format!(
-                "priority must be 1 (first) to 5 (last), got {priority}"
-            )));
+impl From<&TaskRecord> for TaskInfo {
+    fn from(rec: &TaskRecord) -> Self {
+        TaskInfo {
+            task_id: rec.task_id.clone(),
+            task_type: rec.task_type.clone(),
+            state: rec.state,
+            attempt: rec.attempt,
+            added_at: rfc3339(rec.added_at),
+            updated_at: rfc3339(rec.updated_at),
+            result: rec.result.clone(),
+            last_error: rec.last_error.clone(),
         }
-        if let Some(k) = &self.fairness_key {
-            validate_name("fairness_key", k)?;
-        }
-        let fairness_weight = self.fairness_weight.unwrap_or(1.0);
-        if !(0.001..=1000.0).contains(&fairness_weight) {
-            return Err(Error::invalid(format!(
-                "fairness_weight must be 0.001–1000, got {fairness_weight}"
-            )));
-        }
-        let start_to_close = check_duration(
-            "start_to_close_timeout_ms",
-            self.start_to_close_timeout_ms
-                .unwrap_or(DEFAULT_START_TO_CLOSE_MS),
-        )?;
-        for (field, value) in [
-            ("delay_ms", self.delay_ms),
-            (
-                "schedule_to_start_timeout_ms",
-                self.schedule_to_start_timeout_ms,
-            ),
-            ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
-        ] {
-            if let Some(v) = value {
-                check_duration(field, v)?;
-            }
-        }
-        if start_to_close < MIN_START_TO_CLOSE_MS {
-            return Err(Error::invalid(format!(
-                "start_to_close_timeout_ms must be at least {MIN_START_TO_CLOSE_MS}, got {start_to_close}"
-            )));
-        }
-        if self.heartbeat_timeout_ms == Some(0) {
-            return Err(Error::invalid("heartbeat_timeout_ms must be at least 1"));
-        }
-        if self.schedule_to_start_timeout_ms == Some(0) {
-            return Err(Error::invalid(
-                "schedule_to_start_timeout_ms must be at least 1",
-            ));
-        }
-        let route_to = match self.route_to {
-            Some(r) => {
-                validate_identity(&r.identity)
-                    .map_err(|e| Error::invalid(format!("route_to.{e}")))?;
-                let fallback_after_ms = r
-                    .fallback_after_ms
-                    .unwrap_or(Some(DEFAULT_FALLBACK_AFTER_MS));
-                if let Some(f) = fallback_after_ms {
-                    check_duration("route_to.fallback_after_ms", f)?;
-                }
-                Some(RouteTo {
-                    identity: r.identity,
-                    fallback_after_ms,
-                })
-            }
-            None => None,
-        };
-        Ok(NewTask {
-            task_id,
-            id_given,
-            task_type: self.task_type,
-            payload: self.payload.unwrap_or_else(null_json),
-            priority: priority as u8,
-            fairness_key: self.fairness_key,
-            fairness_weight,
-            delay_ms: self.delay_ms.unwrap_or(0),
-            schedule_to_start_timeout_ms: self.schedule_to_start_timeout_ms,
-            start_to_close_timeout_ms: start_to_close,
-            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
-            retry: RetryPolicy::from_request(self.retry.unwrap_or_default())?,
-            route_to,
-            headers: self.headers.unwrap_or_default(),
-        })
     }
-}
-
-/// The status view of a task.
-#[derive(Debug, Serialize)]
-pub struct TaskStatus<'a> {
-    task_id: &'a str,
-    task_type: &'a str,
-    state: TaskState,
-    attempt: u32,
-    added_at: String,
-    updated_at: String,
-    result: Option<&'a RawValue>,
-    last_error: Option<&'a TaskError>,
 }
 
 /// A task as given to a worker (the contract's `Task`).

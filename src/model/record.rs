@@ -50,6 +50,16 @@ pub struct TaskError {
     pub kind: Option<String>,
 }
 
+impl TaskError {
+    /// The error of a fail that gave none.
+    pub fn unspecified() -> Self {
+        TaskError {
+            message: "failed".into(),
+            kind: None,
+        }
+    }
+}
+
 /// The position of a pending task's entry in the store's dispatch indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Queued {
@@ -234,20 +244,6 @@ impl TaskRecord {
             heartbeat_details: None,
             cancel_requested: false,
             payload_apart: false,
-        }
-    }
-
-    /// The answer of `GET {q}/tasks/{id}`.
-    pub fn status(&self) -> TaskStatus<'_> {
-        TaskStatus {
-            task_id: &self.task_id,
-            task_type: &self.task_type,
-            state: self.state,
-            attempt: self.attempt,
-            added_at: rfc3339(self.added_at),
-            updated_at: rfc3339(self.updated_at),
-            result: self.result.as_deref(),
-            last_error: self.last_error.as_ref(),
         }
     }
 

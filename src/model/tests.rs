@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn a_generated_task_id_is_a_fresh_time_ordered_v7_uuid() {
     let new = || {
-        let req: AddTaskRequest = serde_json::from_str(r#"{"task_type": "t"}"#).unwrap();
+        let req: TaskSpec = serde_json::from_str(r#"{"task_type": "t"}"#).unwrap();
         req.validate().unwrap().task_id
     };
     let (a, b) = (new(), new());
@@ -74,7 +74,7 @@ fn lease_round_trips_and_rejects_garbage() {
 
 #[test]
 fn add_defaults_and_ranges() {
-    let req: AddTaskRequest = serde_json::from_str(r#"{"task_type":"t"}"#).unwrap();
+    let req: TaskSpec = serde_json::from_str(r#"{"task_type":"t"}"#).unwrap();
     let t = req.validate().unwrap();
     assert_eq!(t.priority, 3);
     assert_eq!(t.start_to_close_timeout_ms, 60_000);
@@ -91,10 +91,10 @@ fn add_defaults_and_ranges() {
         r#"{"task_type":"t","delay_ms":1000000000000000}"#,
         r#"{"task_type":"t","retry":{"initial_interval_ms":18446744073709551615}}"#,
     ] {
-        let req: AddTaskRequest = serde_json::from_str(body).unwrap();
+        let req: TaskSpec = serde_json::from_str(body).unwrap();
         assert!(req.validate().is_err(), "{body}");
     }
-    let err = serde_json::from_str::<AddTaskRequest>(r#"{"task_type":"t","prio":1}"#)
+    let err = serde_json::from_str::<TaskSpec>(r#"{"task_type":"t","prio":1}"#)
         .unwrap_err()
         .to_string();
     assert!(err.contains("prio"), "{err}");
@@ -103,7 +103,7 @@ fn add_defaults_and_ranges() {
 #[test]
 fn route_fallback_absent_null_and_set() {
     let parse = |b: &str| {
-        serde_json::from_str::<AddTaskRequest>(b)
+        serde_json::from_str::<TaskSpec>(b)
             .unwrap()
             .validate()
             .unwrap()

@@ -18,9 +18,9 @@ impl QueueActor {
             .flat_map(|r| r.iter())
             .map(|t| t.payload.get().len() as u64 + ADD_OVERHEAD_BYTES)
             .sum();
-        self.env.store.admit(bytes)?;
+        self.shared.store.admit(bytes)?;
         let now = self.now_ms();
-        let instant = self.env.clock.instant();
+        let instant = self.shared.clock.instant();
         let mut txn = Txn::default();
         let mut meta = self.meta;
         let mut results: Vec<Vec<AddResult>> = Vec::with_capacity(requests.len());
@@ -54,7 +54,7 @@ impl QueueActor {
                 } else {
                     let entry = entry_of(&rec, now);
                     let full = self.leases.len() + sync.len()
-                        >= self.env.config.limits.max_in_flight_per_queue;
+                        >= self.shared.config.limits.max_in_flight_per_queue;
                     let waiter = if self.shutting_down || self.waiters.is_empty() || full {
                         None
                     } else if !self.throttle.has_token(instant) {

@@ -241,18 +241,7 @@ mod tests {
 
     fn store() -> std::sync::Arc<dyn Store> {
         let dir = tempfile::tempdir().unwrap();
-        crate::storage::open(
-            dir.path(),
-            &StoreOptions {
-                fsync: false,
-                cache_capacity_bytes: 1 << 20,
-                temporary: true,
-                max_bytes: 0,
-                reserve_bytes: 0,
-            },
-            Metrics::new(10),
-        )
-        .unwrap()
+        crate::storage::open(dir.path(), &StoreOptions::scratch(), Metrics::new(10)).unwrap()
     }
 
     fn entry(id: u64, ty: &str, priority: u8) -> Entry {

@@ -82,9 +82,9 @@ impl QueueActor {
         out: &mut Vec<TaskRecord>,
     ) -> Result<()> {
         let now = self.now_ms();
-        let instant = self.env.clock.instant();
+        let instant = self.shared.clock.instant();
         let start = out.len();
-        let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
+        let max_in_flight = self.shared.config.limits.max_in_flight_per_queue;
         while out.len() - start < max
             && batch.meta.ready > 0
             && self.leases.len() + batch.leased.len() < max_in_flight
@@ -101,7 +101,7 @@ impl QueueActor {
                 |e: &Entry| eligible(types, identity, e, now) && !taken.contains(&*e.task_id);
             let Some((pos, entry)) =
                 self.backlog
-                    .take(&*self.env.store, &self.key, accepts, types)?
+                    .take(&*self.shared.store, &self.key, accepts, types)?
             else {
                 break;
             };
@@ -204,7 +204,7 @@ impl QueueActor {
             });
             self.apply_limit();
         }
-        let max_in_flight = self.env.config.limits.max_in_flight_per_queue;
+        let max_in_flight = self.shared.config.limits.max_in_flight_per_queue;
         if self.leases.len() + batch.leased.len() >= max_in_flight {
             return Err(Error::exhausted(format!(
                 "{} already has {max_in_flight} tasks in flight (limits.max_in_flight_per_queue)",
@@ -248,14 +248,14 @@ impl QueueActor {
             self.metrics.polls_timeout.inc();
             return Ok(PollOutcome::Now(Delivery::empty()));
         };
-        let limits = &self.env.config.limits;
+        let limits = &self.shared.config.limits;
         if self.waiters.polls() >= limits.max_parked_polls_per_queue {
             return Err(Error::exhausted(format!(
                 "{} already has {} parked polls (limits.max_parked_polls_per_queue)",
                 self.key, limits.max_parked_polls_per_queue
             )));
         }
-        let slot = Slot::take(&self.env.parked, limits.max_parked_polls).ok_or_else(|| {
+        let slot = Slot::take(&self.shared.parked, limits.max_parked_polls).ok_or_else(|| {
             Error::exhausted(format!(
                 "the server already has {} parked polls (limits.max_parked_polls)",
                 limits.max_parked_polls
@@ -288,7 +288,7 @@ impl QueueActor {
         if self.shutting_down {
             return;
         }
-        self.waiters.prune(self.env.clock.instant());
+        self.waiters.prune(self.shared.clock.instant());
         if self.waiters.is_empty() || self.meta.ready == 0 {
             return;
         }

@@ -65,8 +65,8 @@ const PROMOTE_BATCH: usize = 1000;
 /// How long a queue handles messages before it lets the other queues on its thread run.
 const YIELD_EVERY: Duration = Duration::from_millis(5);
 
-/// What every queue actor shares: the store, the configuration and the metrics.
-pub struct Env {
+/// What every queue actor shares: the store, the configuration, the metrics, the clock.
+pub struct Shared {
     /// The store.
     pub store: Arc<dyn Store>,
     /// The configuration.
@@ -209,7 +209,7 @@ struct PlannedSettle {
 pub struct QueueActor {
     key: QueueKey,
     generation: u64,
-    env: Arc<Env>,
+    shared: Arc<Shared>,
     on_stop: Recipient<QueueStopped>,
     meta: QueueMeta,
     meta_stored: bool,
@@ -244,12 +244,12 @@ impl QueueActor {
     pub fn new(
         key: QueueKey,
         generation: u64,
-        env: Arc<Env>,
+        shared: Arc<Shared>,
         on_stop: Recipient<QueueStopped>,
     ) -> Self {
-        let metrics = env.metrics.queue(&key);
+        let metrics = shared.metrics.queue(&key);
         QueueActor {
-            backlog: Backlog::new(env.config.backlog_window),
+            backlog: Backlog::new(shared.config.backlog_window),
             key,
             generation,
             on_stop,
@@ -274,26 +274,26 @@ impl QueueActor {
             sockets: HashMap::new(),
             lease_sockets: HashMap::new(),
             next_socket: 0,
-            env,
+            shared,
         }
     }
 
     /// Now, in epoch milliseconds, by the queues' clock.
     fn now_ms(&self) -> u64 {
-        self.env.clock.now_ms()
+        self.shared.clock.now_ms()
     }
 
     fn store(&self) -> &dyn Store {
-        &*self.env.store
+        &*self.shared.store
     }
 
     fn load(&mut self) -> Result<()> {
-        if let Some(meta) = self.env.store.meta(&self.key)? {
+        if let Some(meta) = self.shared.store.meta(&self.key)? {
             self.meta = meta;
             self.meta_stored = true;
         }
         if self.meta.in_flight > 0 {
-            for rec in self.env.store.in_flight_records(&self.key)? {
+            for rec in self.shared.store.in_flight_records(&self.key)? {
                 if let (TaskState::Running, Some(l)) = (rec.state, &rec.lease) {
                     self.leases
                         .insert(l.id, rec.task_id.clone(), l.expires_at());
@@ -302,7 +302,7 @@ impl QueueActor {
             self.meta.in_flight = self.leases.len() as u64;
         }
         self.apply_limit();
-        self.backlog.refill(&*self.env.store, &self.key)?;
+        self.backlog.refill(&*self.shared.store, &self.key)?;
         for pos in self.backlog.first_positions() {
             self.fair.resume(pos.priority, pos.order);
         }
@@ -316,7 +316,7 @@ impl QueueActor {
             (None, Some(worker)) => Some((worker, Source::Worker)),
             (None, None) => None,
         };
-        self.throttle.set(limit, self.env.clock.instant());
+        self.throttle.set(limit, self.shared.clock.instant());
     }
 
     /// Writes a pending task to the ready index at its fair place (see [`fairness`]),
@@ -356,7 +356,7 @@ impl QueueActor {
     /// Writes `txn` with the queue's new counters; memory changes only after it succeeds.
     fn commit(&mut self, mut txn: Txn, meta: QueueMeta) -> Result<()> {
         txn.put_meta(&self.key, &meta);
-        self.env.store.commit(txn)?;
+        self.shared.store.commit(txn)?;
         self.meta = meta;
         self.meta_stored = true;
         Ok(())
@@ -399,7 +399,7 @@ impl Actor for QueueActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        self.env.metrics.loaded_task_queues.inc();
+        self.shared.metrics.loaded_task_queues.inc();
         if let Err(e) = self.load() {
             log::error!("{}: loading from the store failed: {e}", self.key);
         }
@@ -407,7 +407,7 @@ impl Actor for QueueActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.env.metrics.loaded_task_queues.dec();
+        self.shared.metrics.loaded_task_queues.dec();
         self.on_stop.do_send(QueueStopped {
             key: self.key.clone(),
             generation: self.generation,

@@ -272,7 +272,7 @@ impl QueueActor {
     }
 
     pub(super) fn retention_end(&self, now: u64) -> u64 {
-        now.saturating_add(self.env.config.completed_retention.as_millis() as u64)
+        now.saturating_add(self.shared.config.completed_retention.as_millis() as u64)
     }
 
     pub(super) fn heartbeat(&mut self, msg: &Heartbeat) -> Result<HeartbeatAnswer> {

@@ -18,7 +18,10 @@ impl QueueActor {
 
     /// Moves delayed tasks that are due into the ready index.
     pub(super) fn promote_due(&mut self, now: u64) -> Result<()> {
-        let (due, next) = self.env.store.due_delayed(&self.key, now, PROMOTE_BATCH)?;
+        let (due, next) = self
+            .shared
+            .store
+            .due_delayed(&self.key, now, PROMOTE_BATCH)?;
         self.next_delayed = next;
         if due.is_empty() {
             return Ok(());
@@ -91,7 +94,7 @@ impl QueueActor {
     }
 
     pub(super) fn is_idle(&self, now: u64) -> bool {
-        let idle_ms = self.env.config.queue_idle_timeout.as_millis() as u64;
+        let idle_ms = self.shared.config.queue_idle_timeout.as_millis() as u64;
         self.waiters.is_empty()
             && self.sockets.is_empty()
             && self.leases.is_empty()
@@ -118,7 +121,7 @@ impl QueueActor {
             w.retain(|s| !s.is_closed());
             !w.is_empty()
         });
-        let idle_ms = self.env.config.queue_idle_timeout.as_millis() as u64;
+        let idle_ms = self.shared.config.queue_idle_timeout.as_millis() as u64;
         if self.is_idle(now) && self.idle_since.is_some_and(|s| now >= s + idle_ms) {
             log::debug!("{}: idle, stopping", self.key);
             ctx.stop();
@@ -142,7 +145,7 @@ impl QueueActor {
             dead: self.meta.dead as i64,
             mismatch: self.seen.mismatch(self.backlog.types()) as i64,
         });
-        let idle_ms = self.env.config.queue_idle_timeout.as_millis() as u64;
+        let idle_ms = self.shared.config.queue_idle_timeout.as_millis() as u64;
         let idle_at = if self.is_idle(now) {
             let since = *self.idle_since.get_or_insert(now);
             Some(since + idle_ms)
@@ -154,7 +157,7 @@ impl QueueActor {
         let serving = !self.waiters.is_empty() && self.meta.ready > 0;
         let token_at = if serving && self.throttled {
             self.throttle
-                .next_token_in(self.env.clock.instant())
+                .next_token_in(self.shared.clock.instant())
                 .map(|d| now + d.as_millis() as u64 + 1)
         } else {
             None

@@ -87,6 +87,20 @@ pub struct StoreOptions {
     pub reserve_bytes: u64,
 }
 
+impl StoreOptions {
+    /// A temporary store, deleted when closed, with relaxed durability and a small cache: for
+    /// tests and benchmarks of the logic above the store.
+    pub fn scratch() -> Self {
+        StoreOptions {
+            fsync: false,
+            cache_capacity_bytes: 1 << 20,
+            temporary: true,
+            max_bytes: 0,
+            reserve_bytes: 0,
+        }
+    }
+}
+
 /// Delayed entries due now, and the due time of the first one not yet due.
 pub type DueDelayed = (Vec<(u64, u64, Entry)>, Option<u64>);
 

@@ -337,14 +337,14 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AddTaskRequest;
+    use crate::model::TaskSpec;
 
     fn json(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.into()).unwrap()
     }
 
     fn plain() -> TaskRecord {
-        let req: AddTaskRequest = serde_json::from_str(
+        let req: TaskSpec = serde_json::from_str(
             r#"{"task_type": "email", "task_id": "order-17", "payload": {"to": "a@b", "n": [1, 2.5]}}"#,
         )
         .unwrap();

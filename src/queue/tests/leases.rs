@@ -94,15 +94,12 @@ async fn a_task_not_started_in_time_times_out() {
     let id = h
         .add(r#"{"task_type":"t","task_id":"s","schedule_to_start_timeout_ms":5000}"#)
         .await;
-    let expire = || ExpireWaiting {
-        task_ids: vec![id.clone()],
-    };
     // A sweep that comes early changes nothing.
     h.advance(4_999).await;
-    h.queues.call(&h.key, expire()).await.expect("sent");
+    h.sweep_waiting(&id).await;
     assert_state(&h, &id, TaskState::Pending, 0);
     h.advance(1).await;
-    h.queues.call(&h.key, expire()).await.expect("sent");
+    h.sweep_waiting(&id).await;
     assert_state(&h, &id, TaskState::TimedOut, 0);
     assert!(h.poll_ids(1).await.is_empty());
     assert_eq!(h.stats().await.dead_letter_count, 1);
@@ -116,10 +113,7 @@ async fn a_started_task_has_no_schedule_to_start_deadline() {
         .await;
     let task = h.poll("w", 1).await.remove(0);
     h.advance(6_000).await;
-    let expire = ExpireWaiting {
-        task_ids: vec![id.clone()],
-    };
-    h.queues.call(&h.key, expire).await.expect("sent");
+    h.sweep_waiting(&id).await;
     h.complete(&task).await;
     assert_state(&h, &id, TaskState::Completed, 1);
 }

@@ -18,12 +18,12 @@ use tokio::sync::oneshot;
 
 use super::messages::*;
 use super::pollers::Delivery;
-use super::Env;
+use super::Shared;
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{
-    AddTaskRequest, LeaseToken, QueueKey, QueueType, Task, TaskError, TaskRecord, TaskState,
+    LeaseToken, QueueKey, QueueType, Task, TaskError, TaskRecord, TaskSpec, TaskState,
 };
 use crate::registry::Queues;
 use crate::storage::{Store, StoreOptions};
@@ -47,20 +47,10 @@ impl Harness {
     fn with_config(config: Config) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let metrics = Metrics::new(100);
-        let store = crate::storage::open(
-            dir.path(),
-            &StoreOptions {
-                fsync: false,
-                cache_capacity_bytes: 1 << 20,
-                temporary: true,
-                max_bytes: 0,
-                reserve_bytes: 0,
-            },
-            metrics.clone(),
-        )
-        .expect("store");
+        let store = crate::storage::open(dir.path(), &StoreOptions::scratch(), metrics.clone())
+            .expect("store");
         let clock = Arc::new(ManualClock::new(START_MS));
-        let queues = Queues::start(Arc::new(Env {
+        let queues = Queues::start(Arc::new(Shared {
             store: store.clone(),
             config: Arc::new(config),
             metrics,
@@ -78,7 +68,7 @@ impl Harness {
 
     /// Adds the task described by `json` (an add's body, as a client sends it).
     async fn add(&self, json: &str) -> String {
-        let req: AddTaskRequest = serde_json::from_str(json).expect("add body");
+        let req: TaskSpec = serde_json::from_str(json).expect("add body");
         let task = req.validate().expect("valid add");
         self.queues
             .add_one(&self.key, task, &*self.store)
@@ -165,6 +155,15 @@ impl Harness {
     async fn advance(&self, ms: u64) {
         self.clock.advance(Duration::from_millis(ms));
         self.queues.call(&self.key, Tick).await.expect("tick");
+    }
+
+    /// Hands `task_id`'s schedule-to-start deadline to the queue, as the registry's sweep
+    /// does once the store says it passed.
+    async fn sweep_waiting(&self, task_id: &str) {
+        let expire = ExpireWaiting {
+            task_ids: vec![task_id.to_string()],
+        };
+        self.queues.call(&self.key, expire).await.expect("sent");
     }
 
     /// The stored record of `task_id`.

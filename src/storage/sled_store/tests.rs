@@ -1,7 +1,7 @@
 //! Unit tests of the store: group commit, record encodings, grouped expiry keys.
 
 use super::*;
-use crate::model::{AddTaskRequest, QueueType, TaskState};
+use crate::model::{QueueType, TaskSpec, TaskState};
 
 fn store() -> Arc<SledStore> {
     store_with(false, Metrics::new(10))
@@ -11,10 +11,7 @@ fn store() -> Arc<SledStore> {
 fn store_with(fsync: bool, metrics: Arc<Metrics>) -> Arc<SledStore> {
     let opts = StoreOptions {
         fsync,
-        cache_capacity_bytes: 1 << 20,
-        temporary: true,
-        max_bytes: 0,
-        reserve_bytes: 0,
+        ..StoreOptions::scratch()
     };
     let dir = std::env::temp_dir().join(format!("tasq-store-{}", uuid::Uuid::new_v4()));
     SledStore::open(&dir, &opts, metrics).unwrap()
@@ -75,7 +72,7 @@ async fn with_durability_relaxed_nothing_waits_for_a_flush() {
 }
 
 fn record(id: &str, state: TaskState) -> TaskRecord {
-    let req: AddTaskRequest =
+    let req: TaskSpec =
         serde_json::from_str(&format!(r#"{{"task_type": "t", "task_id": "{id}"}}"#)).unwrap();
     let mut rec = TaskRecord::new(&req.validate().unwrap(), 1, 1);
     rec.state = state;

@@ -1,0 +1,234 @@
+//! Work: long polls, settles (one lease, or a streaming worker's burst for one queue),
+//! heartbeats, and streaming workers' sockets.
+
+use actix::Addr;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{Failure, PollSpec, Tasq};
+use crate::error::{Error, Result};
+use crate::model::{LeaseToken, QueueKey, Task};
+use crate::queue::messages::{
+    AddCredit, DrainSocket, ForgetWaiter, GaveUp, Heartbeat, HeartbeatAnswer, OpenSocket,
+    PollOutcome, Settle, SettleOp, Settlement, SocketClosed, SocketEvent,
+};
+use crate::queue::pollers::{Delivery, Slot};
+use crate::queue::QueueActor;
+
+impl Tasq {
+    /// Long-polls for up to `max_tasks` tasks: answers as soon as at least one can be given,
+    /// or an empty list once `wait` passes (or tasq shuts down). Waiting polls are served in
+    /// arrival order, exactly as HTTP polls (they share the queue).
+    ///
+    /// Dropping the future gives up the poll: the queue forgets it, and tasks already on
+    /// their way to it go back to the queue at once, as for an HTTP client that hangs up.
+    /// The deadline lives on this future, not on an actor timer.
+    pub async fn poll(&self, queue: &QueueKey, poll: PollSpec) -> Result<Vec<Task>> {
+        let msg = poll.validate(self.inner.clock.instant())?;
+        let park_until = msg.park_until;
+        match self.serving_queues()?.poll(queue, msg).await? {
+            PollOutcome::Now(delivery) => self.accept(delivery).await,
+            PollOutcome::Parked {
+                owner,
+                waiter_id,
+                mut rx,
+            } => {
+                let guard = ParkGuard {
+                    owner: Some(owner),
+                    waiter_id,
+                };
+                let deadline = park_until.unwrap_or_else(|| self.inner.clock.instant());
+                let delivery = match tokio::time::timeout_at(deadline.into(), &mut rx).await {
+                    Ok(Ok(d)) => Some(d),
+                    Ok(Err(_)) => None,
+                    Err(_) => {
+                        // Time is up; a delivery sent at the last instant is still taken.
+                        rx.close();
+                        rx.try_recv().ok()
+                    }
+                };
+                match delivery {
+                    Some(d) => {
+                        guard.finish(None);
+                        self.accept(d).await
+                    }
+                    None => {
+                        guard.finish(Some(GaveUp::Timeout));
+                        Ok(Vec::new())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the tasks once their delivery's write is on disk (a backlog lease; none for a
+    /// sync match); if the caller gives up meanwhile, the delivery is dropped and its tasks go
+    /// back to the queue.
+    async fn accept(&self, delivery: Delivery) -> Result<Vec<Task>> {
+        if !delivery.is_empty() {
+            self.durable(delivery.write()).await?;
+        }
+        Ok(delivery.accept())
+    }
+
+    /// Completes the task held with `lease`, answered once on disk. Repeating it answers the
+    /// same; an expired or superseded lease is [`Error::LeaseLost`].
+    pub async fn complete(&self, lease: &str, result: Value) -> Result<Settlement> {
+        let result = to_raw(&result)?;
+        let token = LeaseToken::decode(lease)?;
+        self.settle(token, SettleOp::Complete { result }).await
+    }
+
+    /// Fails the attempt held with `lease`; the task is retried per its retry policy unless
+    /// the failure is non-retryable or its attempts are used up (then it is a dead letter).
+    pub async fn fail(&self, lease: &str, failure: Failure) -> Result<Settlement> {
+        let token = LeaseToken::decode(lease)?;
+        self.settle(token, failure.into_op()).await
+    }
+
+    /// Settles the lease `token` with `op` (the HTTP complete and fail), answered once on disk.
+    pub async fn settle(&self, token: LeaseToken, op: SettleOp) -> Result<Settlement> {
+        let queues = self.serving_queues()?;
+        let msg = Settle {
+            task_id: token.task_id,
+            lease_id: token.lease_id,
+            op,
+        };
+        queues.settle_one(&token.queue, msg, self.store()).await
+    }
+
+    /// Settles leases of one queue together (a streaming worker's burst of frames): one write
+    /// and one group commit for all of them, each answered on its own, in order. Taken while
+    /// shutting down too, so a worker's last settles before its socket closes land.
+    pub async fn settle_batch(
+        &self,
+        queue: &QueueKey,
+        settles: Vec<Settle>,
+    ) -> Result<Vec<Result<Settlement>>> {
+        self.inner.queues.settle(queue, settles, self.store()).await
+    }
+
+    /// Extends the lease (when the task has a heartbeat timeout) and keeps `details` with the
+    /// task. The answer tells whether a cancel was asked for.
+    pub async fn heartbeat(&self, lease: &str, details: Option<Value>) -> Result<HeartbeatAnswer> {
+        self.serving_queues()?;
+        let token = LeaseToken::decode(lease)?;
+        let details = details.as_ref().map(to_raw).transpose()?;
+        self.heartbeat_lease(token, details).await
+    }
+
+    /// [`Tasq::heartbeat`] of a decoded lease, with `details` as JSON text kept as is. Taken
+    /// while shutting down too (a streaming worker's socket is open until it closes).
+    pub async fn heartbeat_lease(
+        &self,
+        token: LeaseToken,
+        details: Option<Box<RawValue>>,
+    ) -> Result<HeartbeatAnswer> {
+        let msg = Heartbeat {
+            task_id: token.task_id,
+            lease_id: token.lease_id,
+            details,
+        };
+        self.inner.queues.call(&token.queue, msg).await?
+    }
+
+    /// Opens a streaming worker's socket on `queue`: a long-lived poller that is pushed tasks
+    /// while it has credit ([`WorkerSocket::add_credit`]), which arrive on the receiver as
+    /// [`SocketEvent`]s. The worker is checked as a poll's is. Dropping the socket closes it.
+    pub async fn open_socket(
+        &self,
+        queue: &QueueKey,
+        identity: String,
+        task_types: Option<Vec<String>>,
+        build_id: Option<String>,
+    ) -> Result<(WorkerSocket, mpsc::UnboundedReceiver<SocketEvent>)> {
+        super::spec::check_worker(&identity, task_types.as_deref(), build_id.as_deref())?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let open = OpenSocket {
+            identity,
+            task_types,
+            build_id,
+            tx,
+        };
+        let (owner, socket_id) = self.serving_queues()?.call(queue, open).await??;
+        Ok((WorkerSocket { owner, socket_id }, events))
+    }
+
+    /// A place among `limits.max_websockets` open sockets, given back when dropped; taken
+    /// before a socket's handshake, so two at once cannot both pass the bound.
+    pub fn take_socket_slot(&self) -> Result<Slot> {
+        let max = self.inner.config.limits.max_websockets;
+        Slot::take(&self.inner.sockets, max).ok_or_else(|| Error::ResourceExhausted {
+            message: format!("{max} WebSocket connections are open (limits.max_websockets)"),
+            retry_after_secs: 1,
+        })
+    }
+}
+
+/// A streaming worker's place in its queue (see [`Tasq::open_socket`]); its settles go
+/// through [`Tasq::settle_batch`]. Dropped, the socket is closed: its unsettled tasks go
+/// back to the queue at once, attempt counted.
+pub struct WorkerSocket {
+    owner: Addr<QueueActor>,
+    socket_id: u64,
+}
+
+impl WorkerSocket {
+    /// The worker has room for `n` more tasks.
+    pub fn add_credit(&self, n: u32) {
+        self.owner.do_send(AddCredit {
+            socket_id: self.socket_id,
+            n,
+        });
+    }
+
+    /// Stop pushing tasks (a worker shutting down): credit drops to 0 until the next credit,
+    /// and a [`SocketEvent::Drained`] follows the last task sent.
+    pub fn drain(&self) {
+        self.owner.do_send(DrainSocket {
+            socket_id: self.socket_id,
+        });
+    }
+}
+
+impl Drop for WorkerSocket {
+    fn drop(&mut self) {
+        self.owner.do_send(SocketClosed {
+            socket_id: self.socket_id,
+        });
+    }
+}
+
+fn to_raw(value: &Value) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| Error::invalid(format!("the value does not encode as JSON: {e}")))
+}
+
+/// Tells the queue actor to forget a parked poll whose waiter went away (future dropped).
+struct ParkGuard {
+    owner: Option<Addr<QueueActor>>,
+    waiter_id: u64,
+}
+
+impl ParkGuard {
+    fn finish(mut self, reason: Option<GaveUp>) {
+        if let (Some(owner), Some(reason)) = (self.owner.take(), reason) {
+            owner.do_send(ForgetWaiter {
+                waiter_id: self.waiter_id,
+                reason,
+            });
+        }
+    }
+}
+
+impl Drop for ParkGuard {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            owner.do_send(ForgetWaiter {
+                waiter_id: self.waiter_id,
+                reason: GaveUp::Cancelled,
+            });
+        }
+    }
+}

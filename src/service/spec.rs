@@ -133,7 +133,7 @@ impl PollSpec {
     }
 }
 
-/// A failed attempt, for [`Tasq::fail`]: the fields of the HTTP fail body.
+/// A failed attempt, for [`Tasq::fail`](super::Tasq::fail): the fields of the HTTP fail body.
 ///
 /// ```
 /// use std::time::Duration;

@@ -13,6 +13,13 @@
 //! sync (group commit). A write can be refused: [`Store::admit`] before an add when space is
 //! short, and every write once the store has failed ([`Health`]). Reads of the ready index
 //! are batched: a queue holds a window of it in memory and refills it a page at a time.
+//!
+//! A second backend implements [`Store`] and is chosen in [`open`]. Over a SQL database the
+//! shapes carry over: a [`Txn`]'s writes are rows of tables shaped like the key spaces of
+//! `sled_store`; [`GroupCommit`] can take, as its sync, one database transaction holding
+//! every [`Txn`] committed since the last one (reads must then see those from the moment
+//! [`Store::commit`] returns, as sled's do); page tokens are the last key of a page; and a
+//! task record is stored as the bytes of [`record::encode`].
 
 pub mod commit;
 pub mod disk;

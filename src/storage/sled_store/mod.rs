@@ -13,7 +13,7 @@
 //! - `queues`: queue prefix → [`QueueMeta`]: counters and settings of each queue;
 //! - `waiting`: deadline + queue prefix + task id → (): schedule-to-start deadlines;
 //! - `payloads`: queue prefix + task id → payload text, for payloads over
-//!   [`PAYLOAD_APART_BYTES`].
+//!   [`PAYLOAD_APART_BYTES`](super::PAYLOAD_APART_BYTES).
 
 mod batch;
 pub mod keys;

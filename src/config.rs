@@ -70,10 +70,30 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Store bounds and failure handling.
+/// Where tasks are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// An embedded sled database in `data_dir` (the default: nothing else to run).
+    #[default]
+    Sled,
+    /// A PostgreSQL database at `storage.postgres_url`, which outlives the machine.
+    Postgres,
+}
+
+/// The store: which backend, its bounds and failure handling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// `sled` (embedded, in `data_dir`) or `postgres` (at `postgres_url`).
+    pub backend: Backend,
+    /// A libpq connection URL, e.g. `postgres://tasq:secret@db.example:5432/tasq`.
+    pub postgres_url: String,
+    /// Connections for reads (the group commit has one more of its own).
+    pub postgres_pool_size: usize,
+    /// Longest a statement may run before PostgreSQL cancels it (`statement_timeout`).
+    #[serde(with = "human")]
+    pub postgres_statement_timeout: Duration,
     /// Above this many bytes on disk, adds answer 429 while dispatch and settles go on, so a
     /// full disk drains; 0 = no bound.
     pub max_bytes: u64,
@@ -90,6 +110,10 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: Backend::Sled,
+            postgres_url: String::new(),
+            postgres_pool_size: 4,
+            postgres_statement_timeout: Duration::from_secs(30),
             max_bytes: 0,
             reserve_bytes: 64 << 20,
             exit_on_failure: true,
@@ -273,6 +297,19 @@ impl Config {
         }
         if let Err((key, why)) = self.auth.validate() {
             return bad(&key, why);
+        }
+        let st = &self.storage;
+        if st.backend == Backend::Postgres && st.postgres_url.is_empty() {
+            return bad(
+                "storage.postgres_url",
+                "must be set when storage.backend = \"postgres\"",
+            );
+        }
+        if st.postgres_pool_size == 0 {
+            return bad("storage.postgres_pool_size", "must be at least 1");
+        }
+        if st.postgres_statement_timeout.is_zero() {
+            return bad("storage.postgres_statement_timeout", "must be more than 0");
         }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return bad("tls.cert", "tls.cert and tls.key must be set together");

@@ -189,7 +189,8 @@ fn serve(args: ServeArgs) -> CliResult {
         .init();
     if let Err(e) = actix_rt::System::new().block_on(tasq::server::run(config, source)) {
         eprintln!("tasq: {e}");
-        std::process::exit(1);
+        let bad_setting = e.kind() == std::io::ErrorKind::InvalidInput;
+        std::process::exit(if bad_setting { 2 } else { 1 });
     }
     Ok(())
 }

@@ -32,7 +32,14 @@ pub struct ConfigSource {
 /// The service is built by its own start-up ([`Tasq::start`]); this adds the HTTP server,
 /// TLS, the per-client connection limit, the ready line and the signal handling.
 pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
-    let tasq = Tasq::start(config).await.map_err(std::io::Error::other)?;
+    // A setting that cannot work (a database that cannot be reached) is `InvalidInput`, which
+    // the binary answers with exit status 2, as for any bad setting.
+    let tasq = Tasq::start(config).await.map_err(|e| match e {
+        crate::Error::InvalidArgument(m) => {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, m)
+        }
+        e => std::io::Error::other(e),
+    })?;
     let config = tasq.config().clone();
     actix_rt::spawn(reload_keys_on_hangup(tasq.auth().clone(), source));
     if config.storage.exit_on_failure {

@@ -130,9 +130,14 @@ fn command_line_beats_env() {
         .tempdir()
         .expect("temp dir");
     let other_path = other.path().to_str().unwrap().to_string();
+    // Where the store lands is a question for the sled store: it holds the data directory.
     let s = TestServer::start_with(
         &[],
-        &[("TASQ_BIND", "127.0.0.1:1"), ("TASQ_DATA_DIR", &other_path)],
+        &[
+            ("TASQ_BIND", "127.0.0.1:1"),
+            ("TASQ_DATA_DIR", &other_path),
+            ("TASQ_STORAGE_BACKEND", "sled"),
+        ],
     );
     assert!(
         !s.base().ends_with(":1"),
@@ -239,4 +244,40 @@ fn max_queue_series_folds_extra_queues_into_other() {
     );
     let total: f64 = samples.iter().map(|m| m.value).sum();
     assert_eq!(total, 5.0, "no add may be lost from the metrics:\n{text}");
+}
+
+/// The PostgreSQL backend's settings: checked like any other, and a database that cannot be
+/// reached stops start-up with one line naming `storage.postgres_url` (exit 2).
+#[test]
+fn postgres_settings_are_checked_and_an_unreachable_database_exits_2() {
+    assert_config_rejected(
+        "[storage]\nbackend = \"postgres\"\n",
+        "storage.postgres_url",
+    );
+    assert_config_rejected("[storage]\nbackend = \"mysql\"\n", "storage.backend");
+    assert_config_rejected(
+        "[storage]\npostgres_pool_size = 0\n",
+        "storage.postgres_pool_size",
+    );
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgres://tasq@127.0.0.1:{port}/tasq");
+    let (status, stderr) = run_to_exit(
+        &[],
+        &[
+            ("TASQ_STORAGE_BACKEND", "postgres"),
+            ("TASQ_STORAGE_POSTGRES_URL", &url),
+        ],
+        Duration::from_secs(60),
+    );
+    let status = status.expect("tasq must stop when its database cannot be reached");
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    let named: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("storage.postgres_url"))
+        .collect();
+    assert_eq!(named.len(), 1, "one line naming the key; stderr:\n{stderr}");
 }

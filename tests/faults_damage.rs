@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 
 const QUEUE: &str = "damage";
 
+/// These are faults of the sled store's files: its servers run on sled, whatever the harness's
+/// backend.
+const SLED: &[(&str, &str)] = &[("TASQ_STORAGE_BACKEND", "sled")];
+
 /// Builds the store once; answers the stopped server (which holds its directory).
 fn populated() -> TestServer {
-    let mut s = TestServer::start();
+    let mut s = TestServer::start_with(&[], SLED);
     let qp = q(NS, QUEUE, "activity");
     let big = "x".repeat(300_000);
     for i in 0..300 {
@@ -188,7 +192,7 @@ fn a_damaged_store_is_refused_at_start_and_reported_by_verify() {
 
 #[test]
 fn a_task_whose_record_cannot_be_read_does_not_hold_up_the_others() {
-    let mut s = TestServer::start();
+    let mut s = TestServer::start_with(&[], SLED);
     let qp = q(NS, "damage-one", "activity");
     // Added first, so it heads the ready index; its payload is stored apart (over 2 KiB).
     add_task(

@@ -1404,9 +1404,13 @@ fn request_body_bound() {
 
 #[test]
 fn disk_bound_refuses_adds_while_dispatch_and_settle_go_on() {
-    // An empty store is a few hundred bytes; each task here carries 20 KB.
-    let (s, _dir, _path) =
-        start_with_config("completed_retention = \"1s\"\n[storage]\nmax_bytes = 300000\n");
+    // An empty store is a few hundred bytes; each task here carries 20 KB. The bound is on
+    // the sled store's files in data_dir (PostgreSQL guards its own disk).
+    let (_dir, path) = config_file("completed_retention = \"1s\"\n[storage]\nmax_bytes = 300000\n");
+    let s = TestServer::start_with(
+        &["--config", path.to_str().expect("utf-8 path")],
+        &[("TASQ_STORAGE_BACKEND", "sled")],
+    );
     let c = Client::plain(&s);
     let qp = q(NS, "disk", A);
     let payload = "z".repeat(20_000);

@@ -80,7 +80,8 @@ impl Backlog {
 
     /// Adds an entry just written to the ready index, if it falls inside the window.
     pub fn insert(&mut self, pos: ReadyPos, entry: Entry) {
-        if self.complete || self.high.is_some_and(|h| pos < h) {
+        // `high` itself was loaded: an entry put back there belongs in the window.
+        if self.complete || self.high.is_some_and(|h| pos <= h) {
             self.put(pos, entry);
             self.trim();
         } else {

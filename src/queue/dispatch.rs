@@ -25,7 +25,13 @@ impl QueueActor {
                 );
                 None
             }
-            other => other?,
+            // A store that cannot be read now (a database gone): the task stays ready, back in
+            // the window, for the next try.
+            Err(e) => {
+                self.backlog.put_back(pos, entry);
+                return Err(e);
+            }
+            Ok(read) => read,
         };
         let rec = match read {
             Some(rec)

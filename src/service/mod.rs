@@ -70,7 +70,7 @@ use prometheus::Registry;
 
 use crate::auth::Auth;
 use crate::clock::{now_ms, Clock, SystemClock};
-use crate::config::{Config, Durability};
+use crate::config::{Backend, Config, Durability};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::QueueKey;
@@ -245,17 +245,17 @@ impl Tasq {
     /// `Ok` while the store acknowledges writes; after a failed write or sync, the error that
     /// every write now answers (see [`crate::storage::Health`]).
     pub fn storage_healthy(&self) -> Result<()> {
-        self.inner.store.health().check()
+        self.inner.store.writable()
     }
 
     /// What failed, once the store failed a write or sync.
     pub fn storage_failure(&self) -> Option<String> {
-        self.inner.store.health().failure().map(str::to_string)
+        self.inner.store.failure()
     }
 
     /// Resolves when the store fails a write or sync (never, while it is healthy).
     pub async fn storage_failed(&self) {
-        self.inner.store.health().failed().await
+        self.inner.store.failed().await
     }
 
     /// Offers the calling thread, an actix arbiter such as an HTTP worker's, to run queue
@@ -314,12 +314,53 @@ impl Tasq {
 
 /// Opens the store and recovers it: tasks in flight at a crash go back to their queues.
 fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
+    let store = match config.storage.backend {
+        Backend::Sled => open_sled(config, temporary, metrics)?,
+        Backend::Postgres => open_postgres(config, metrics)?,
+    };
+    let requeued = crate::queue::entries::requeue_in_flight(&*store)?;
+    if requeued > 0 {
+        log::info!("recovery: {requeued} tasks in flight at the last stop are ready again");
+    }
+    Ok(store)
+}
+
+/// The PostgreSQL store at `storage.postgres_url`; a database that cannot be reached or
+/// migrated stops start-up with the key named (`invalid_argument`: a setting that cannot
+/// work, which `tasq serve` answers with exit status 2).
+#[cfg(feature = "postgres")]
+fn open_postgres(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
+    use crate::storage::postgres::{PgOptions, PgStore};
+    let st = &config.storage;
+    let opts = PgOptions {
+        url: st.postgres_url.clone(),
+        pool_size: st.postgres_pool_size,
+        statement_timeout: st.postgres_statement_timeout,
+        synchronous_commit: config.durability == Durability::Fsync,
+    };
+    match PgStore::open(&opts, metrics) {
+        Ok(store) => Ok(store),
+        Err(e) => Err(Error::invalid(format!(
+            "config key `storage.postgres_url`: {e}"
+        ))),
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_config: &Config, _metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
+    Err(Error::invalid(
+        "config key `storage.backend`: this tasq was built without the postgres feature",
+    ))
+}
+
+/// The sled store in `data_dir`, or in a temporary directory.
+fn open_sled(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
     let dir = if temporary {
         temporary_dir()
     } else {
         config.data_dir.clone()
     };
-    let store = crate::storage::open(
+    crate::storage::open(
         &dir,
         &StoreOptions {
             fsync: config.durability == Durability::Fsync,
@@ -334,12 +375,7 @@ fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result
             },
         },
         metrics,
-    )?;
-    let requeued = crate::queue::entries::requeue_in_flight(&*store)?;
-    if requeued > 0 {
-        log::info!("recovery: {requeued} tasks in flight at the last stop are ready again");
-    }
-    Ok(store)
+    )
 }
 
 /// A fresh path for a temporary store, which sled deletes when the store closes. On Linux it

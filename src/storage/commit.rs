@@ -40,7 +40,14 @@ impl WriteSeq {
 /// just applied, so the flush starts before anyone asks).
 struct FlushRequest {
     write: WriteSeq,
-    answer: Option<oneshot::Sender<Result<()>>>,
+    answer: Option<Answer>,
+}
+
+/// Where a [`FlushRequest`] is answered: a future, or a thread that blocks (a store's read
+/// that must see every write applied before it).
+enum Answer {
+    Async(oneshot::Sender<Result<()>>),
+    Blocking(mpsc::SyncSender<Result<()>>),
 }
 
 /// Writes applied, and how many of them the flushes have put on disk.
@@ -123,12 +130,30 @@ impl GroupCommit {
         let (answer, wait) = oneshot::channel();
         tx.send(FlushRequest {
             write,
-            answer: Some(answer),
+            answer: Some(Answer::Async(answer)),
         })
-        .map_err(|_| Error::Unavailable("the storage flusher has stopped".into()))?;
-        wait.await
-            .map_err(|_| Error::Unavailable("the storage flusher has stopped".into()))?
+        .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
     }
+
+    /// [`GroupCommit::durable_since`] for a thread that may block (never on an async task).
+    pub fn wait_durable(&self, write: WriteSeq) -> Result<()> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        if self.marks.flushed(write) {
+            return Ok(());
+        }
+        let (answer, wait) = mpsc::sync_channel(1);
+        tx.send(FlushRequest {
+            write,
+            answer: Some(Answer::Blocking(answer)),
+        })
+        .map_err(|_| stopped())?;
+        wait.recv().map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> Error {
+    Error::Unavailable("the storage flusher has stopped".into())
 }
 
 fn run(
@@ -180,6 +205,13 @@ fn answer_covered(waiting: &mut Vec<FlushRequest>, upto: WriteSeq, result: &Resu
         .partition(|w| w.write <= upto);
     *waiting = later;
     for answer in covered.into_iter().filter_map(|w| w.answer) {
-        let _ = answer.send(result.clone());
+        match answer {
+            Answer::Async(a) => {
+                let _ = a.send(result.clone());
+            }
+            Answer::Blocking(a) => {
+                let _ = a.send(result.clone());
+            }
+        }
     }
 }

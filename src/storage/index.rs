@@ -1,6 +1,6 @@
 //! What the store's indexes hold: a task's place in the ready order ([`ReadyPos`]) and the
 //! entry the ready and delayed indexes keep per task ([`Entry`]), enough to choose a task
-//! without reading its record. Every backend stores these; how is its own business.
+//! without reading its record, and the bytes an entry is stored as by every backend.
 
 /// A position in the ready index, in dispatch order: lower priority number first, then
 /// `order` (the time the task became ready), then `seq` (unique, breaks ties).
@@ -39,4 +39,80 @@ pub struct Entry {
     /// in memory holds entries in its backlog window (a B-tree node of 11 of them at least),
     /// which an inline route would make 40 bytes wider each.
     pub route: Option<Box<EntryRoute>>,
+}
+
+impl Entry {
+    /// `priority | ready_at | type len | type | id len | id | [fallback_at | identity]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(11 + self.task_type.len() + self.task_id.len());
+        v.push(self.priority);
+        v.extend_from_slice(&self.ready_at.to_be_bytes());
+        // Names are at most 200 bytes of ASCII, so one length byte is enough.
+        v.push(self.task_type.len() as u8);
+        v.extend_from_slice(self.task_type.as_bytes());
+        v.push(self.task_id.len() as u8);
+        v.extend_from_slice(self.task_id.as_bytes());
+        if let Some(r) = &self.route {
+            v.extend_from_slice(&r.fallback_at.unwrap_or(u64::MAX).to_be_bytes());
+            v.extend_from_slice(r.identity.as_bytes());
+        }
+        v
+    }
+
+    /// The inverse of [`Entry::encode`].
+    pub fn decode(raw: &[u8]) -> Option<Self> {
+        let priority = *raw.first()?;
+        let ready_at = u64::from_be_bytes(raw.get(1..9)?.try_into().ok()?);
+        let type_len = *raw.get(9)? as usize;
+        let task_type = std::str::from_utf8(raw.get(10..10 + type_len)?)
+            .ok()?
+            .into();
+        let id_at = 10 + type_len;
+        let id_len = *raw.get(id_at)? as usize;
+        let task_id = std::str::from_utf8(raw.get(id_at + 1..id_at + 1 + id_len)?)
+            .ok()?
+            .into();
+        let rest = &raw[id_at + 1 + id_len..];
+        let route = if rest.is_empty() {
+            None
+        } else {
+            let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            Some(Box::new(EntryRoute {
+                identity: std::str::from_utf8(&rest[8..]).ok()?.to_string(),
+                fallback_at: (at != u64::MAX).then_some(at),
+            }))
+        };
+        Some(Entry {
+            priority,
+            task_type,
+            task_id,
+            ready_at,
+            route,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let mut e = Entry {
+            priority: 2,
+            task_type: "send-email".into(),
+            task_id: "x".into(),
+            ready_at: 7,
+            route: None,
+        };
+        assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        for fallback_at in [None, Some(99)] {
+            e.route = Some(Box::new(EntryRoute {
+                identity: "host-3@4711 é".into(),
+                fallback_at,
+            }));
+            assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        }
+        assert_eq!(Entry::decode(&[1, 2]), None);
+    }
 }

@@ -25,6 +25,8 @@ pub mod commit;
 pub mod disk;
 pub mod health;
 mod index;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod record;
 pub mod sled_store;
 pub mod txn;
@@ -144,8 +146,16 @@ pub trait Store: Send + Sync + 'static {
     /// Makes everything durable now (shutdown, recovery).
     fn flush(&self) -> Result<()>;
 
-    /// Whether the store still acknowledges writes (see [`Health`]).
-    fn health(&self) -> &Arc<Health>;
+    /// `Ok` while writes can be acknowledged; else the 503 every write answers meanwhile
+    /// (sled: after a failed write or sync, for good; PostgreSQL: while it is unreachable).
+    fn writable(&self) -> Result<()>;
+
+    /// What failed for good, once something did (see [`Health`]).
+    fn failure(&self) -> Option<String>;
+
+    /// Resolves once the store failed for good and only a restart recovers it (sled, after a
+    /// failed write or sync); never for a store that recovers by itself.
+    fn failed(&self) -> BoxFuture<'_, ()>;
 
     /// One task record, its payload in place.
     fn task(&self, queue: &QueueKey, task_id: &str) -> Result<Option<TaskRecord>>;

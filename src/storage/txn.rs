@@ -60,6 +60,8 @@ pub enum Write {
     DeleteDead(QueueKey, u64, u64),
     /// Schedules the purge of a finished record at `.0`.
     Expiry(u64, QueueKey, String),
+    /// Drops a purge schedule (the purge ran).
+    DeleteExpiry(u64, QueueKey, String),
     /// Records a task's schedule-to-start deadline `.0`.
     Waiting(u64, QueueKey, String),
     /// Clears a task's schedule-to-start deadline.
@@ -171,6 +173,12 @@ impl Txn {
     pub fn put_expiry(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
         self.writes
             .push(Write::Expiry(at, queue.clone(), task_id.to_string()));
+    }
+
+    /// Drops the purge schedule of a record (the purge ran).
+    pub fn del_expiry(&mut self, at: u64, queue: &QueueKey, task_id: &str) {
+        self.writes
+            .push(Write::DeleteExpiry(at, queue.clone(), task_id.to_string()));
     }
 
     /// Records a task's schedule-to-start deadline.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod faults;
+pub mod postgres;
 
 /// The namespace most tests use.
 pub const NS: &str = "default";
@@ -83,10 +84,16 @@ impl TestServer {
         std::fs::create_dir_all(dir.path().join("data")).expect("create data dir");
         prepare(&dir.path().join("data"));
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // The backend is the harness's parameter; a test that names one keeps it.
+        if postgres::backend_is_postgres() && !env.iter().any(|(k, _)| k == "TASQ_STORAGE_BACKEND")
+        {
+            env.push(("TASQ_STORAGE_BACKEND".into(), "postgres".into()));
+            env.push(("TASQ_STORAGE_POSTGRES_URL".into(), postgres::new_database()));
+        }
         let (child, base) = spawn_server(dir.path(), &args, &env, 0);
         TestServer {
             dir,

@@ -70,6 +70,11 @@ pub(super) fn of(txn: Txn) -> Result<(Batch, u64)> {
                 .entry(keys::expiry_key(at, &queue, ""))
                 .or_default()
                 .push(task_id),
+            // The key of a group of records ending together names its first task (the purge
+            // of sled deletes the whole group by its key).
+            Write::DeleteExpiry(at, queue, task_id) => {
+                b.remove(Prefix::Expiry, &keys::expiry_key(at, &queue, &task_id))
+            }
             Write::Waiting(at, queue, task_id) => b.insert(
                 Prefix::Waiting,
                 &keys::expiry_key(at, &queue, &task_id),

@@ -1,4 +1,4 @@
-//! Key encoding for the sled trees, and how the index entries are encoded in them.
+//! Key encoding for the sled trees.
 //!
 //! Every per-queue key starts with the queue prefix `namespace \0 name \0 type-tag`. Names never
 //! contain `\0` and the tag is one byte, so no queue's prefix is a prefix of another's and a
@@ -6,7 +6,7 @@
 //! the ready index sorts in dispatch order (priority, order, sequence) and is read by range scan.
 
 use crate::model::{QueueKey, QueueType};
-use crate::storage::{Entry, EntryRoute, ReadyPos};
+use crate::storage::ReadyPos;
 
 /// The prefix shared by every key of one queue.
 pub fn queue_prefix(key: &QueueKey) -> Vec<u8> {
@@ -132,57 +132,6 @@ pub fn decode_expiry(raw: &[u8]) -> Option<(u64, QueueKey, String)> {
     Some((at, queue, String::from_utf8(rest.to_vec()).ok()?))
 }
 
-impl Entry {
-    /// `priority | ready_at | type len | type | id len | id | [fallback_at | identity]`.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(11 + self.task_type.len() + self.task_id.len());
-        v.push(self.priority);
-        v.extend_from_slice(&self.ready_at.to_be_bytes());
-        // Names are at most 200 bytes of ASCII, so one length byte is enough.
-        v.push(self.task_type.len() as u8);
-        v.extend_from_slice(self.task_type.as_bytes());
-        v.push(self.task_id.len() as u8);
-        v.extend_from_slice(self.task_id.as_bytes());
-        if let Some(r) = &self.route {
-            v.extend_from_slice(&r.fallback_at.unwrap_or(u64::MAX).to_be_bytes());
-            v.extend_from_slice(r.identity.as_bytes());
-        }
-        v
-    }
-
-    /// The inverse of [`Entry::encode`].
-    pub fn decode(raw: &[u8]) -> Option<Self> {
-        let priority = *raw.first()?;
-        let ready_at = u64::from_be_bytes(raw.get(1..9)?.try_into().ok()?);
-        let type_len = *raw.get(9)? as usize;
-        let task_type = std::str::from_utf8(raw.get(10..10 + type_len)?)
-            .ok()?
-            .into();
-        let id_at = 10 + type_len;
-        let id_len = *raw.get(id_at)? as usize;
-        let task_id = std::str::from_utf8(raw.get(id_at + 1..id_at + 1 + id_len)?)
-            .ok()?
-            .into();
-        let rest = &raw[id_at + 1 + id_len..];
-        let route = if rest.is_empty() {
-            None
-        } else {
-            let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-            Some(Box::new(EntryRoute {
-                identity: std::str::from_utf8(&rest[8..]).ok()?.to_string(),
-                fallback_at: (at != u64::MAX).then_some(at),
-            }))
-        };
-        Some(Entry {
-            priority,
-            task_type,
-            task_id,
-            ready_at,
-            route,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,26 +194,10 @@ mod tests {
     }
 
     #[test]
-    fn expiry_and_entry_round_trip() {
+    fn expiry_and_delayed_keys_round_trip() {
         let queue = q("n.s", "q:1");
         let k = expiry_key(42, &queue, "id-1");
         assert_eq!(decode_expiry(&k), Some((42, queue.clone(), "id-1".into())));
-        let mut e = Entry {
-            priority: 2,
-            task_type: "send-email".into(),
-            task_id: "x".into(),
-            ready_at: 7,
-            route: None,
-        };
-        assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
-        for fallback_at in [None, Some(99)] {
-            e.route = Some(Box::new(EntryRoute {
-                identity: "host-3@4711 é".into(),
-                fallback_at,
-            }));
-            assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
-        }
-        assert_eq!(Entry::decode(&[1, 2]), None);
         let (due, seq) =
             decode_delayed(&delayed_key(&queue, 5, 6)[queue_prefix(&queue).len()..]).unwrap();
         assert_eq!((due, seq), (5, 6));

@@ -224,8 +224,16 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn health(&self) -> &Arc<Health> {
-        &self.health
+    fn writable(&self) -> Result<()> {
+        self.health.check()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.health.failure().map(str::to_string)
+    }
+
+    fn failed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.health.failed())
     }
 
     /// Reads one task record.

@@ -1,0 +1,233 @@
+//! Connections to PostgreSQL, used from any thread: a few threads of ours, each with its own
+//! connection, run the jobs sent to them, and whether the database is reachable.
+//!
+//! The `postgres` client blocks on a runtime of its own, which panics on a thread that
+//! already drives one (the queue actors' threads do); a job handed to a thread of ours, its
+//! caller blocked on a plain channel meanwhile, does not.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+use prometheus::IntGauge;
+
+use crate::error::{Error, Result};
+
+/// How to connect.
+#[derive(Clone)]
+pub struct Settings {
+    /// The libpq URL.
+    pub url: String,
+    /// `statement_timeout` of every connection.
+    pub statement_timeout: Duration,
+}
+
+impl Settings {
+    /// A new connection.
+    pub fn connect(&self) -> Result<Client> {
+        let mut config: postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| Error::invalid(format!("not a PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("tasq").options(&format!(
+            "-c statement_timeout={}",
+            self.statement_timeout.as_millis()
+        ));
+        config.connect(NoTls).map_err(|e| unreachable(&e))
+    }
+}
+
+/// The 503 for a database that cannot be reached.
+pub fn unreachable(e: &postgres::Error) -> Error {
+    Error::Unavailable(format!("PostgreSQL is unreachable: {e}"))
+}
+
+/// What an error from a statement means: a lost connection, a server shutting down or
+/// starting, or one out of connections is `unavailable` (the caller may retry once it is
+/// back); anything else is an internal error.
+pub fn classify(e: &postgres::Error) -> Error {
+    let gone = match e.code() {
+        None => true,
+        Some(code) => {
+            let c = code.code();
+            // Class 08: connection exception; 57P01–57P03: shutdown, crash, starting up;
+            // 53300: too many connections.
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300")
+        }
+    };
+    if e.is_closed() || gone {
+        unreachable(e)
+    } else {
+        Error::Internal(format!("PostgreSQL: {e}"))
+    }
+}
+
+/// Whether the database answers: set down by any failed connection, up again by the next
+/// success. Mirrored in `tasq_storage_healthy`.
+pub struct Reachable {
+    up: AtomicBool,
+    why: Mutex<String>,
+    gauge: IntGauge,
+}
+
+impl Reachable {
+    /// Reachable, as start-up found it.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.set(1);
+        Reachable {
+            up: AtomicBool::new(true),
+            why: Mutex::new(String::new()),
+            gauge,
+        }
+    }
+
+    /// `Ok` while reachable; else the 503 writes answer.
+    pub fn check(&self) -> Result<()> {
+        if self.up.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let why = self.why.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Err(Error::Unavailable(format!(
+            "{why}; writes are refused until it is back"
+        )))
+    }
+
+    /// Whether it is reachable.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// It answered.
+    pub fn up(&self) {
+        if !self.up.swap(true, Ordering::AcqRel) {
+            log::info!("postgres: reachable again");
+        }
+        self.gauge.set(1);
+    }
+
+    /// It failed with `e`: an unreachable database is down; other errors change nothing.
+    pub fn saw(&self, e: &Error) {
+        if let Error::Unavailable(why) = e {
+            *self.why.lock().unwrap_or_else(|e| e.into_inner()) = why.clone();
+            if self.up.swap(false, Ordering::AcqRel) {
+                log::error!("postgres: {why}");
+            }
+            self.gauge.set(0);
+        }
+    }
+}
+
+/// A connection that is made again when it was lost.
+pub struct Conn {
+    client: Option<Client>,
+    settings: Settings,
+}
+
+impl Conn {
+    /// A connection made now.
+    pub fn open(settings: Settings) -> Result<Conn> {
+        Ok(Conn {
+            client: Some(settings.connect()?),
+            settings,
+        })
+    }
+
+    /// Runs `f`, connecting first if the connection was lost. A connection that breaks under
+    /// `f` (the server restarted since its last use) is made again and `f` runs once more:
+    /// the first statement after a restart must not fail for a socket that died meanwhile.
+    pub fn run<T>(
+        &mut self,
+        f: &dyn Fn(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let fresh = self.client.as_ref().is_none_or(Client::is_closed);
+        match self.try_run(f) {
+            Err(Error::Unavailable(_)) if !fresh => {
+                self.client = None;
+                self.try_run(f)
+            }
+            other => other,
+        }
+    }
+
+    fn try_run<T>(
+        &mut self,
+        f: &dyn Fn(&mut Client) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            self.client = Some(self.settings.connect()?);
+        }
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("PostgreSQL is unreachable".into()))?;
+        let result = f(client).map_err(|e| classify(&e));
+        if matches!(result, Err(Error::Unavailable(_))) {
+            self.client = None;
+        }
+        result
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+/// A pool of threads, each holding one connection.
+pub struct Pool {
+    tx: Mutex<mpsc::Sender<Job>>,
+    reachable: Arc<Reachable>,
+}
+
+impl Pool {
+    /// Starts `size` threads, each connected (start-up fails if one cannot connect).
+    pub fn start(settings: &Settings, size: usize, reachable: Arc<Reachable>) -> Result<Pool> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..size {
+            let mut conn = Conn::open(settings.clone())?;
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("tasq-pg-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    job(&mut conn);
+                })
+                .map_err(|e| Error::Internal(format!("starting a PostgreSQL thread: {e}")))?;
+        }
+        Ok(Pool {
+            tx: Mutex::new(tx),
+            reachable,
+        })
+    }
+
+    /// Runs `f` on a connection of the pool and answers its result, blocking meanwhile.
+    pub fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Client) -> std::result::Result<T, postgres::Error> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(conn.run(&f));
+        });
+        let gone = || Error::Unavailable("the PostgreSQL threads have stopped".into());
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| gone())?;
+        let result = answer.recv().map_err(|_| gone())?;
+        match &result {
+            Ok(_) => self.reachable.up(),
+            Err(e) => self.reachable.saw(e),
+        }
+        result
+    }
+}

@@ -1,0 +1,638 @@
+//! The PostgreSQL store (`storage.backend = "postgres"`): the same [`Store`] on a database
+//! that outlives the machine.
+//!
+//! - Tables (`schema`): one per key space of the sled store, keyed in the order a queue
+//!   reads; a task record is the bytes of [`record::encode`], as in sled.
+//! - Writes: [`Store::commit`] puts the transaction in `pending` and answers at once; the
+//!   group commit (one thread, one connection of its own) writes everything pending as one
+//!   database transaction (`write`: the last write of each row, one statement per table)
+//!   and answers every waiter when `COMMIT` returns. With `durability = "fsync"` that is
+//!   PostgreSQL's own durable commit (`synchronous_commit = on`); with `"relaxed"`, `off`.
+//! - Reads: a record or a queue's counters written but not yet committed come from
+//!   `pending`; everything else is read from the database, ranges once the writes applied
+//!   before them committed. Reads run on a pool of threads with a connection each (`conn`).
+//! - Losing the database: a commit that fails puts its transactions back, to be written
+//!   first once it is back; meanwhile every write answers 503 `unavailable`, `/readyz` 503 and
+//!   `tasq_storage_healthy` 0, and a watcher retries every second.
+
+mod conn;
+mod pending;
+mod schema;
+mod write;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::{
+    record, DueDelayed, Entry, GroupCommit, Page, QueueMeta, ReadyPos, Store, Txn, WriteSeq,
+};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::model::rate::RateLimit;
+use crate::model::{QueueKey, QueueType, TaskRecord};
+use conn::{Conn, Pool, Reachable, Settings};
+use pending::Pending;
+
+/// How a queue's key is stored: namespace, name, type tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Q(String, String, i16);
+
+impl Q {
+    fn of(k: &QueueKey) -> Q {
+        Q(
+            k.namespace().to_string(),
+            k.name().to_string(),
+            i16::from(k.queue_type().tag()),
+        )
+    }
+
+    fn key(&self) -> Option<QueueKey> {
+        let kind = QueueType::from_tag(u8::try_from(self.2).ok()?)?;
+        Some(QueueKey::new_unchecked(
+            self.0.clone(),
+            self.1.clone(),
+            kind,
+        ))
+    }
+}
+
+/// A `u64` as a `bigint` (instants in ms, sequences, passes: all far below `i64::MAX`).
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `bigint` read back.
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Sequence numbers taken from the database at once (the sequence steps by as many).
+const SEQ_BLOCK: u64 = 1000;
+
+/// Options of the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The libpq URL.
+    pub url: String,
+    /// Connections for reads.
+    pub pool_size: usize,
+    /// `statement_timeout`.
+    pub statement_timeout: Duration,
+    /// Wait for PostgreSQL's durable commit (`synchronous_commit = on`).
+    pub synchronous_commit: bool,
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    pending: Arc<Pending>,
+    commit: GroupCommit,
+    reachable: Arc<Reachable>,
+    /// The next sequence numbers, `(next, end)`, taken a block at a time.
+    seqs: Mutex<(u64, u64)>,
+    /// The watcher stops when the store is dropped.
+    stop: Arc<AtomicBool>,
+}
+
+impl PgStore {
+    /// Connects, migrates the schema, and starts the group commit and the pool. (On a thread
+    /// of its own: the blocking client must not be used on one that drives a runtime.)
+    pub fn open(opts: &PgOptions, metrics: Arc<Metrics>) -> Result<Arc<PgStore>> {
+        std::thread::scope(|s| {
+            s.spawn(|| Self::open_here(opts, metrics))
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("opening PostgreSQL panicked".into())))
+        })
+    }
+
+    fn open_here(opts: &PgOptions, metrics: Arc<Metrics>) -> Result<Arc<PgStore>> {
+        let settings = Settings {
+            url: opts.url.clone(),
+            statement_timeout: opts.statement_timeout,
+        };
+        let mut writer = Conn::open(settings.clone())?;
+        writer.run(&|c| Ok(schema::migrate(c)))??;
+        let reachable = Arc::new(Reachable::new(metrics.storage_healthy.clone()));
+        let pool = Pool::start(&settings, opts.pool_size, reachable.clone())?;
+        let pending = Arc::new(Pending::default());
+        let sync = group_commit(
+            writer,
+            opts.synchronous_commit,
+            pending.clone(),
+            reachable.clone(),
+        )?;
+        let store = Arc::new(PgStore {
+            pool,
+            pending,
+            commit: GroupCommit::start(true, metrics, sync),
+            reachable,
+            seqs: Mutex::new((0, 0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        });
+        watch(Arc::downgrade(&store), store.stop.clone());
+        Ok(store)
+    }
+
+    /// Waits until every write applied so far is committed: what a read of a range must see.
+    fn settled(&self) -> Result<()> {
+        self.commit.wait_durable(self.commit.latest())
+    }
+
+    /// A record as stored: decoded, its payload put back when it is kept apart.
+    fn decode(
+        queue: &QueueKey,
+        task_id: &str,
+        raw: &[u8],
+        payload: Option<String>,
+    ) -> Result<TaskRecord> {
+        let mut rec = record::decode(raw)
+            .map_err(|e| Error::Internal(format!("corrupt task record {queue}/{task_id}: {e}")))?;
+        if rec.payload_apart {
+            let text = payload.ok_or_else(|| {
+                Error::Internal(format!("the payload of {queue}/{task_id} is missing"))
+            })?;
+            rec.payload = serde_json::value::RawValue::from_string(text).map_err(|_| {
+                Error::Internal(format!("the payload of {queue}/{task_id} is damaged"))
+            })?;
+        }
+        Ok(rec)
+    }
+
+    /// The payload kept apart of a record, from the database.
+    fn stored_payload(&self, queue: &QueueKey, task_id: &str) -> Result<Option<String>> {
+        let (q, id) = (Q::of(queue), task_id.to_string());
+        self.pool.run(move |c| {
+            let row = c.query_opt(
+                "SELECT payload FROM tasq_payloads \
+                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3 AND task_id = $4",
+                &[&q.0, &q.1, &q.2, &id],
+            )?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    /// Rows of queues and their counters, from a `SELECT namespace, queue, queue_type,
+    /// ready, delayed, in_flight, dead, max_tasks_per_second, burst`.
+    fn queue_rows(rows: Vec<postgres::Row>) -> Vec<(QueueKey, QueueMeta)> {
+        rows.into_iter()
+            .filter_map(|r| {
+                let key = Q(r.get(0), r.get(1), r.get(2)).key()?;
+                let rate: Option<f64> = r.get(7);
+                let burst: Option<i64> = r.get(8);
+                let meta = QueueMeta {
+                    ready: u64_of(r.get(3)),
+                    delayed: u64_of(r.get(4)),
+                    in_flight: u64_of(r.get(5)),
+                    dead: u64_of(r.get(6)),
+                    rate_limit: rate.map(|max_tasks_per_second| RateLimit {
+                        max_tasks_per_second,
+                        burst: burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(1),
+                    }),
+                };
+                Some((key, meta))
+            })
+            .collect()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// The group commit's sync: writes every pending transaction in one database transaction.
+fn group_commit(
+    mut conn: Conn,
+    synchronous_commit: bool,
+    pending: Arc<Pending>,
+    reachable: Arc<Reachable>,
+) -> Result<Box<dyn Fn() -> Result<()> + Send>> {
+    let setting = if synchronous_commit { "on" } else { "off" };
+    let set = format!("SET synchronous_commit = {setting}");
+    conn.run(&|c| c.batch_execute(&set))?;
+    let conn = Mutex::new(conn);
+    Ok(Box::new(move || {
+        let taken = pending.take();
+        if taken.txns.is_empty() {
+            return Ok(());
+        }
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        // A connection made again runs the `SET` first; a transaction that failed is rolled
+        // back by PostgreSQL, so running it again is safe.
+        let result = conn.run(&|c| {
+            c.batch_execute(&set)?;
+            write::Rows::of(taken.txns.iter().map(|(_, w)| w)).write(c)
+        });
+        match result {
+            Ok(()) => {
+                pending.committed(taken.upto);
+                reachable.up();
+                Ok(())
+            }
+            Err(e) => {
+                // Not committed: written first on the next try, once the database is back.
+                pending.put_back(taken);
+                reachable.saw(&e);
+                Err(e)
+            }
+        }
+    }))
+}
+
+/// While the database is unreachable, tries every second to commit what is pending (the
+/// group commit reconnects), so that tasq carries on by itself once it is back.
+fn watch(store: std::sync::Weak<PgStore>, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("tasq-pg-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(store) = store.upgrade() else { return };
+            if store.reachable.is_up() {
+                continue;
+            }
+            let probe = store.pool.run(|c| c.simple_query("SELECT 1").map(|_| ()));
+            if probe.is_ok() && !store.pending.is_empty() {
+                let _ = store.settled();
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("postgres: cannot start the watcher: {e}");
+    }
+}
+
+impl Store for PgStore {
+    /// The database guards its own disk; a full one fails the commit (503).
+    fn admit(&self, _bytes: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn next_seq(&self) -> Result<u64> {
+        let mut seqs = self.seqs.lock().unwrap_or_else(|e| e.into_inner());
+        if seqs.0 >= seqs.1 {
+            let start: i64 = self.pool.run(|c| {
+                c.query_one("SELECT nextval('tasq_seq')", &[])
+                    .map(|r| r.get(0))
+            })?;
+            let start = u64_of(start);
+            *seqs = (start, start + SEQ_BLOCK);
+        }
+        let n = seqs.0;
+        seqs.0 += 1;
+        Ok(n)
+    }
+
+    fn commit(&self, txn: Txn) -> Result<()> {
+        self.reachable.check()?;
+        if txn.is_empty() {
+            return Ok(());
+        }
+        self.pending.push(txn.into_writes());
+        self.commit.applied();
+        Ok(())
+    }
+
+    fn latest_write(&self) -> WriteSeq {
+        self.commit.latest()
+    }
+
+    fn durable_since(&self, write: WriteSeq) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.commit.durable_since(write))
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.settled()
+    }
+
+    fn writable(&self) -> Result<()> {
+        self.reachable.check()
+    }
+
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// A lost database comes back by itself: nothing here needs a restart.
+    fn failed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+
+    fn task(&self, queue: &QueueKey, task_id: &str) -> Result<Option<TaskRecord>> {
+        if let Some(p) = self.pending.task(queue, task_id) {
+            let Some(raw) = p.record else {
+                return Ok(None);
+            };
+            let payload = match p.payload {
+                Some(text) => Some(text),
+                None => self.stored_payload(queue, task_id)?,
+            };
+            return Self::decode(queue, task_id, &raw, payload).map(Some);
+        }
+        let (q, id) = (Q::of(queue), task_id.to_string());
+        let row = self.pool.run(move |c| {
+            c.query_opt(
+                "SELECT t.record, p.payload FROM tasq_tasks t LEFT JOIN tasq_payloads p \
+                 USING (namespace, queue, queue_type, task_id) \
+                 WHERE t.namespace = $1 AND t.queue = $2 AND t.queue_type = $3 \
+                 AND t.task_id = $4",
+                &[&q.0, &q.1, &q.2, &id],
+            )
+        })?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let raw: Vec<u8> = r.get(0);
+                Self::decode(queue, task_id, &raw, r.get(1)).map(Some)
+            }
+        }
+    }
+
+    fn meta(&self, queue: &QueueKey) -> Result<Option<QueueMeta>> {
+        if let Some(m) = self.pending.meta(queue) {
+            return Ok(Some(m));
+        }
+        let q = Q::of(queue);
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT namespace, queue, queue_type, ready, delayed, in_flight, dead, \
+                 max_tasks_per_second, burst FROM tasq_queues \
+                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3",
+                &[&q.0, &q.1, &q.2],
+            )
+        })?;
+        Ok(Self::queue_rows(rows).pop().map(|(_, m)| m))
+    }
+
+    fn scan_ready(
+        &self,
+        queue: &QueueKey,
+        after: Option<ReadyPos>,
+        limit: usize,
+    ) -> Result<Vec<(ReadyPos, Entry)>> {
+        self.settled()?;
+        let q = Q::of(queue);
+        let (p, o, s) = after.map_or((-1i16, i64::MIN, i64::MIN), |a| {
+            (a.priority as i16, i64_of(a.order), i64_of(a.seq))
+        });
+        let limit = i64_of(limit as u64);
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT priority, pass, seq, entry FROM tasq_ready \
+                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3 \
+                 AND (priority, pass, seq) > ($4, $5, $6) \
+                 ORDER BY priority, pass, seq LIMIT $7",
+                &[&q.0, &q.1, &q.2, &p, &o, &s, &limit],
+            )
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let pos = ReadyPos {
+                priority: u8::try_from(r.get::<_, i16>(0)).unwrap_or(u8::MAX),
+                order: u64_of(r.get(1)),
+                seq: u64_of(r.get(2)),
+            };
+            match Entry::decode(r.get(3)) {
+                Some(e) => out.push((pos, e)),
+                None => log::error!("skipping a corrupt ready entry in {queue}"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn due_delayed(&self, queue: &QueueKey, now: u64, limit: usize) -> Result<DueDelayed> {
+        self.settled()?;
+        let q = Q::of(queue);
+        let fetch = i64_of(limit as u64 + 1);
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT due, seq, entry FROM tasq_delayed \
+                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3 \
+                 ORDER BY due, seq LIMIT $4",
+                &[&q.0, &q.1, &q.2, &fetch],
+            )
+        })?;
+        let mut due = Vec::new();
+        for r in rows {
+            let at = u64_of(r.get(0));
+            if at > now || due.len() >= limit {
+                return Ok((due, Some(at)));
+            }
+            if let Some(e) = Entry::decode(r.get(2)) {
+                due.push((at, u64_of(r.get(1)), e));
+            }
+        }
+        Ok((due, None))
+    }
+
+    fn due_waiting(&self, now: u64, limit: usize) -> Result<Vec<(QueueKey, String)>> {
+        self.settled()?;
+        let (now, limit) = (i64_of(now), i64_of(limit as u64));
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT namespace, queue, queue_type, task_id FROM tasq_waiting \
+                 WHERE deadline <= $1 ORDER BY deadline LIMIT $2",
+                &[&now, &limit],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((Q(r.get(0), r.get(1), r.get(2)).key()?, r.get(3))))
+            .collect())
+    }
+
+    fn dead_letters(
+        &self,
+        queue: &QueueKey,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<String>> {
+        self.settled()?;
+        let (at, seq) = match before {
+            None => (i64::MAX, i64::MAX),
+            Some(b) => decode_dead_token(b)?,
+        };
+        let q = Q::of(queue);
+        let fetch = i64_of(limit as u64 + 1);
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT died_at, seq, task_id FROM tasq_dead \
+                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3 \
+                 AND (died_at, seq) < ($4, $5) ORDER BY died_at DESC, seq DESC LIMIT $6",
+                &[&q.0, &q.1, &q.2, &at, &seq, &fetch],
+            )
+        })?;
+        let more = rows.len() > limit;
+        let mut ids = Vec::new();
+        let mut last = None;
+        for r in rows.into_iter().take(limit) {
+            let (at, seq): (i64, i64) = (r.get(0), r.get(1));
+            last = Some([at.to_be_bytes(), seq.to_be_bytes()].concat());
+            ids.push(r.get(2));
+        }
+        Ok((ids, if more { last } else { None }))
+    }
+
+    fn in_flight_records(&self, queue: &QueueKey) -> Result<Vec<TaskRecord>> {
+        self.settled()?;
+        let q = Q::of(queue);
+        let ids: Vec<String> = self.pool.run(move |c| {
+            let rows = c.query(
+                "SELECT task_id FROM tasq_in_flight \
+                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3",
+                &[&q.0, &q.1, &q.2],
+            )?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(rec) = self.task(queue, &id)? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    fn leased_tasks(&self) -> Result<Vec<(QueueKey, String)>> {
+        self.settled()?;
+        let rows = self.pool.run(|c| {
+            c.query(
+                "SELECT namespace, queue, queue_type, task_id FROM tasq_in_flight",
+                &[],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((Q(r.get(0), r.get(1), r.get(2)).key()?, r.get(3))))
+            .collect())
+    }
+
+    fn list_queues(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<(QueueKey, QueueMeta)>> {
+        self.settled()?;
+        let (name, kind) = match after {
+            None => (String::new(), -1i16),
+            Some(a) => decode_queue_token(namespace, a)?,
+        };
+        let ns = namespace.to_string();
+        let fetch = i64_of(limit as u64 + 1);
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT namespace, queue, queue_type, ready, delayed, in_flight, dead, \
+                 max_tasks_per_second, burst FROM tasq_queues \
+                 WHERE namespace = $1 AND (queue, queue_type) > ($2, $3) \
+                 ORDER BY queue, queue_type LIMIT $4",
+                &[&ns, &name, &kind, &fetch],
+            )
+        })?;
+        let mut page = Self::queue_rows(rows);
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|(k, _)| queue_token(k))
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+
+    fn queues_holding_tasks(&self, limit: usize) -> Result<Vec<(QueueKey, QueueMeta)>> {
+        self.settled()?;
+        let limit = i64_of(limit as u64);
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT namespace, queue, queue_type, ready, delayed, in_flight, dead, \
+                 max_tasks_per_second, burst FROM tasq_queues \
+                 WHERE ready + delayed + in_flight + dead > 0 \
+                 ORDER BY namespace, queue, queue_type LIMIT $1",
+                &[&limit],
+            )
+        })?;
+        Ok(Self::queue_rows(rows))
+    }
+
+    fn purge_expired(&self, now: u64, limit: usize) -> Result<usize> {
+        self.settled()?;
+        let (before, fetch) = (i64_of(now), i64_of(limit as u64));
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT expires_at, namespace, queue, queue_type, task_id FROM tasq_expiry \
+                 WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2",
+                &[&before, &fetch],
+            )
+        })?;
+        let mut txn = Txn::default();
+        let mut n = 0;
+        for r in rows {
+            let at = u64_of(r.get(0));
+            let Some(queue) = Q(r.get(1), r.get(2), r.get(3)).key() else {
+                continue;
+            };
+            let task_id: String = r.get(4);
+            txn.del_expiry(at, &queue, &task_id);
+            // A record that changed since (redriven, re-added) is not finished any more.
+            if let Some(rec) = self.task(&queue, &task_id)? {
+                if rec.state.is_terminal() && !rec.state.is_dead_letter() {
+                    txn.delete_task(&queue, &task_id);
+                    n += 1;
+                }
+            }
+        }
+        if !txn.is_empty() {
+            self.commit(txn)?;
+            self.settled()?;
+        }
+        Ok(n)
+    }
+
+    fn task_count(&self) -> usize {
+        if self.settled().is_err() {
+            return 0;
+        }
+        self.pool
+            .run(|c| c.query_one("SELECT count(*) FROM tasq_tasks", &[]))
+            .map_or(0, |r| usize::try_from(r.get::<_, i64>(0)).unwrap_or(0))
+    }
+}
+
+/// The page token after `key`: `name \0 type tag`, as the list's order.
+fn queue_token(key: &QueueKey) -> Vec<u8> {
+    let mut t = key.name().as_bytes().to_vec();
+    t.push(0);
+    t.push(key.queue_type().tag());
+    t
+}
+
+fn decode_queue_token(namespace: &str, token: &[u8]) -> Result<(String, i16)> {
+    let bad = || {
+        Error::invalid(format!(
+            "page_token is not one this server gave for namespace {namespace:?}"
+        ))
+    };
+    let (tag, name) = token.split_last().ok_or_else(bad)?;
+    let name = name.strip_suffix(&[0]).ok_or_else(bad)?;
+    let name = std::str::from_utf8(name).map_err(|_| bad())?;
+    QueueType::from_tag(*tag).ok_or_else(bad)?;
+    Ok((name.to_string(), i16::from(*tag)))
+}
+
+fn decode_dead_token(token: &[u8]) -> Result<(i64, i64)> {
+    let bad = || Error::invalid("page_token is not one this server gave");
+    let at = token.get(..8).ok_or_else(bad)?;
+    let seq = token.get(8..16).ok_or_else(bad)?;
+    if token.len() != 16 {
+        return Err(bad());
+    }
+    Ok((
+        i64::from_be_bytes(at.try_into().map_err(|_| bad())?),
+        i64::from_be_bytes(seq.try_into().map_err(|_| bad())?),
+    ))
+}

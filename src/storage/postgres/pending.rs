@@ -1,0 +1,157 @@
+//! Writes applied but not yet committed to PostgreSQL.
+//!
+//! [`super::PgStore::commit`] puts a transaction here and answers at once, as sled's
+//! `apply_batch` does; the group commit takes everything here into one database transaction.
+//! Until that commits, the records and counters it writes are read from here (a queue reads a
+//! record right after writing it), and reads of ranges first wait for it to commit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use crate::model::QueueKey;
+use crate::storage::txn::Write;
+use crate::storage::QueueMeta;
+
+/// A record (and its payload kept apart) as a write left it: `None` deleted.
+#[derive(Clone)]
+pub struct PendingTask {
+    /// The encoded record.
+    pub record: Option<Vec<u8>>,
+    /// The payload kept apart (`None` when there is none).
+    pub payload: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Transactions in the order applied, each with its number.
+    txns: VecDeque<(u64, Vec<Write>)>,
+    next: u64,
+    /// The latest write of each record, and the transaction that made it.
+    tasks: HashMap<(QueueKey, String), (u64, PendingTask)>,
+    /// The latest counters of each queue, and the transaction that wrote them.
+    metas: HashMap<QueueKey, (u64, QueueMeta)>,
+}
+
+/// The writes applied and not yet committed.
+#[derive(Default)]
+pub struct Pending {
+    inner: Mutex<Inner>,
+}
+
+/// Transactions taken for one commit, and the number of the last.
+pub struct Taken {
+    /// The transactions, in order.
+    pub txns: Vec<(u64, Vec<Write>)>,
+    /// The number of the last one.
+    pub upto: u64,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a transaction; reads see it from now on.
+    pub fn push(&self, writes: Vec<Write>) {
+        let mut inner = self.lock();
+        inner.next += 1;
+        let n = inner.next;
+        for w in &writes {
+            match w {
+                Write::Task {
+                    queue,
+                    task_id,
+                    record,
+                } => {
+                    let key = (queue.clone(), task_id.clone());
+                    let payload = inner.tasks.get(&key).and_then(|(_, t)| t.payload.clone());
+                    let task = PendingTask {
+                        record: Some(record.clone()),
+                        payload,
+                    };
+                    inner.tasks.insert(key, (n, task));
+                }
+                Write::Payload {
+                    queue,
+                    task_id,
+                    text,
+                } => {
+                    let key = (queue.clone(), task_id.clone());
+                    let entry = inner.tasks.entry(key).or_insert((
+                        n,
+                        PendingTask {
+                            record: None,
+                            payload: None,
+                        },
+                    ));
+                    entry.0 = n;
+                    entry.1.payload = Some(text.clone());
+                }
+                Write::DeletePayload { queue, task_id } => {
+                    if let Some(entry) = inner.tasks.get_mut(&(queue.clone(), task_id.clone())) {
+                        entry.0 = n;
+                        entry.1.payload = None;
+                    }
+                }
+                Write::DeleteTask { queue, task_id } => {
+                    let task = PendingTask {
+                        record: None,
+                        payload: None,
+                    };
+                    inner
+                        .tasks
+                        .insert((queue.clone(), task_id.clone()), (n, task));
+                }
+                Write::Meta(queue, meta) => {
+                    inner.metas.insert(queue.clone(), (n, *meta));
+                }
+                _ => {}
+            }
+        }
+        inner.txns.push_back((n, writes));
+    }
+
+    /// The latest pending write of a record: `Some(None)` when it was deleted, `None` when
+    /// nothing pending touches it.
+    pub fn task(&self, queue: &QueueKey, task_id: &str) -> Option<PendingTask> {
+        let inner = self.lock();
+        inner
+            .tasks
+            .get(&(queue.clone(), task_id.to_string()))
+            .map(|(_, t)| t.clone())
+    }
+
+    /// The latest pending counters of a queue.
+    pub fn meta(&self, queue: &QueueKey) -> Option<QueueMeta> {
+        self.lock().metas.get(queue).map(|(_, m)| *m)
+    }
+
+    /// Takes every transaction pending, for one commit.
+    pub fn take(&self) -> Taken {
+        let mut inner = self.lock();
+        let txns: Vec<_> = inner.txns.drain(..).collect();
+        let upto = txns.last().map_or(0, |(n, _)| *n);
+        Taken { txns, upto }
+    }
+
+    /// The transactions taken committed: what they wrote is read from the database now,
+    /// unless a later transaction wrote it again.
+    pub fn committed(&self, upto: u64) {
+        let mut inner = self.lock();
+        inner.tasks.retain(|_, (n, _)| *n > upto);
+        inner.metas.retain(|_, (n, _)| *n > upto);
+    }
+
+    /// The transactions taken did not commit: they go back first, to be committed next time.
+    pub fn put_back(&self, taken: Taken) {
+        let mut inner = self.lock();
+        for txn in taken.txns.into_iter().rev() {
+            inner.txns.push_front(txn);
+        }
+    }
+
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.lock().txns.is_empty()
+    }
+}

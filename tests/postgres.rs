@@ -252,3 +252,145 @@ fn an_immediate_postgres_restart_under_load_loses_nothing_and_runs_nothing_twice
     let dup: Vec<_> = completed.iter().filter(|id| !seen.insert(*id)).collect();
     assert!(dup.is_empty(), "completed twice: {dup:?}");
 }
+
+/// Runs `tasq store copy --from FROM --to TO`: its exit code and output.
+fn store_copy(from: &str, to: &str) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasq"))
+        .args(["store", "copy", "--from", from, "--to", to])
+        .output()
+        .expect("run tasq store copy");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Stops a server with SIGTERM (it flushes) and waits for it.
+fn stop(s: &mut TestServer) {
+    s.terminate();
+    assert!(
+        s.wait_exit(Duration::from_secs(30)).is_some(),
+        "the server did not stop"
+    );
+}
+
+/// What a store copy must carry: ready tasks (one with a payload kept apart), delayed ones,
+/// a dead letter, a completed task, a queue's dispatch limit.
+fn fill(s: &TestServer, queue: &str) -> String {
+    let big = "x".repeat(5000);
+    for i in 0..5 {
+        add_task(
+            s,
+            queue,
+            json!({"task_type": "t", "task_id": format!("r{i}"), "payload": {"i": i}}),
+        );
+    }
+    add_task(
+        s,
+        queue,
+        json!({"task_type": "t", "task_id": "big", "payload": {"big": big}}),
+    );
+    for i in 0..2 {
+        add_task(
+            s,
+            queue,
+            json!({"task_type": "t", "task_id": format!("d{i}"), "delay_ms": 3_600_000}),
+        );
+    }
+    add_task(
+        s,
+        queue,
+        json!({"task_type": "t", "task_id": "dead", "retry": {"max_attempts": 1}, "priority": 1}),
+    );
+    add_task(
+        s,
+        queue,
+        json!({"task_type": "t", "task_id": "done", "priority": 1}),
+    );
+    for t in poll_tasks(
+        s,
+        queue,
+        json!({"identity": "w", "max_tasks": 2, "wait_ms": 0}),
+    ) {
+        let lease = lease_of(&t);
+        if t["task_id"] == "dead" {
+            assert_eq!(fail(s, &lease, json!({"error": {"message": "no"}})).0, 200);
+        } else {
+            assert_eq!(complete(s, &lease, json!({"ok": true})).0, 200);
+        }
+    }
+    let (status, _) = put(
+        &s.url(&format!("{queue}/config")),
+        &json!({"max_tasks_per_second": 50, "burst": 7}),
+    );
+    assert_eq!(status, 200);
+    big
+}
+
+/// The queue as [`fill`] left it, on whatever store `s` runs.
+fn check_filled(s: &TestServer, queue: &str, name: &str, big: &str) {
+    let st = stats(s, NS, name, A);
+    assert_eq!(stat_u64(&st, "backlog_count"), 6, "{st}");
+    assert_eq!(stat_u64(&st, "delayed_count"), 2, "{st}");
+    assert_eq!(stat_u64(&st, "dead_letter_count"), 1, "{st}");
+    assert_eq!(st["rate_limit"]["burst"], 7, "{st}");
+    assert_eq!(status_of(s, queue, "done")["state"], "completed");
+    assert_eq!(status_of(s, queue, "dead")["state"], "failed");
+    let tasks = poll_tasks(
+        s,
+        queue,
+        json!({"identity": "w", "max_tasks": 10, "wait_ms": 0}),
+    );
+    let ids: BTreeSet<String> = tasks
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let want: BTreeSet<String> = ["r0", "r1", "r2", "r3", "r4", "big"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(ids, want);
+    let big_task = tasks.iter().find(|t| t["task_id"] == "big").expect("big");
+    assert_eq!(big_task["payload"]["big"].as_str(), Some(big));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run by .ci/postgres"]
+fn store_copy_moves_a_sled_store_to_postgres_and_back() {
+    let cluster = Cluster::start();
+    let url = cluster.new_database();
+    let name = "copied";
+    let queue = q(NS, name, A);
+    let mut sled = TestServer::start_with(&[], &[("TASQ_STORAGE_BACKEND", "sled")]);
+    let big = fill(&sled, &queue);
+    stop(&mut sled);
+    let from = format!("sled:{}", sled.data_dir().display());
+
+    let (code, out) = store_copy(&from, &url);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copied 10 task records"), "{out}");
+    let env = on(&url);
+    let mut pg = TestServer::start_with(&[], &env_of(&env));
+    check_filled(&pg, &queue, name, &big);
+    stop(&mut pg);
+
+    // A target that holds anything is refused, and keeps what it had.
+    let (code, out) = store_copy(&from, &url);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("not empty"), "{out}");
+
+    // And back, into the empty store of a new sled server. (The tasks leased by
+    // check_filled's poll were in flight when the server stopped: they come back ready, as
+    // after any restart.)
+    let mut sled_again = TestServer::start_with(&[], &[("TASQ_STORAGE_BACKEND", "sled")]);
+    stop(&mut sled_again);
+    let to = format!("sled:{}", sled_again.data_dir().display());
+    let (code, out) = store_copy(&url, &to);
+    assert_eq!(code, 0, "{out}");
+    sled_again.restart();
+    check_filled(&sled_again, &queue, name, &big);
+}

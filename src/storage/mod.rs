@@ -22,6 +22,7 @@
 //! task record is stored as the bytes of [`record::encode`].
 
 pub mod commit;
+pub mod copy;
 pub mod disk;
 pub mod health;
 mod index;
@@ -210,6 +211,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of task records stored (tests and diagnostics).
     fn task_count(&self) -> usize;
+
+    /// True when the store holds nothing: no task, no queue.
+    fn is_empty(&self) -> Result<bool>;
+
+    /// Everything the store holds, as transactions of at most about `batch` writes handed
+    /// to `sink` in turn (`tasq store copy`). The store must not change meanwhile.
+    fn export(&self, batch: usize, sink: &mut dyn FnMut(Txn) -> Result<()>) -> Result<()>;
+
+    /// Makes every later [`Store::next_seq`] larger than `seq` (after a copy into it).
+    fn reserve_seq(&self, seq: u64) -> Result<()>;
 
     /// A queue no actor holds, as an operator sees it at `now`: its backlog counts the
     /// delayed tasks already due (an actor would make them ready the moment it loaded), and

@@ -87,6 +87,16 @@ impl Txn {
         self.writes.is_empty()
     }
 
+    /// How many writes it holds.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Adds a write as it is (a copy of a store replays them).
+    pub fn push(&mut self, write: Write) {
+        self.writes.push(write);
+    }
+
     /// Stores a task record.
     pub fn put_task(&mut self, queue: &QueueKey, rec: &TaskRecord) {
         self.writes.push(Write::Task {

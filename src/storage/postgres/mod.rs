@@ -16,6 +16,7 @@
 //!   `tasq_storage_healthy` 0, and a watcher retries every second.
 
 mod conn;
+mod export;
 mod pending;
 mod schema;
 mod write;
@@ -591,6 +592,36 @@ impl Store for PgStore {
             self.settled()?;
         }
         Ok(n)
+    }
+
+    fn is_empty(&self) -> Result<bool> {
+        self.settled()?;
+        self.pool.run(|c| {
+            let row = c.query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM tasq_tasks) \
+                 AND NOT EXISTS (SELECT 1 FROM tasq_queues)",
+                &[],
+            )?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn export(&self, batch: usize, sink: &mut dyn FnMut(Txn) -> Result<()>) -> Result<()> {
+        self.settled()?;
+        export::run(&self.pool, batch, sink)
+    }
+
+    fn reserve_seq(&self, seq: u64) -> Result<()> {
+        let seq = i64_of(seq);
+        self.pool.run(move |c| {
+            c.execute(
+                "SELECT setval('tasq_seq', GREATEST($1, (SELECT last_value FROM tasq_seq)))",
+                &[&seq],
+            )
+        })?;
+        // Blocks taken before start past the new value.
+        *self.seqs.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
+        Ok(())
     }
 
     fn task_count(&self) -> usize {

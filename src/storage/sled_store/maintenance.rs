@@ -5,6 +5,7 @@
 use std::ops::Bound;
 
 use super::*;
+use crate::storage::txn::Write;
 
 impl SledStore {
     /// Queues of a namespace with their counters, in name order, after `after` (a queue prefix).
@@ -107,6 +108,109 @@ impl SledStore {
         }
         Ok(n)
     }
+}
+
+impl SledStore {
+    /// Every key of the store as domain writes, `batch` at a time (`tasq store copy`).
+    pub(super) fn export_all(
+        &self,
+        batch: usize,
+        sink: &mut dyn FnMut(Txn) -> Result<()>,
+    ) -> Result<()> {
+        let mut txn = Txn::default();
+        for item in self.tree.iter() {
+            let (key, value) = item?;
+            let Some((&space, rest)) = key.split_first() else {
+                continue;
+            };
+            for w in writes_of(space, rest, &value)? {
+                txn.push(w);
+            }
+            if txn.len() >= batch {
+                sink(std::mem::take(&mut txn))?;
+            }
+        }
+        if !txn.is_empty() {
+            sink(txn)?;
+        }
+        Ok(())
+    }
+}
+
+/// The domain writes that put back one key of the space `space` (its key without the space
+/// byte, and its value).
+fn writes_of(space: u8, key: &[u8], value: &[u8]) -> Result<Vec<Write>> {
+    let damaged = || {
+        Error::Internal(format!(
+            "a key of space {:?} does not decode",
+            space as char
+        ))
+    };
+    fn queue_and(key: &[u8]) -> Result<(QueueKey, &[u8])> {
+        keys::split_queue(key)
+            .ok_or_else(|| Error::Internal("a key does not name its queue".into()))
+    }
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| damaged());
+    let w = match space {
+        s if s == Prefix::Tasks as u8 => {
+            let (queue, id) = queue_and(key)?;
+            vec![Write::Task {
+                queue,
+                task_id: text(id)?,
+                record: value.to_vec(),
+            }]
+        }
+        s if s == Prefix::Payloads as u8 => {
+            let (queue, id) = queue_and(key)?;
+            vec![Write::Payload {
+                queue,
+                task_id: text(id)?,
+                text: text(value)?,
+            }]
+        }
+        s if s == Prefix::Ready as u8 => {
+            let (queue, rest) = queue_and(key)?;
+            let pos = ReadyPos::decode(rest).ok_or_else(damaged)?;
+            vec![Write::Ready(
+                queue,
+                pos,
+                Entry::decode(value).ok_or_else(damaged)?,
+            )]
+        }
+        s if s == Prefix::Delayed as u8 => {
+            let (queue, rest) = queue_and(key)?;
+            let (due, seq) = keys::decode_delayed(rest).ok_or_else(damaged)?;
+            let entry = Entry::decode(value).ok_or_else(damaged)?;
+            vec![Write::Delayed(queue, due, seq, entry)]
+        }
+        s if s == Prefix::Inflight as u8 => {
+            let (queue, id) = queue_and(key)?;
+            vec![Write::InFlight(queue, text(id)?)]
+        }
+        s if s == Prefix::Dead as u8 => {
+            let (queue, rest) = queue_and(key)?;
+            let (at, seq) = keys::decode_delayed(rest).ok_or_else(damaged)?;
+            vec![Write::Dead(queue, at, seq, text(value)?)]
+        }
+        s if s == Prefix::Expiry as u8 => {
+            let (at, queue, first) = keys::decode_expiry(key).ok_or_else(damaged)?;
+            std::iter::once(first.as_str())
+                .chain(keys::expiry_ids(value))
+                .map(|id| Write::Expiry(at, queue.clone(), id.to_string()))
+                .collect()
+        }
+        s if s == Prefix::Waiting as u8 => {
+            let (at, queue, id) = keys::decode_expiry(key).ok_or_else(damaged)?;
+            vec![Write::Waiting(at, queue, id)]
+        }
+        s if s == Prefix::Queues as u8 => {
+            let (queue, _) = queue_and(key)?;
+            let meta: QueueMeta = serde_json::from_slice(value).map_err(|_| damaged())?;
+            vec![Write::Meta(queue, meta)]
+        }
+        _ => Vec::new(),
+    };
+    Ok(w)
 }
 
 impl disk::Measure for SledStore {

@@ -411,6 +411,21 @@ impl Store for SledStore {
     fn purge_expired(&self, now: u64, limit: usize) -> Result<usize> {
         self.purge(now, limit)
     }
+
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.tree.is_empty())
+    }
+
+    fn export(&self, batch: usize, sink: &mut dyn FnMut(Txn) -> Result<()>) -> Result<()> {
+        self.export_all(batch, sink)
+    }
+
+    /// sled's ids cannot be set: they are drawn until past `seq` (a copy's largest; its id
+    /// generator hands out about a million a second).
+    fn reserve_seq(&self, seq: u64) -> Result<()> {
+        while self.db.generate_id()? <= seq {}
+        Ok(())
+    }
 }
 
 /// Opens sled in `dir`. A damaged file can make sled panic while it recovers: that is caught

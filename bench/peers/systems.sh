@@ -10,6 +10,8 @@
 #             confirms, manual acks); server defaults otherwise.
 #   NATS: JetStream file storage under -sd; the server's own periodic sync (2.9.10 has no
 #         sync_interval setting).
+#   tasq on PostgreSQL: Debian's PostgreSQL with its default settings (fsync and
+#         synchronous_commit on), a cluster of its own on loopback; tasq's default durability.
 
 REDIS_PORT=${REDIS_PORT:-26379}
 RABBIT_PORT=${RABBIT_PORT:-25672}
@@ -17,6 +19,7 @@ RABBIT_DIST_PORT=${RABBIT_DIST_PORT:-25673}
 RABBIT_EPMD_PORT=${RABBIT_EPMD_PORT:-24369}
 NATS_PORT=${NATS_PORT:-24222}
 TASQ_PORT=${TASQ_PORT:-27280}
+PG_PORT=${PG_PORT:-27432}
 PLAIN_PORT=${PLAIN_PORT:-27390}
 
 RABBIT_SBIN=/usr/lib/rabbitmq/bin
@@ -133,6 +136,38 @@ start_tasq() {
 }
 stop_tasq() { stop_daemon TASQ_PID; }
 
+# ---- tasq on PostgreSQL ----
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+# Runs a PostgreSQL program as nobody when we are root (PostgreSQL refuses root).
+as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; else "$@"; fi; }
+# A cluster of its own for the sitting, started once.
+start_postgres() {
+  local d=$PEERS_TMP/pg
+  if [ ! -d "$d/data" ]; then
+    mkdir -p "$d"
+    [ "$(id -u)" = 0 ] && chown -R 65534:65534 "$d"
+    as_pg "$PG_BIN/initdb" -D "$d/data" -U postgres -A trust -E UTF8 >"$d/initdb.log" 2>&1 || return 1
+  fi
+  as_pg "$PG_BIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w \
+    -o "-p $PG_PORT -k $d -c listen_addresses=127.0.0.1" start >/dev/null || return 1
+}
+stop_postgres() {
+  [ -d "$PEERS_TMP/pg/data" ] && as_pg "$PG_BIN/pg_ctl" -D "$PEERS_TMP/pg/data" -m fast -w stop >/dev/null 2>&1
+  return 0
+}
+# tasq on a fresh database of that cluster.
+start_tasq_pg() {
+  local d=$PEERS_TMP/tasq db
+  mkdir -p "$d"
+  db=tasq_$RANDOM$RANDOM
+  psql -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE $db" postgres || return 1
+  TASQ_STORAGE_BACKEND=postgres TASQ_STORAGE_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/$db" \
+    "$TASQ_BIN" serve --bind "127.0.0.1:$TASQ_PORT" --data-dir "$d/data" >"$d/tasq.log" 2>&1 &
+  TASQ_PID=$!
+  SERVER_PID=$TASQ_PID
+  wait_port "$TASQ_PORT" 30
+}
+
 # ---- plain actix-web (wrk baseline) ----
 start_plain() {
   "$PLAIN_BIN" "127.0.0.1:$PLAIN_PORT" 2 >"$PEERS_TMP/plain.log" 2>&1 &
@@ -143,5 +178,5 @@ start_plain() {
 stop_plain() { stop_daemon PLAIN_PID 10; }
 
 stop_all() {
-  stop_redis; stop_rabbitmq; stop_nats; stop_tasq; stop_plain
+  stop_redis; stop_rabbitmq; stop_nats; stop_tasq; stop_postgres; stop_plain
 }

@@ -28,6 +28,8 @@ const meta = load('meta') || {};
 const COLS = [
   { key: 'tasq-http', title: 'tasq HTTP (1/poll)', tasq: true },
   { key: 'tasq-ws', title: 'tasq WebSocket', tasq: true },
+  { key: 'tasq-pg-http', title: 'tasq on PostgreSQL, HTTP', tasq: true },
+  { key: 'tasq-pg-ws', title: 'tasq on PostgreSQL, WebSocket', tasq: true },
   { key: 'bullmq', title: 'BullMQ (Redis)', peer: true },
   { key: 'rabbitmq', title: 'RabbitMQ', peer: true },
   { key: 'nats', title: 'NATS JetStream', peer: true },
@@ -89,6 +91,16 @@ ratio('live, HTTP 1/poll vs fastest peer', get('tasq-http', 'live', 'tasks_per_s
 ratio('live, WebSocket vs fastest peer', get('tasq-ws', 'live', 'tasks_per_s'), fastest('live', 'tasks_per_s'), 4);
 ratio('backlog drain, HTTP 1/poll vs fastest peer', get('tasq-http', 'backlog', 'drain_rate'), fastest('backlog', 'drain_rate'), 2);
 ratio('backlog add rate vs fastest peer', get('tasq-http', 'backlog', 'add_rate'), fastest('backlog', 'add_rate'), 1);
+// Targets of the PostgreSQL store (issue 22): against tasq on sled in the same sitting.
+function versus(label, mine, base, need) {
+  if (mine == null || base == null) { targets.push(`| ${label} | – | ≥ ${need}x | not measured |`); return; }
+  const x = mine / base;
+  targets.push(`| ${label} | ${int(mine)} / ${int(base)} = **${x.toFixed(2)}x** | ≥ ${need}x | ${x >= need ? 'met' : '**not met**'} |`);
+}
+versus('PostgreSQL live, WebSocket vs sled', get('tasq-pg-ws', 'live', 'tasks_per_s'), get('tasq-ws', 'live', 'tasks_per_s'), 0.5);
+versus('PostgreSQL backlog add rate vs sled', get('tasq-pg-http', 'backlog', 'add_rate'), get('tasq-http', 'backlog', 'add_rate'), 0.5);
+const pgDrain = get('tasq-pg-ws', 'backlog', 'drain_rate');
+targets.push(`| PostgreSQL backlog drain, WebSocket | ${int(pgDrain)} tasks/s | ≥ 15,000 | ${pgDrain == null ? 'not measured' : pgDrain >= 15000 ? 'met' : '**not met**'} |`);
 const p50 = get('tasq-http', 'latency', 'receipt_p50_ms');
 const p99 = get('tasq-http', 'latency', 'receipt_p99_ms');
 targets.push(`| latency HTTP, receipt p99 | ${ms(p99)} ms | ≤ 1 ms | ${p99 == null ? 'not measured' : p99 <= 1 ? 'met' : '**not met**'} |`);

@@ -145,7 +145,8 @@ start_postgres() {
   local d=$PEERS_TMP/pg
   if [ ! -d "$d/data" ]; then
     mkdir -p "$d"
-    [ "$(id -u)" = 0 ] && chown -R 65534:65534 "$d"
+    # nobody must reach its directory through $PEERS_TMP (made 0700 by mktemp).
+    [ "$(id -u)" = 0 ] && chmod a+x "$PEERS_TMP" && chown -R 65534:65534 "$d"
     as_pg "$PG_BIN/initdb" -D "$d/data" -U postgres -A trust -E UTF8 >"$d/initdb.log" 2>&1 || return 1
   fi
   as_pg "$PG_BIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w \

@@ -10,7 +10,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use std::collections::HashMap;
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
 use prometheus::IntGauge;
 
 use crate::error::{Error, Result};
@@ -22,6 +25,8 @@ pub struct Settings {
     pub url: String,
     /// `statement_timeout` of every connection.
     pub statement_timeout: Duration,
+    /// `synchronous_commit` of the connection, when set (the group commit's).
+    pub synchronous_commit: Option<bool>,
 }
 
 impl Settings {
@@ -34,10 +39,15 @@ impl Settings {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
-        config.application_name("tasq").options(&format!(
+        let mut options = format!(
             "-c statement_timeout={}",
             self.statement_timeout.as_millis()
-        ));
+        );
+        if let Some(on) = self.synchronous_commit {
+            let value = if on { "on" } else { "off" };
+            options.push_str(&format!(" -c synchronous_commit={value}"));
+        }
+        config.application_name("tasq").options(&options);
         config.connect(NoTls).map_err(|e| unreachable(&e))
     }
 }
@@ -122,19 +132,82 @@ impl Reachable {
     }
 }
 
+/// A connection and the statements prepared on it: a statement is parsed and planned once
+/// per connection, then each use is one round trip.
+pub struct Session {
+    client: Client,
+    prepared: HashMap<String, Statement>,
+}
+
+/// Parameters of a statement.
+pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl Session {
+    /// The statement for `sql`, prepared on first use.
+    pub fn prepare(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(st) = self.prepared.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql)?;
+        self.prepared.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Rows of a query.
+    pub fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.query(&st, params)
+    }
+
+    /// The one row of a query.
+    pub fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.query_one(&st, params)
+    }
+
+    /// The row of a query, if any.
+    pub fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.query_opt(&st, params)
+    }
+
+    /// Runs a statement; the rows it changed.
+    pub fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, postgres::Error> {
+        let st = self.prepare(sql)?;
+        self.client.execute(&st, params)
+    }
+
+    /// The connection itself (transactions, unprepared SQL).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
 /// A connection that is made again when it was lost.
 pub struct Conn {
-    client: Option<Client>,
+    client: Option<Session>,
     settings: Settings,
 }
 
 impl Conn {
     /// A connection made now.
     pub fn open(settings: Settings) -> Result<Conn> {
+        let client = settings.connect()?;
         Ok(Conn {
-            client: Some(settings.connect()?),
+            client: Some(Session {
+                client,
+                prepared: HashMap::new(),
+            }),
             settings,
         })
+    }
+
+    fn lost(&self) -> bool {
+        self.client.as_ref().is_none_or(|s| s.client.is_closed())
     }
 
     /// Runs `f`, connecting first if the connection was lost. A connection that breaks under
@@ -142,9 +215,9 @@ impl Conn {
     /// the first statement after a restart must not fail for a socket that died meanwhile.
     pub fn run<T>(
         &mut self,
-        f: &dyn Fn(&mut Client) -> std::result::Result<T, postgres::Error>,
+        f: &dyn Fn(&mut Session) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
-        let fresh = self.client.as_ref().is_none_or(Client::is_closed);
+        let fresh = self.lost();
         match self.try_run(f) {
             Err(Error::Unavailable(_)) if !fresh => {
                 self.client = None;
@@ -156,11 +229,14 @@ impl Conn {
 
     fn try_run<T>(
         &mut self,
-        f: &dyn Fn(&mut Client) -> std::result::Result<T, postgres::Error>,
+        f: &dyn Fn(&mut Session) -> std::result::Result<T, postgres::Error>,
     ) -> Result<T> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
+        if self.lost() {
             self.client = None;
-            self.client = Some(self.settings.connect()?);
+            self.client = Some(Session {
+                client: self.settings.connect()?,
+                prepared: HashMap::new(),
+            });
         }
         let client = self
             .client
@@ -211,7 +287,7 @@ impl Pool {
     pub fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: Fn(&mut Client) -> std::result::Result<T, postgres::Error> + Send + 'static,
+        F: Fn(&mut Session) -> std::result::Result<T, postgres::Error> + Send + 'static,
     {
         let (reply, answer) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |conn| {

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::rate::RateLimit;
 use crate::model::{QueueKey, QueueType, TaskRecord};
-use conn::{Conn, Pool, Reachable, Settings};
+use conn::{Conn, Pool, Reachable, Session, Settings};
 use pending::Pending;
 
 /// How a queue's key is stored: namespace, name, type tag.
@@ -113,18 +113,17 @@ impl PgStore {
         let settings = Settings {
             url: opts.url.clone(),
             statement_timeout: opts.statement_timeout,
+            synchronous_commit: None,
         };
-        let mut writer = Conn::open(settings.clone())?;
-        writer.run(&|c| Ok(schema::migrate(c)))??;
+        let mut writer = Conn::open(Settings {
+            synchronous_commit: Some(opts.synchronous_commit),
+            ..settings.clone()
+        })?;
+        writer.run(&|s| Ok(schema::migrate(s.client())))??;
         let reachable = Arc::new(Reachable::new(metrics.storage_healthy.clone()));
         let pool = Pool::start(&settings, opts.pool_size, reachable.clone())?;
         let pending = Arc::new(Pending::default());
-        let sync = group_commit(
-            writer,
-            opts.synchronous_commit,
-            pending.clone(),
-            reachable.clone(),
-        )?;
+        let sync = group_commit(writer, pending.clone(), reachable.clone())?;
         let store = Arc::new(PgStore {
             pool,
             pending,
@@ -207,14 +206,10 @@ impl Drop for PgStore {
 
 /// The group commit's sync: writes every pending transaction in one database transaction.
 fn group_commit(
-    mut conn: Conn,
-    synchronous_commit: bool,
+    conn: Conn,
     pending: Arc<Pending>,
     reachable: Arc<Reachable>,
 ) -> Result<Box<dyn Fn() -> Result<()> + Send>> {
-    let setting = if synchronous_commit { "on" } else { "off" };
-    let set = format!("SET synchronous_commit = {setting}");
-    conn.run(&|c| c.batch_execute(&set))?;
     let conn = Mutex::new(conn);
     Ok(Box::new(move || {
         let taken = pending.take();
@@ -222,12 +217,8 @@ fn group_commit(
             return Ok(());
         }
         let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-        // A connection made again runs the `SET` first; a transaction that failed is rolled
-        // back by PostgreSQL, so running it again is safe.
-        let result = conn.run(&|c| {
-            c.batch_execute(&set)?;
-            write::Rows::of(taken.txns.iter().map(|(_, w)| w)).write(c)
-        });
+        // A transaction that failed is rolled back by PostgreSQL: running it again is safe.
+        let result = conn.run(&|s| write::Rows::of(taken.txns.iter().map(|(_, w)| w)).write(s));
         match result {
             Ok(()) => {
                 pending.committed(taken.upto);
@@ -258,7 +249,9 @@ fn watch(store: std::sync::Weak<PgStore>, stop: Arc<AtomicBool>) {
             if store.reachable.is_up() {
                 continue;
             }
-            let probe = store.pool.run(|c| c.simple_query("SELECT 1").map(|_| ()));
+            let probe = store
+                .pool
+                .run(|s| s.client().simple_query("SELECT 1").map(|_| ()));
             if probe.is_ok() && !store.pending.is_empty() {
                 let _ = store.settled();
             }

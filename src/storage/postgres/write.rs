@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
-use postgres::{Client, Transaction};
+use postgres::{Statement, Transaction};
 
-use super::{i64_of, Q};
+use super::{i64_of, Session, Q};
 use crate::model::QueueKey;
 use crate::storage::txn::Write;
 use crate::storage::QueueMeta;
@@ -119,37 +119,48 @@ impl Rows {
         r
     }
 
-    /// Writes the rows in one transaction and commits it.
-    pub fn write(self, client: &mut Client) -> Result<(), postgres::Error> {
-        let mut tx = client.transaction()?;
-        self.write_in(&mut tx)?;
+    /// Writes the rows in one transaction and commits it: one prepared statement per table
+    /// and kind that has rows, then `COMMIT`.
+    pub fn write(self, session: &mut Session) -> Result<(), postgres::Error> {
+        let mut work = Vec::new();
+        for (sql, cols) in self.statements() {
+            if cols.rows > 0 {
+                work.push((session.prepare(&sql)?, cols));
+            }
+        }
+        let mut tx = session.client().transaction()?;
+        for (st, cols) in &work {
+            cols.run(&mut tx, st)?;
+        }
         tx.commit()
     }
 
-    fn write_in(self, tx: &mut Transaction<'_>) -> Result<(), postgres::Error> {
+    /// Each statement to run and its parameters.
+    fn statements(self) -> Vec<(String, Columns)> {
+        let mut work = Vec::new();
         let (put, del) = split(self.tasks);
         let mut c = Columns::default();
         for ((queue, id), record) in put {
             c.row().queue(&queue).text(id).bytes(record);
         }
-        c.run(tx, "INSERT INTO tasq_tasks SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::bytea[]) ON CONFLICT (namespace, queue, queue_type, task_id) DO UPDATE SET record = EXCLUDED.record")?;
+        work.push(("INSERT INTO tasq_tasks SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::bytea[]) ON CONFLICT (namespace, queue, queue_type, task_id) DO UPDATE SET record = EXCLUDED.record".to_string(), c));
         let mut c = Columns::default();
         for (queue, id) in del {
             c.row().queue(&queue).text(id);
         }
-        c.run(tx, "DELETE FROM tasq_tasks t USING unnest($1::text[], $2::text[], $3::int2[], $4::text[]) AS d(n, q, k, id) WHERE (t.namespace, t.queue, t.queue_type, t.task_id) = (d.n, d.q, d.k, d.id)")?;
+        work.push(("DELETE FROM tasq_tasks t USING unnest($1::text[], $2::text[], $3::int2[], $4::text[]) AS d(n, q, k, id) WHERE (t.namespace, t.queue, t.queue_type, t.task_id) = (d.n, d.q, d.k, d.id)".to_string(), c));
 
         let (put, del) = split(self.payloads);
         let mut c = Columns::default();
         for ((queue, id), text) in put {
             c.row().queue(&queue).text(id).text(text);
         }
-        c.run(tx, "INSERT INTO tasq_payloads SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[]) ON CONFLICT (namespace, queue, queue_type, task_id) DO UPDATE SET payload = EXCLUDED.payload")?;
+        work.push(("INSERT INTO tasq_payloads SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[], $5::text[]) ON CONFLICT (namespace, queue, queue_type, task_id) DO UPDATE SET payload = EXCLUDED.payload".to_string(), c));
         let mut c = Columns::default();
         for (queue, id) in del {
             c.row().queue(&queue).text(id);
         }
-        c.run(tx, "DELETE FROM tasq_payloads t USING unnest($1::text[], $2::text[], $3::int2[], $4::text[]) AS d(n, q, k, id) WHERE (t.namespace, t.queue, t.queue_type, t.task_id) = (d.n, d.q, d.k, d.id)")?;
+        work.push(("DELETE FROM tasq_payloads t USING unnest($1::text[], $2::text[], $3::int2[], $4::text[]) AS d(n, q, k, id) WHERE (t.namespace, t.queue, t.queue_type, t.task_id) = (d.n, d.q, d.k, d.id)".to_string(), c));
 
         let (put, del) = split(self.ready);
         let mut c = Columns::default();
@@ -161,48 +172,48 @@ impl Rows {
                 .int(seq)
                 .bytes(entry);
         }
-        c.run(tx, "INSERT INTO tasq_ready SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int2[], $5::int8[], $6::int8[], $7::bytea[]) ON CONFLICT (namespace, queue, queue_type, priority, pass, seq) DO UPDATE SET entry = EXCLUDED.entry")?;
+        work.push(("INSERT INTO tasq_ready SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int2[], $5::int8[], $6::int8[], $7::bytea[]) ON CONFLICT (namespace, queue, queue_type, priority, pass, seq) DO UPDATE SET entry = EXCLUDED.entry".to_string(), c));
         let mut c = Columns::default();
         for (queue, priority, pass, seq) in del {
             c.row().queue(&queue).small(priority).int(pass).int(seq);
         }
-        c.run(tx, "DELETE FROM tasq_ready t USING unnest($1::text[], $2::text[], $3::int2[], $4::int2[], $5::int8[], $6::int8[]) AS d(n, q, k, p, o, s) WHERE (t.namespace, t.queue, t.queue_type, t.priority, t.pass, t.seq) = (d.n, d.q, d.k, d.p, d.o, d.s)")?;
+        work.push(("DELETE FROM tasq_ready t USING unnest($1::text[], $2::text[], $3::int2[], $4::int2[], $5::int8[], $6::int8[]) AS d(n, q, k, p, o, s) WHERE (t.namespace, t.queue, t.queue_type, t.priority, t.pass, t.seq) = (d.n, d.q, d.k, d.p, d.o, d.s)".to_string(), c));
 
         let (put, del) = split(self.delayed);
         let mut c = Columns::default();
         for ((queue, due, seq), entry) in put {
             c.row().queue(&queue).int(due).int(seq).bytes(entry);
         }
-        c.run(tx, "INSERT INTO tasq_delayed SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[], $6::bytea[]) ON CONFLICT (namespace, queue, queue_type, due, seq) DO UPDATE SET entry = EXCLUDED.entry")?;
+        work.push(("INSERT INTO tasq_delayed SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[], $6::bytea[]) ON CONFLICT (namespace, queue, queue_type, due, seq) DO UPDATE SET entry = EXCLUDED.entry".to_string(), c));
         let mut c = Columns::default();
         for (queue, due, seq) in del {
             c.row().queue(&queue).int(due).int(seq);
         }
-        c.run(tx, "DELETE FROM tasq_delayed t USING unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[]) AS d(n, q, k, due, s) WHERE (t.namespace, t.queue, t.queue_type, t.due, t.seq) = (d.n, d.q, d.k, d.due, d.s)")?;
+        work.push(("DELETE FROM tasq_delayed t USING unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[]) AS d(n, q, k, due, s) WHERE (t.namespace, t.queue, t.queue_type, t.due, t.seq) = (d.n, d.q, d.k, d.due, d.s)".to_string(), c));
 
         let (put, del) = split_flags(self.in_flight);
         let mut c = Columns::default();
         for (queue, id) in put {
             c.row().queue(&queue).text(id);
         }
-        c.run(tx, "INSERT INTO tasq_in_flight SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[]) ON CONFLICT DO NOTHING")?;
+        work.push(("INSERT INTO tasq_in_flight SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[]) ON CONFLICT DO NOTHING".to_string(), c));
         let mut c = Columns::default();
         for (queue, id) in del {
             c.row().queue(&queue).text(id);
         }
-        c.run(tx, "DELETE FROM tasq_in_flight t USING unnest($1::text[], $2::text[], $3::int2[], $4::text[]) AS d(n, q, k, id) WHERE (t.namespace, t.queue, t.queue_type, t.task_id) = (d.n, d.q, d.k, d.id)")?;
+        work.push(("DELETE FROM tasq_in_flight t USING unnest($1::text[], $2::text[], $3::int2[], $4::text[]) AS d(n, q, k, id) WHERE (t.namespace, t.queue, t.queue_type, t.task_id) = (d.n, d.q, d.k, d.id)".to_string(), c));
 
         let (put, del) = split(self.dead);
         let mut c = Columns::default();
         for ((queue, at, seq), id) in put {
             c.row().queue(&queue).int(at).int(seq).text(id);
         }
-        c.run(tx, "INSERT INTO tasq_dead SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[], $6::text[]) ON CONFLICT (namespace, queue, queue_type, died_at, seq) DO UPDATE SET task_id = EXCLUDED.task_id")?;
+        work.push(("INSERT INTO tasq_dead SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[], $6::text[]) ON CONFLICT (namespace, queue, queue_type, died_at, seq) DO UPDATE SET task_id = EXCLUDED.task_id".to_string(), c));
         let mut c = Columns::default();
         for (queue, at, seq) in del {
             c.row().queue(&queue).int(at).int(seq);
         }
-        c.run(tx, "DELETE FROM tasq_dead t USING unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[]) AS d(n, q, k, a, s) WHERE (t.namespace, t.queue, t.queue_type, t.died_at, t.seq) = (d.n, d.q, d.k, d.a, d.s)")?;
+        work.push(("DELETE FROM tasq_dead t USING unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[]) AS d(n, q, k, a, s) WHERE (t.namespace, t.queue, t.queue_type, t.died_at, t.seq) = (d.n, d.q, d.k, d.a, d.s)".to_string(), c));
 
         for (table, rows) in [("tasq_expiry", self.expiry), ("tasq_waiting", self.waiting)] {
             let (put, del) = split_flags(rows);
@@ -210,12 +221,12 @@ impl Rows {
             for (at, queue, id) in put {
                 c.row().int(at).queue(&queue).text(id);
             }
-            c.run(tx, &format!("INSERT INTO {table} SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[]) ON CONFLICT DO NOTHING"))?;
+            work.push((format!("INSERT INTO {table} SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[]) ON CONFLICT DO NOTHING"), c));
             let mut c = Columns::default();
             for (at, queue, id) in del {
                 c.row().int(at).queue(&queue).text(id);
             }
-            c.run(tx, &format!("DELETE FROM {table} t USING unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[]) AS d(a, n, q, k, id) WHERE (t.{}, t.namespace, t.queue, t.queue_type, t.task_id) = (d.a, d.n, d.q, d.k, d.id)", if table == "tasq_expiry" { "expires_at" } else { "deadline" }))?;
+            work.push((format!("DELETE FROM {table} t USING unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[]) AS d(a, n, q, k, id) WHERE (t.{}, t.namespace, t.queue, t.queue_type, t.task_id) = (d.a, d.n, d.q, d.k, d.id)", if table == "tasq_expiry" { "expires_at" } else { "deadline" }), c));
         }
 
         let mut c = Columns::default();
@@ -229,8 +240,8 @@ impl Rows {
                 .float(m.rate_limit.map(|r| r.max_tasks_per_second))
                 .opt_int(m.rate_limit.map(|r| i64::from(r.burst)));
         }
-        c.run(tx, "INSERT INTO tasq_queues SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::float8[], $9::int8[]) ON CONFLICT (namespace, queue, queue_type) DO UPDATE SET ready = EXCLUDED.ready, delayed = EXCLUDED.delayed, in_flight = EXCLUDED.in_flight, dead = EXCLUDED.dead, max_tasks_per_second = EXCLUDED.max_tasks_per_second, burst = EXCLUDED.burst")?;
-        Ok(())
+        work.push(("INSERT INTO tasq_queues SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::float8[], $9::int8[]) ON CONFLICT (namespace, queue, queue_type) DO UPDATE SET ready = EXCLUDED.ready, delayed = EXCLUDED.delayed, in_flight = EXCLUDED.in_flight, dead = EXCLUDED.dead, max_tasks_per_second = EXCLUDED.max_tasks_per_second, burst = EXCLUDED.burst".to_string(), c));
+        work
     }
 }
 
@@ -338,11 +349,8 @@ impl Columns {
         self
     }
 
-    /// Runs `sql` with one array per column, if there is any row.
-    fn run(&mut self, tx: &mut Transaction<'_>, sql: &str) -> Result<(), postgres::Error> {
-        if self.rows == 0 {
-            return Ok(());
-        }
+    /// Runs `statement` with one array per column.
+    fn run(&self, tx: &mut Transaction<'_>, statement: &Statement) -> Result<(), postgres::Error> {
         let params: Vec<&(dyn ToSql + Sync)> = self
             .cols
             .iter()
@@ -357,7 +365,7 @@ impl Columns {
                 }
             })
             .collect();
-        tx.execute(sql, &params)?;
+        tx.execute(statement, &params)?;
         Ok(())
     }
 }

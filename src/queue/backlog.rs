@@ -89,6 +89,11 @@ impl Backlog {
         }
     }
 
+    /// The task ids of the first `n` entries of the window, in dispatch order.
+    pub fn first_ids(&self, n: usize) -> Vec<&str> {
+        self.window.values().take(n).map(|e| &*e.task_id).collect()
+    }
+
     /// Forgets an entry (cancelled, or dispatched from beyond the window).
     pub fn remove(&mut self, pos: &ReadyPos) {
         self.pop(pos);

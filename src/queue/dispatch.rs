@@ -2,7 +2,42 @@
 
 use super::*;
 
+/// Records read ahead at most, for one dispatch.
+const PREFETCH: usize = 256;
+
 impl QueueActor {
+    /// Reads ahead the records of the first `n` ready tasks (at most [`PREFETCH`]) in one go,
+    /// when a read costs the store a round trip: the dispatch under way leases them in that
+    /// order. Nothing but this actor writes them meanwhile, so they stay true until
+    /// [`QueueActor::forget_prefetched`]. A failed read ahead is left to the reads one by one.
+    pub(super) fn prefetch(&mut self, n: usize) {
+        if !self.shared.store.prefers_batched_reads() || n < 2 {
+            return;
+        }
+        let ids = self.backlog.first_ids(n.min(PREFETCH));
+        let ids: Vec<&str> = ids
+            .into_iter()
+            .filter(|id| !self.prefetched.contains_key(*id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        match self.shared.store.tasks(&self.key, &ids) {
+            Ok(recs) => {
+                let read: Vec<TaskRecord> = recs.into_iter().flatten().collect();
+                for rec in read {
+                    self.prefetched.insert(rec.task_id.clone(), rec);
+                }
+            }
+            Err(e) => log::warn!("{}: reading ahead failed: {e}", self.key),
+        }
+    }
+
+    /// Drops the records read ahead: the dispatch is over (they change from now on).
+    pub(super) fn forget_prefetched(&mut self) {
+        self.prefetched.clear();
+    }
+
     /// Plans the lease of one ready task found at `pos` into `batch`; `None` when the index
     /// entry was stale (its deletion joins the batch).
     pub(super) fn lease_entry(
@@ -13,7 +48,11 @@ impl QueueActor {
         now: u64,
         batch: &mut LeaseBatch,
     ) -> Result<Option<TaskRecord>> {
-        let read = match self.store().task(&self.key, &entry.task_id) {
+        let read = match self.prefetched.remove(&*entry.task_id) {
+            Some(rec) => Ok(Some(rec)),
+            None => self.store().task(&self.key, &entry.task_id),
+        };
+        let read = match read {
             // A record that cannot be read (damaged on disk) must not hold up every poll
             // behind it: its entry leaves the ready index, the record stays for
             // `tasq store verify` to report.
@@ -313,6 +352,8 @@ impl QueueActor {
                 recs: Vec::new(),
             })
             .collect();
+        let demand: usize = shares.iter().map(|s| s.left).sum();
+        self.prefetch(demand);
         let mut batch = LeaseBatch::new(self.meta);
         'rounds: loop {
             let mut progressed = false;
@@ -344,6 +385,7 @@ impl QueueActor {
                 break;
             }
         }
+        self.forget_prefetched();
         if let Err(e) = self.commit_leases(batch) {
             log::error!("{}: dispatch failed: {e}", self.key);
             return;

@@ -41,10 +41,13 @@ impl Handler<TakePolls> for QueueActor {
         // Every poll's leases are planned into one batch and written once; only then is any
         // poll answered or parked.
         let mut batch = LeaseBatch::new(self.meta);
+        let demand: usize = pending.iter().map(|(poll, _)| poll.max_tasks).sum();
+        self.prefetch(demand);
         let planned: Vec<_> = pending
             .into_iter()
             .map(|(poll, reply)| (self.plan_poll(&poll, &mut batch), poll, reply))
             .collect();
+        self.forget_prefetched();
         let written = self.commit_leases(batch);
         for (plan, poll, reply) in planned {
             let answer = match (plan, &written) {

@@ -161,6 +161,17 @@ pub trait Store: Send + Sync + 'static {
     /// One task record, its payload in place.
     fn task(&self, queue: &QueueKey, task_id: &str) -> Result<Option<TaskRecord>>;
 
+    /// Several records of one queue at once, in the order of `ids`.
+    fn tasks(&self, queue: &QueueKey, ids: &[&str]) -> Result<Vec<Option<TaskRecord>>> {
+        ids.iter().map(|id| self.task(queue, id)).collect()
+    }
+
+    /// True when a read costs a round trip, so a queue reads the records it is about to
+    /// dispatch together ([`Store::tasks`]); a local store reads each as it goes.
+    fn prefers_batched_reads(&self) -> bool {
+        false
+    }
+
     /// A queue's counters (`None` for a queue never used).
     fn meta(&self, queue: &QueueKey) -> Result<Option<QueueMeta>>;
 

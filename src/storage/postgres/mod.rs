@@ -347,6 +347,57 @@ impl Store for PgStore {
         }
     }
 
+    fn tasks(&self, queue: &QueueKey, ids: &[&str]) -> Result<Vec<Option<TaskRecord>>> {
+        let mut out: Vec<Option<TaskRecord>> = Vec::with_capacity(ids.len());
+        let mut missing: Vec<String> = Vec::new();
+        let mut stored: Vec<bool> = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.pending.task(queue, id) {
+                // Written but not committed: as `task` reads it.
+                Some(_) => {
+                    out.push(self.task(queue, id)?);
+                    stored.push(false);
+                }
+                None => {
+                    out.push(None);
+                    stored.push(true);
+                    missing.push(id.to_string());
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let q = Q::of(queue);
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT t.task_id, t.record, p.payload FROM tasq_tasks t LEFT JOIN tasq_payloads p \
+                 USING (namespace, queue, queue_type, task_id) \
+                 WHERE t.namespace = $1 AND t.queue = $2 AND t.queue_type = $3 \
+                 AND t.task_id = ANY($4)",
+                &[&q.0, &q.1, &q.2, &missing],
+            )
+        })?;
+        let mut found: std::collections::HashMap<String, TaskRecord> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get(0);
+            let raw: Vec<u8> = r.get(1);
+            let rec = Self::decode(queue, &id, &raw, r.get(2))?;
+            found.insert(id, rec);
+        }
+        for ((slot, id), from_db) in out.iter_mut().zip(ids).zip(stored) {
+            if from_db {
+                *slot = found.remove(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn prefers_batched_reads(&self) -> bool {
+        true
+    }
+
     fn meta(&self, queue: &QueueKey) -> Result<Option<QueueMeta>> {
         if let Some(m) = self.pending.meta(queue) {
             return Ok(Some(m));

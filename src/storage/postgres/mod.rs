@@ -371,10 +371,13 @@ impl Store for PgStore {
         let q = Q::of(queue);
         let rows = self.pool.run(move |c| {
             c.query(
-                "SELECT t.task_id, t.record, p.payload FROM tasq_tasks t LEFT JOIN tasq_payloads p \
-                 USING (namespace, queue, queue_type, task_id) \
-                 WHERE t.namespace = $1 AND t.queue = $2 AND t.queue_type = $3 \
-                 AND t.task_id = ANY($4)",
+                // A join with the ids (not `= ANY`): the prepared statement's generic plan
+                // then looks each id up by the primary key instead of scanning the table.
+                "SELECT t.task_id, t.record, p.payload FROM unnest($4::text[]) AS i(task_id) \
+                 JOIN tasq_tasks t ON t.namespace = $1 AND t.queue = $2 AND t.queue_type = $3 \
+                 AND t.task_id = i.task_id \
+                 LEFT JOIN tasq_payloads p ON p.namespace = t.namespace AND p.queue = t.queue \
+                 AND p.queue_type = t.queue_type AND p.task_id = t.task_id",
                 &[&q.0, &q.1, &q.2, &missing],
             )
         })?;

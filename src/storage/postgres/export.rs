@@ -3,11 +3,10 @@
 use postgres::Row;
 
 use super::conn::Pool;
-use super::{u64_of, Q};
+use super::rows::{meta_of, u64_of, Q};
 use crate::error::{Error, Result};
-use crate::model::rate::RateLimit;
 use crate::storage::txn::Write;
-use crate::storage::{Entry, QueueMeta, ReadyPos, Txn};
+use crate::storage::{Entry, ReadyPos, Txn};
 
 /// Rows fetched per query.
 const PAGE: i64 = 5000;
@@ -92,21 +91,7 @@ const TABLES: &[Table] = &[
     Table {
         sql: "SELECT namespace, queue, queue_type, ready, delayed, in_flight, dead, \
               max_tasks_per_second, burst FROM tasq_queues",
-        write: |r| {
-            let rate: Option<f64> = r.get(7);
-            let burst: Option<i64> = r.get(8);
-            let meta = QueueMeta {
-                ready: u64_of(r.get(3)),
-                delayed: u64_of(r.get(4)),
-                in_flight: u64_of(r.get(5)),
-                dead: u64_of(r.get(6)),
-                rate_limit: rate.map(|max_tasks_per_second| RateLimit {
-                    max_tasks_per_second,
-                    burst: burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(1),
-                }),
-            };
-            Some(Write::Meta(queue(r, 0)?, meta))
-        },
+        write: |r| Some(Write::Meta(queue(r, 0)?, meta_of(r))),
     },
 ];
 

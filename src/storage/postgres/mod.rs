@@ -18,6 +18,7 @@
 mod conn;
 mod export;
 mod pending;
+mod rows;
 mod schema;
 mod write;
 
@@ -32,43 +33,10 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::rate::RateLimit;
-use crate::model::{QueueKey, QueueType, TaskRecord};
+use crate::model::{QueueKey, TaskRecord};
 use conn::{Conn, Pool, Reachable, Session, Settings};
 use pending::Pending;
-
-/// How a queue's key is stored: namespace, name, type tag.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Q(String, String, i16);
-
-impl Q {
-    fn of(k: &QueueKey) -> Q {
-        Q(
-            k.namespace().to_string(),
-            k.name().to_string(),
-            i16::from(k.queue_type().tag()),
-        )
-    }
-
-    fn key(&self) -> Option<QueueKey> {
-        let kind = QueueType::from_tag(u8::try_from(self.2).ok()?)?;
-        Some(QueueKey::new_unchecked(
-            self.0.clone(),
-            self.1.clone(),
-            kind,
-        ))
-    }
-}
-
-/// A `u64` as a `bigint` (instants in ms, sequences, passes: all far below `i64::MAX`).
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// A `bigint` read back.
-fn u64_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
+use rows::{decode_dead_token, decode_queue_token, i64_of, queue_rows, queue_token, u64_of, Q};
 
 /// Sequence numbers taken from the database at once (the sequence steps by as many).
 const SEQ_BLOCK: u64 = 1000;
@@ -172,29 +140,6 @@ impl PgStore {
             )?;
             Ok(row.map(|r| r.get(0)))
         })
-    }
-
-    /// Rows of queues and their counters, from a `SELECT namespace, queue, queue_type,
-    /// ready, delayed, in_flight, dead, max_tasks_per_second, burst`.
-    fn queue_rows(rows: Vec<postgres::Row>) -> Vec<(QueueKey, QueueMeta)> {
-        rows.into_iter()
-            .filter_map(|r| {
-                let key = Q(r.get(0), r.get(1), r.get(2)).key()?;
-                let rate: Option<f64> = r.get(7);
-                let burst: Option<i64> = r.get(8);
-                let meta = QueueMeta {
-                    ready: u64_of(r.get(3)),
-                    delayed: u64_of(r.get(4)),
-                    in_flight: u64_of(r.get(5)),
-                    dead: u64_of(r.get(6)),
-                    rate_limit: rate.map(|max_tasks_per_second| RateLimit {
-                        max_tasks_per_second,
-                        burst: burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(1),
-                    }),
-                };
-                Some((key, meta))
-            })
-            .collect()
     }
 }
 
@@ -414,7 +359,7 @@ impl Store for PgStore {
                 &[&q.0, &q.1, &q.2],
             )
         })?;
-        Ok(Self::queue_rows(rows).pop().map(|(_, m)| m))
+        Ok(queue_rows(rows).pop().map(|(_, m)| m))
     }
 
     fn scan_ready(
@@ -582,7 +527,7 @@ impl Store for PgStore {
                 &[&ns, &name, &kind, &fetch],
             )
         })?;
-        let mut page = Self::queue_rows(rows);
+        let mut page = queue_rows(rows);
         let next = if page.len() > limit {
             page.truncate(limit);
             page.last().map(|(k, _)| queue_token(k))
@@ -604,7 +549,7 @@ impl Store for PgStore {
                 &[&limit],
             )
         })?;
-        Ok(Self::queue_rows(rows))
+        Ok(queue_rows(rows))
     }
 
     fn purge_expired(&self, now: u64, limit: usize) -> Result<usize> {
@@ -679,38 +624,4 @@ impl Store for PgStore {
             .run(|c| c.query_one("SELECT count(*) FROM tasq_tasks", &[]))
             .map_or(0, |r| usize::try_from(r.get::<_, i64>(0)).unwrap_or(0))
     }
-}
-
-/// The page token after `key`: `name \0 type tag`, as the list's order.
-fn queue_token(key: &QueueKey) -> Vec<u8> {
-    let mut t = key.name().as_bytes().to_vec();
-    t.push(0);
-    t.push(key.queue_type().tag());
-    t
-}
-
-fn decode_queue_token(namespace: &str, token: &[u8]) -> Result<(String, i16)> {
-    let bad = || {
-        Error::invalid(format!(
-            "page_token is not one this server gave for namespace {namespace:?}"
-        ))
-    };
-    let (tag, name) = token.split_last().ok_or_else(bad)?;
-    let name = name.strip_suffix(&[0]).ok_or_else(bad)?;
-    let name = std::str::from_utf8(name).map_err(|_| bad())?;
-    QueueType::from_tag(*tag).ok_or_else(bad)?;
-    Ok((name.to_string(), i16::from(*tag)))
-}
-
-fn decode_dead_token(token: &[u8]) -> Result<(i64, i64)> {
-    let bad = || Error::invalid("page_token is not one this server gave");
-    let at = token.get(..8).ok_or_else(bad)?;
-    let seq = token.get(8..16).ok_or_else(bad)?;
-    if token.len() != 16 {
-        return Err(bad());
-    }
-    Ok((
-        i64::from_be_bytes(at.try_into().map_err(|_| bad())?),
-        i64::from_be_bytes(seq.try_into().map_err(|_| bad())?),
-    ))
 }

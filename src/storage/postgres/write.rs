@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 use postgres::{Statement, Transaction};
 
-use super::{i64_of, Session, Q};
+use super::rows::{i64_of, Q};
+use super::Session;
 use crate::model::QueueKey;
 use crate::storage::txn::Write;
 use crate::storage::QueueMeta;

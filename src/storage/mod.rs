@@ -1,5 +1,6 @@
 //! The storage seam: the [`Store`] trait, everything the queues ask of a store in their own
-//! words, and the sled store behind it ([`sled_store`]), the embedded default.
+//! words, and the stores behind it: sled ([`sled_store`]), the embedded default, and
+//! PostgreSQL (`postgres`, feature `postgres`), chosen by `storage.backend`.
 //!
 //! A store holds, per queue: task records; the ready index in dispatch order ([`ReadyPos`] →
 //! [`Entry`]); the delayed index by due time; the leased tasks; the dead letters by time of
@@ -14,12 +15,11 @@
 //! short, and every write once the store has failed ([`Health`]). Reads of the ready index
 //! are batched: a queue holds a window of it in memory and refills it a page at a time.
 //!
-//! A second backend implements [`Store`] and is chosen in [`open`]. Over a SQL database the
-//! shapes carry over: a [`Txn`]'s writes are rows of tables shaped like the key spaces of
-//! `sled_store`; [`GroupCommit`] can take, as its sync, one database transaction holding
-//! every [`Txn`] committed since the last one (reads must then see those from the moment
-//! [`Store::commit`] returns, as sled's do); page tokens are the last key of a page; and a
-//! task record is stored as the bytes of [`record::encode`].
+//! The PostgreSQL store shows how a SQL backend fits: a [`Txn`]'s writes are rows of tables
+//! shaped like the key spaces of `sled_store`; [`GroupCommit`] takes, as its sync, one
+//! database transaction holding every [`Txn`] committed since the last one (reads see those
+//! from the moment [`Store::commit`] returns, as sled's do); page tokens are the last key of
+//! a page; and a task record is stored as the bytes of [`record::encode`].
 
 pub mod commit;
 pub mod copy;
@@ -263,7 +263,8 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Opens (or creates) the store in `dir`: the sled store.
+/// Opens (or creates) the sled store in `dir` (the PostgreSQL store opens with
+/// `postgres::PgStore::open`).
 pub fn open(dir: &Path, opts: &StoreOptions, metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
     Ok(SledStore::open(dir, opts, metrics)?)
 }

@@ -15,8 +15,9 @@
 //! - [`config`]: every setting, its default, and loading (file < `TASQ_*` env < command line).
 //! - [`storage`]: the [`storage::Store`] trait (the seam: records, ready entries, leases,
 //!   queue meta, group-committed transactions), its sled implementation
-//!   ([`storage::sled_store`]), the group commit, disk space, health, the durability
-//!   watermark, `tasq store verify`.
+//!   ([`storage::sled_store`]: disk space, health, the durability watermark, `tasq store
+//!   verify`) and its PostgreSQL one (`storage::postgres`, feature `postgres`), the group
+//!   commit, `tasq store copy`.
 //! - [`queue`]: the queue actor (one per task queue), one file per concern: add, dispatch,
 //!   settle, sockets, admin, timers; backlog window, parked polls, leases, fairness, throttle.
 //! - [`registry`]: the registry actor that spawns, supervises and forgets queue actors, and

@@ -36,7 +36,9 @@ use crate::metrics::Metrics;
 use crate::model::{QueueKey, TaskRecord};
 use conn::{Conn, Pool, Reachable, Session, Settings};
 use pending::Pending;
-use rows::{decode_dead_token, decode_queue_token, i64_of, queue_rows, queue_token, u64_of, Q};
+use rows::{
+    decode_dead_token, decode_queue_token, i64_of, queue_rows, queue_token, task_keys, u64_of, Q,
+};
 
 /// Sequence numbers taken from the database at once (the sequence steps by as many).
 const SEQ_BLOCK: u64 = 1000;
@@ -433,10 +435,7 @@ impl Store for PgStore {
                 &[&now, &limit],
             )
         })?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| Some((Q(r.get(0), r.get(1), r.get(2)).key()?, r.get(3))))
-            .collect())
+        Ok(task_keys(rows))
     }
 
     fn dead_letters(
@@ -482,13 +481,8 @@ impl Store for PgStore {
             )?;
             Ok(rows.into_iter().map(|r| r.get(0)).collect())
         })?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(rec) = self.task(queue, &id)? {
-                out.push(rec);
-            }
-        }
-        Ok(out)
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        Ok(self.tasks(queue, &ids)?.into_iter().flatten().collect())
     }
 
     fn leased_tasks(&self) -> Result<Vec<(QueueKey, String)>> {
@@ -499,10 +493,7 @@ impl Store for PgStore {
                 &[],
             )
         })?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| Some((Q(r.get(0), r.get(1), r.get(2)).key()?, r.get(3))))
-            .collect())
+        Ok(task_keys(rows))
     }
 
     fn list_queues(

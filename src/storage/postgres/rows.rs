@@ -41,6 +41,14 @@ pub fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// (queue, task id) of each row whose columns 0 to 3 are `namespace, queue, queue_type,
+/// task_id`.
+pub fn task_keys(rows: Vec<Row>) -> Vec<(QueueKey, String)> {
+    rows.into_iter()
+        .filter_map(|r| Some((Q(r.get(0), r.get(1), r.get(2)).key()?, r.get(3))))
+        .collect()
+}
+
 /// A queue's counters and settings, from a row whose columns 3 to 8 are `ready, delayed,
 /// in_flight, dead, max_tasks_per_second, burst`.
 pub fn meta_of(r: &Row) -> QueueMeta {

@@ -6,36 +6,18 @@ use super::*;
 const PREFETCH: usize = 256;
 
 impl QueueActor {
-    /// Reads ahead the records of the first `n` ready tasks (at most [`PREFETCH`]) in one go,
-    /// when a read costs the store a round trip: the dispatch under way leases them in that
-    /// order. Nothing but this actor writes them meanwhile, so they stay true until
-    /// [`QueueActor::forget_prefetched`]. A failed read ahead is left to the reads one by one.
+    /// When a read costs the store a round trip: makes sure the records of the first `n`
+    /// ready tasks (the dispatch under way leases them in that order) are in the store's
+    /// memory, reading the next [`PREFETCH`] in one go when one is not. A failed read ahead
+    /// is left to the reads one by one.
     pub(super) fn prefetch(&mut self, n: usize) {
-        if !self.shared.store.prefers_batched_reads() || n < 2 {
+        if !self.shared.store.prefers_batched_reads() || n == 0 {
             return;
         }
-        let ids = self.backlog.first_ids(n.min(PREFETCH));
-        let ids: Vec<&str> = ids
-            .into_iter()
-            .filter(|id| !self.prefetched.contains_key(*id))
-            .collect();
-        if ids.is_empty() {
-            return;
+        let ids = self.backlog.first_ids(PREFETCH.max(n));
+        if let Err(e) = self.shared.store.read_ahead(&self.key, &ids, n) {
+            log::warn!("{}: reading ahead failed: {e}", self.key);
         }
-        match self.shared.store.tasks(&self.key, &ids) {
-            Ok(recs) => {
-                let read: Vec<TaskRecord> = recs.into_iter().flatten().collect();
-                for rec in read {
-                    self.prefetched.insert(rec.task_id.clone(), rec);
-                }
-            }
-            Err(e) => log::warn!("{}: reading ahead failed: {e}", self.key),
-        }
-    }
-
-    /// Drops the records read ahead: the dispatch is over (they change from now on).
-    pub(super) fn forget_prefetched(&mut self) {
-        self.prefetched.clear();
     }
 
     /// Plans the lease of one ready task found at `pos` into `batch`; `None` when the index
@@ -48,11 +30,7 @@ impl QueueActor {
         now: u64,
         batch: &mut LeaseBatch,
     ) -> Result<Option<TaskRecord>> {
-        let read = match self.prefetched.remove(&*entry.task_id) {
-            Some(rec) => Ok(Some(rec)),
-            None => self.store().task(&self.key, &entry.task_id),
-        };
-        let read = match read {
+        let read = match self.store().task(&self.key, &entry.task_id) {
             // A record that cannot be read (damaged on disk) must not hold up every poll
             // behind it: its entry leaves the ready index, the record stays for
             // `tasq store verify` to report.
@@ -385,7 +363,6 @@ impl QueueActor {
                 break;
             }
         }
-        self.forget_prefetched();
         if let Err(e) = self.commit_leases(batch) {
             log::error!("{}: dispatch failed: {e}", self.key);
             return;

@@ -47,7 +47,6 @@ impl Handler<TakePolls> for QueueActor {
             .into_iter()
             .map(|(poll, reply)| (self.plan_poll(&poll, &mut batch), poll, reply))
             .collect();
-        self.forget_prefetched();
         let written = self.commit_leases(batch);
         for (plan, poll, reply) in planned {
             let answer = match (plan, &written) {

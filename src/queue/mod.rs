@@ -237,8 +237,6 @@ pub struct QueueActor {
     next_socket: u64,
     /// When this actor last gave its thread to the others (see [`QueueActor::pace`]).
     last_yield: Instant,
-    /// Records read ahead for the dispatch under way (see [`QueueActor::prefetch`]).
-    prefetched: HashMap<String, TaskRecord>,
 }
 
 impl QueueActor {
@@ -276,7 +274,6 @@ impl QueueActor {
             sockets: HashMap::new(),
             lease_sockets: HashMap::new(),
             next_socket: 0,
-            prefetched: HashMap::new(),
             shared,
         }
     }

@@ -166,10 +166,18 @@ pub trait Store: Send + Sync + 'static {
         ids.iter().map(|id| self.task(queue, id)).collect()
     }
 
-    /// True when a read costs a round trip, so a queue reads the records it is about to
-    /// dispatch together ([`Store::tasks`]); a local store reads each as it goes.
+    /// True when a read costs a round trip, so a queue reads ahead the records it is about
+    /// to dispatch ([`Store::read_ahead`]); a local store reads each as it goes.
     fn prefers_batched_reads(&self) -> bool {
         false
+    }
+
+    /// Reads the records of `ids` (the next ready tasks of `queue`, in dispatch order) into
+    /// the store's memory in one go, when one of the first `needed` is not there already, so
+    /// that [`Store::task`] finds them. A store without round trips does nothing.
+    fn read_ahead(&self, queue: &QueueKey, ids: &[&str], needed: usize) -> Result<()> {
+        let _ = (queue, ids, needed);
+        Ok(())
     }
 
     /// A queue's counters (`None` for a queue never used).

@@ -4,13 +4,17 @@
 //! - Tables (`schema`): one per key space of the sled store, keyed in the order a queue
 //!   reads; a task record is the bytes of [`record::encode`], as in sled.
 //! - Writes: [`Store::commit`] puts the transaction in `pending` and answers at once; the
-//!   group commit (one thread, one connection of its own) writes everything pending as one
-//!   database transaction (`write`: the last write of each row, one statement per table)
-//!   and answers every waiter when `COMMIT` returns. With `durability = "fsync"` that is
-//!   PostgreSQL's own durable commit (`synchronous_commit = on`); with `"relaxed"`, `off`.
+//!   group commit (one thread, one connection of its own) writes everything pending with one
+//!   statement that commits by itself (`write`: the last write of each row, a part per
+//!   table), one round trip, and answers every waiter when it returns. With `durability =
+//!   "fsync"` that is PostgreSQL's own durable commit (`synchronous_commit = on`); with
+//!   `"relaxed"`, `off`.
 //! - Reads: a record or a queue's counters written but not yet committed come from
-//!   `pending`; everything else is read from the database, ranges once the writes applied
-//!   before them committed. Reads run on a pool of threads with a connection each (`conn`).
+//!   `pending`, a record committed or read lately from `recent` (one tasq writes a queue, so
+//!   what it wrote last is what the database holds); everything else is read from the
+//!   database, ranges once the writes applied before them committed. A queue about to
+//!   dispatch reads the records ahead, many per query. Reads run on a pool of threads with a
+//!   connection each (`conn`).
 //! - Losing the database: a commit that fails puts its transactions back, to be written
 //!   first once it is back; meanwhile every write answers 503 `unavailable`, `/readyz` 503 and
 //!   `tasq_storage_healthy` 0, and a watcher retries every second.
@@ -18,6 +22,7 @@
 mod conn;
 mod export;
 mod pending;
+mod recent;
 mod rows;
 mod schema;
 mod write;
@@ -35,10 +40,11 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{QueueKey, TaskRecord};
 use conn::{Conn, Pool, Reachable, Session, Settings};
-use pending::Pending;
+use pending::{Pending, PendingTask};
 use rows::{
     decode_dead_token, decode_queue_token, i64_of, queue_rows, queue_token, task_keys, u64_of, Q,
 };
+use std::collections::HashMap;
 
 /// Sequence numbers taken from the database at once (the sequence steps by as many).
 const SEQ_BLOCK: u64 = 1000;
@@ -111,24 +117,63 @@ impl PgStore {
         self.commit.wait_durable(self.commit.latest())
     }
 
-    /// A record as stored: decoded, its payload put back when it is kept apart.
-    fn decode(
+    /// The records of `ids` (those that exist) from the database, in one query; kept in
+    /// memory for the next reads (see [`recent`]).
+    fn fetch(&self, queue: &QueueKey, ids: Vec<String>) -> Result<Vec<(String, PendingTask)>> {
+        let since = self.pending.read_stamp();
+        let q = Q::of(queue);
+        let rows = self.pool.run(move |c| {
+            c.query(
+                // A join with the ids (not `= ANY`): the prepared statement's generic plan
+                // then looks each id up by the primary key instead of scanning the table.
+                "SELECT t.task_id, t.record, p.payload FROM unnest($4::text[]) AS i(task_id) \
+                 JOIN tasq_tasks t ON t.namespace = $1 AND t.queue = $2 AND t.queue_type = $3 \
+                 AND t.task_id = i.task_id \
+                 LEFT JOIN tasq_payloads p ON p.namespace = t.namespace AND p.queue = t.queue \
+                 AND p.queue_type = t.queue_type AND p.task_id = t.task_id",
+                &[&q.0, &q.1, &q.2, &ids],
+            )
+        })?;
+        let read: Vec<(String, PendingTask)> = rows
+            .into_iter()
+            .map(|r| {
+                let task = PendingTask {
+                    record: Some(r.get(1)),
+                    payload: r.get(2),
+                };
+                (r.get(0), task)
+            })
+            .collect();
+        self.pending.keep_read(queue, read.clone(), since);
+        Ok(read)
+    }
+
+    /// The record a write or a read left (`None`: deleted), decoded, its payload put back
+    /// when it is kept apart (read from the database when it is not at hand).
+    fn record_of(
+        &self,
         queue: &QueueKey,
         task_id: &str,
-        raw: &[u8],
-        payload: Option<String>,
-    ) -> Result<TaskRecord> {
-        let mut rec = record::decode(raw)
+        known: PendingTask,
+    ) -> Result<Option<TaskRecord>> {
+        let Some(raw) = known.record else {
+            return Ok(None);
+        };
+        let mut rec = record::decode(&raw)
             .map_err(|e| Error::Internal(format!("corrupt task record {queue}/{task_id}: {e}")))?;
         if rec.payload_apart {
-            let text = payload.ok_or_else(|| {
+            let text = match known.payload {
+                Some(text) => Some(text),
+                None => self.stored_payload(queue, task_id)?,
+            };
+            let text = text.ok_or_else(|| {
                 Error::Internal(format!("the payload of {queue}/{task_id} is missing"))
             })?;
             rec.payload = serde_json::value::RawValue::from_string(text).map_err(|_| {
                 Error::Internal(format!("the payload of {queue}/{task_id} is damaged"))
             })?;
         }
-        Ok(rec)
+        Ok(Some(rec))
     }
 
     /// The payload kept apart of a record, from the database.
@@ -265,83 +310,58 @@ impl Store for PgStore {
     }
 
     fn task(&self, queue: &QueueKey, task_id: &str) -> Result<Option<TaskRecord>> {
-        if let Some(p) = self.pending.task(queue, task_id) {
-            let Some(raw) = p.record else {
-                return Ok(None);
-            };
-            let payload = match p.payload {
-                Some(text) => Some(text),
-                None => self.stored_payload(queue, task_id)?,
-            };
-            return Self::decode(queue, task_id, &raw, payload).map(Some);
-        }
-        let (q, id) = (Q::of(queue), task_id.to_string());
-        let row = self.pool.run(move |c| {
-            c.query_opt(
-                "SELECT t.record, p.payload FROM tasq_tasks t LEFT JOIN tasq_payloads p \
-                 USING (namespace, queue, queue_type, task_id) \
-                 WHERE t.namespace = $1 AND t.queue = $2 AND t.queue_type = $3 \
-                 AND t.task_id = $4",
-                &[&q.0, &q.1, &q.2, &id],
-            )
-        })?;
-        match row {
+        let known = match self.pending.task(queue, task_id) {
+            Some(known) => Some(known),
+            None => self
+                .fetch(queue, vec![task_id.to_string()])?
+                .pop()
+                .map(|(_, t)| t),
+        };
+        match known {
+            Some(t) => self.record_of(queue, task_id, t),
             None => Ok(None),
-            Some(r) => {
-                let raw: Vec<u8> = r.get(0);
-                Self::decode(queue, task_id, &raw, r.get(1)).map(Some)
-            }
         }
     }
 
     fn tasks(&self, queue: &QueueKey, ids: &[&str]) -> Result<Vec<Option<TaskRecord>>> {
-        let mut out: Vec<Option<TaskRecord>> = Vec::with_capacity(ids.len());
-        let mut missing: Vec<String> = Vec::new();
-        let mut stored: Vec<bool> = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.pending.task(queue, id) {
-                // Written but not committed: as `task` reads it.
-                Some(_) => {
-                    out.push(self.task(queue, id)?);
-                    stored.push(false);
-                }
-                None => {
-                    out.push(None);
-                    stored.push(true);
-                    missing.push(id.to_string());
+        let mut known: Vec<Option<PendingTask>> =
+            ids.iter().map(|id| self.pending.task(queue, id)).collect();
+        let missing: Vec<String> = ids
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if !missing.is_empty() {
+            let mut found: HashMap<String, PendingTask> =
+                self.fetch(queue, missing)?.into_iter().collect();
+            for (slot, id) in known.iter_mut().zip(ids) {
+                if slot.is_none() {
+                    *slot = found.remove(*id);
                 }
             }
         }
-        if missing.is_empty() {
-            return Ok(out);
+        ids.iter()
+            .zip(known)
+            .map(|(id, k)| match k {
+                Some(t) => self.record_of(queue, id, t),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    fn read_ahead(&self, queue: &QueueKey, ids: &[&str], needed: usize) -> Result<()> {
+        let known = self.pending.knows(queue, ids);
+        if known.iter().take(needed).all(|k| *k) {
+            return Ok(());
         }
-        let q = Q::of(queue);
-        let rows = self.pool.run(move |c| {
-            c.query(
-                // A join with the ids (not `= ANY`): the prepared statement's generic plan
-                // then looks each id up by the primary key instead of scanning the table.
-                "SELECT t.task_id, t.record, p.payload FROM unnest($4::text[]) AS i(task_id) \
-                 JOIN tasq_tasks t ON t.namespace = $1 AND t.queue = $2 AND t.queue_type = $3 \
-                 AND t.task_id = i.task_id \
-                 LEFT JOIN tasq_payloads p ON p.namespace = t.namespace AND p.queue = t.queue \
-                 AND p.queue_type = t.queue_type AND p.task_id = t.task_id",
-                &[&q.0, &q.1, &q.2, &missing],
-            )
-        })?;
-        let mut found: std::collections::HashMap<String, TaskRecord> =
-            std::collections::HashMap::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.get(0);
-            let raw: Vec<u8> = r.get(1);
-            let rec = Self::decode(queue, &id, &raw, r.get(2))?;
-            found.insert(id, rec);
-        }
-        for ((slot, id), from_db) in out.iter_mut().zip(ids).zip(stored) {
-            if from_db {
-                *slot = found.remove(*id);
-            }
-        }
-        Ok(out)
+        let missing: Vec<String> = ids
+            .iter()
+            .zip(known)
+            .filter(|(_, k)| !k)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        self.fetch(queue, missing).map(|_| ())
     }
 
     fn prefers_batched_reads(&self) -> bool {

@@ -3,11 +3,14 @@
 //! [`super::PgStore::commit`] puts a transaction here and answers at once, as sled's
 //! `apply_batch` does; the group commit takes everything here into one database transaction.
 //! Until that commits, the records and counters it writes are read from here (a queue reads a
-//! record right after writing it), and reads of ranges first wait for it to commit.
+//! record right after writing it), and reads of ranges first wait for it to commit. Once
+//! committed, the records go on to [`Recent`], under the same lock, so that a read never
+//! falls between the two.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use super::recent::{Recent, CAPACITY_BYTES};
 use crate::model::QueueKey;
 use crate::storage::txn::Write;
 use crate::storage::QueueMeta;
@@ -21,7 +24,6 @@ pub struct PendingTask {
     pub payload: Option<String>,
 }
 
-#[derive(Default)]
 struct Inner {
     /// Transactions in the order applied, each with its number.
     txns: VecDeque<(u64, Vec<Write>)>,
@@ -30,12 +32,27 @@ struct Inner {
     tasks: HashMap<(QueueKey, String), (u64, PendingTask)>,
     /// The latest counters of each queue, and the transaction that wrote them.
     metas: HashMap<QueueKey, (u64, QueueMeta)>,
+    /// Records committed lately.
+    recent: Recent,
 }
 
-/// The writes applied and not yet committed.
-#[derive(Default)]
+/// The writes applied and not yet committed, and the records committed lately.
 pub struct Pending {
     inner: Mutex<Inner>,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            inner: Mutex::new(Inner {
+                txns: VecDeque::new(),
+                next: 0,
+                tasks: HashMap::new(),
+                metas: HashMap::new(),
+                recent: Recent::with_capacity(CAPACITY_BYTES),
+            }),
+        }
+    }
 }
 
 /// Transactions taken for one commit, and the number of the last.
@@ -64,7 +81,11 @@ impl Pending {
                     record,
                 } => {
                     let key = (queue.clone(), task_id.clone());
-                    let payload = inner.tasks.get(&key).and_then(|(_, t)| t.payload.clone());
+                    // A record rewritten keeps its payload kept apart (written once, at add).
+                    let payload = match inner.tasks.get(&key) {
+                        Some((_, t)) => t.payload.clone(),
+                        None => inner.recent.get(&key).and_then(|t| t.payload.clone()),
+                    };
                     let task = PendingTask {
                         record: Some(record.clone()),
                         payload,
@@ -111,14 +132,45 @@ impl Pending {
         inner.txns.push_back((n, writes));
     }
 
-    /// The latest pending write of a record: `Some(None)` when it was deleted, `None` when
-    /// nothing pending touches it.
+    /// The latest write of a record, pending or committed lately (`record: None` when it
+    /// was deleted); `None` when the database must be asked.
     pub fn task(&self, queue: &QueueKey, task_id: &str) -> Option<PendingTask> {
         let inner = self.lock();
+        let key = (queue.clone(), task_id.to_string());
         inner
             .tasks
-            .get(&(queue.clone(), task_id.to_string()))
-            .map(|(_, t)| t.clone())
+            .get(&key)
+            .map(|(_, t)| t)
+            .or_else(|| inner.recent.get(&key))
+            .cloned()
+    }
+
+    /// Which of `ids` [`Pending::task`] knows.
+    pub fn knows(&self, queue: &QueueKey, ids: &[&str]) -> Vec<bool> {
+        let inner = self.lock();
+        ids.iter()
+            .map(|id| {
+                let key = (queue.clone(), id.to_string());
+                inner.tasks.contains_key(&key) || inner.recent.get(&key).is_some()
+            })
+            .collect()
+    }
+
+    /// A stamp to pass to [`Pending::keep_read`] for a read of the database starting now.
+    pub fn read_stamp(&self) -> u64 {
+        self.lock().recent.stamp()
+    }
+
+    /// Keeps records read from the database by a read that started at `since`, unless a
+    /// write of one is pending or newer than the read (see [`Recent::keep_read`]).
+    pub fn keep_read(&self, queue: &QueueKey, read: Vec<(String, PendingTask)>, since: u64) {
+        let mut inner = self.lock();
+        for (id, task) in read {
+            let key = (queue.clone(), id);
+            if !inner.tasks.contains_key(&key) {
+                inner.recent.keep_read(key, task, since);
+            }
+        }
     }
 
     /// The latest pending counters of a queue.
@@ -138,7 +190,17 @@ impl Pending {
     /// unless a later transaction wrote it again.
     pub fn committed(&self, upto: u64) {
         let mut inner = self.lock();
-        inner.tasks.retain(|_, (n, _)| *n > upto);
+        let done: Vec<_> = inner
+            .tasks
+            .iter()
+            .filter(|(_, (n, _))| *n <= upto)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in done {
+            if let Some((_, task)) = inner.tasks.remove(&key) {
+                inner.recent.keep_written(key, task);
+            }
+        }
         inner.metas.retain(|_, (n, _)| *n > upto);
     }
 

@@ -1,11 +1,10 @@
 //! One group commit on PostgreSQL: the transactions taken from [`super::pending`], reduced to
-//! the last write of each row, written with one statement per table and kind (an insert or a
-//! delete of arrays, `unnest`ed), then one `COMMIT`.
+//! the last write of each row, written by one statement (an insert or a delete of arrays,
+//! `unnest`ed, per table and kind, each a part of the statement) that commits by itself.
 
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
-use postgres::{Statement, Transaction};
 
 use super::rows::{i64_of, Q};
 use super::Session;
@@ -120,20 +119,39 @@ impl Rows {
         r
     }
 
-    /// Writes the rows in one transaction and commits it: one prepared statement per table
-    /// and kind that has rows, then `COMMIT`.
+    /// Writes the rows and commits them with one statement, one round trip: each table and
+    /// kind that has rows is a data-modifying `WITH` part of it, and a statement outside a
+    /// transaction block commits by itself (its answer comes once `COMMIT` is done). The
+    /// parts touch different rows (one write per row), so running them on one snapshot is
+    /// the same as running them in turn. A mix of parts is prepared once per connection.
     pub fn write(self, session: &mut Session) -> Result<(), postgres::Error> {
-        let mut work = Vec::new();
-        for (sql, cols) in self.statements() {
-            if cols.rows > 0 {
-                work.push((session.prepare(&sql)?, cols));
+        let parts: Vec<(String, Columns)> = self
+            .statements()
+            .into_iter()
+            .filter(|(_, cols)| cols.rows > 0)
+            .collect();
+        let sql = match parts.as_slice() {
+            [] => return Ok(()),
+            [(sql, _)] => sql.clone(),
+            _ => {
+                let mut sql = String::from("WITH ");
+                let mut offset = 0;
+                for (i, (part, cols)) in parts.iter().enumerate() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("w{i} AS ({})", renumber(part, offset)));
+                    offset += cols.cols.len();
+                }
+                sql.push_str(" SELECT 1");
+                sql
             }
-        }
-        let mut tx = session.client().transaction()?;
-        for (st, cols) in &work {
-            cols.run(&mut tx, st)?;
-        }
-        tx.commit()
+        };
+        let st = session.prepare(&sql)?;
+        let params: Vec<&(dyn ToSql + Sync)> =
+            parts.iter().flat_map(|(_, cols)| cols.params()).collect();
+        session.client().execute(&st, &params)?;
+        Ok(())
     }
 
     /// Each statement to run and its parameters.
@@ -350,23 +368,54 @@ impl Columns {
         self
     }
 
-    /// Runs `statement` with one array per column.
-    fn run(&self, tx: &mut Transaction<'_>, statement: &Statement) -> Result<(), postgres::Error> {
-        let params: Vec<&(dyn ToSql + Sync)> = self
-            .cols
-            .iter()
-            .map(|c| -> &(dyn ToSql + Sync) {
-                match c {
-                    Column::Text(v) => v,
-                    Column::Small(v) => v,
-                    Column::Int(v) => v,
-                    Column::OptInt(v) => v,
-                    Column::Float(v) => v,
-                    Column::Bytes(v) => v,
-                }
-            })
-            .collect();
-        tx.execute(statement, &params)?;
-        Ok(())
+    /// One parameter per column, in order.
+    fn params(&self) -> impl Iterator<Item = &(dyn ToSql + Sync)> + '_ {
+        self.cols.iter().map(|c| -> &(dyn ToSql + Sync) {
+            match c {
+                Column::Text(v) => v,
+                Column::Small(v) => v,
+                Column::Int(v) => v,
+                Column::OptInt(v) => v,
+                Column::Float(v) => v,
+                Column::Bytes(v) => v,
+            }
+        })
+    }
+}
+
+/// `sql` with its parameters `$n` numbered from `offset + 1` on (a part of a larger statement).
+fn renumber(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = 0usize;
+        let mut digits = false;
+        while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+            n = n * 10 + d as usize;
+            digits = true;
+            chars.next();
+        }
+        if digits {
+            out.push_str(&(n + offset).to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber;
+
+    #[test]
+    fn renumber_shifts_every_parameter() {
+        assert_eq!(
+            renumber("unnest($1::text[], $2::int8[]) WHERE x = $10", 7),
+            "unnest($8::text[], $9::int8[]) WHERE x = $17"
+        );
+        assert_eq!(renumber("no parameters", 3), "no parameters");
     }
 }

@@ -58,23 +58,23 @@ pub fn unreachable(e: &postgres::Error) -> Error {
 }
 
 /// What an error from a statement means: a lost connection, a server shutting down or
-/// starting, or one out of connections is `unavailable` (the caller may retry once it is
-/// back); anything else is an internal error.
+/// starting, out of resources (disk, memory, connections) or too slow for
+/// `statement_timeout` is `unavailable` (the caller may retry once it is back); anything else
+/// is an internal error.
 pub fn classify(e: &postgres::Error) -> Error {
-    let gone = match e.code() {
-        None => true,
-        Some(code) => {
-            let c = code.code();
-            // Class 08: connection exception; 57P01–57P03: shutdown, crash, starting up;
-            // 53300: too many connections.
-            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300")
-        }
+    let Some(code) = e.code().map(|c| c.code()) else {
+        return unreachable(e);
     };
-    if e.is_closed() || gone {
-        unreachable(e)
-    } else {
-        Error::Internal(format!("PostgreSQL: {e}"))
+    // Class 08: connection exception; 57P01–57P03: shutdown, crash, starting up.
+    if e.is_closed() || code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") {
+        return unreachable(e);
     }
+    // Class 53: insufficient resources (disk full, out of memory, too many connections);
+    // 57014: cancelled (the statement timeout).
+    if code.starts_with("53") || code == "57014" {
+        return Error::Unavailable(format!("PostgreSQL cannot take the work now: {e}"));
+    }
+    Error::Internal(format!("PostgreSQL: {e}"))
 }
 
 /// Whether the database answers: set down by any failed connection, up again by the next

@@ -281,3 +281,27 @@ fn postgres_settings_are_checked_and_an_unreachable_database_exits_2() {
         .collect();
     assert_eq!(named.len(), 1, "one line naming the key; stderr:\n{stderr}");
 }
+
+/// `[cluster]` settings are checked like any other: a cluster needs PostgreSQL and a secret,
+/// and this version refuses cluster mode itself with one line saying it is not available yet.
+#[test]
+fn cluster_settings_are_checked() {
+    assert_config_rejected("[cluster]\nenabled = true\n", "cluster.enabled");
+    let pg = "[storage]\nbackend = \"postgres\"\npostgres_url = \"postgres://127.0.0.1:1/x\"\n";
+    assert_config_rejected(
+        &format!("{pg}[cluster]\nenabled = true\n"),
+        "cluster.secret",
+    );
+    assert_config_rejected(
+        &format!(
+            "{pg}[cluster]\nenabled = true\nsecret = \"0123456789abcdef\"\n\
+             heartbeat_interval = \"5s\"\nnode_timeout = \"6s\"\n"
+        ),
+        "cluster.node_timeout",
+    );
+    assert_config_rejected(
+        &format!("{pg}[cluster]\nenabled = true\nsecret = \"0123456789abcdef\"\n"),
+        "`cluster.enabled`: cluster mode is not available",
+    );
+    assert_config_rejected("[cluster]\nsurprise = 1\n", "cluster.surprise");
+}

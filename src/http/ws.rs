@@ -250,7 +250,7 @@ impl Connection {
                 SocketEvent::Close => close = true,
             }
         }
-        if let Err(e) = self.tasq.durable(written).await {
+        if let Err(e) = self.tasq.durable(self.socket.queue(), written).await {
             self.send_error(None, &e);
             return false;
         }

@@ -18,7 +18,7 @@ impl Handler<TakeAdds> for QueueActor {
         match result {
             Ok(results) => {
                 for ((_, reply), r) in pending.into_iter().zip(results) {
-                    let _ = reply.send(Ok(Durable::applied(r, self.store())));
+                    let _ = reply.send(Ok(Durable::applied(r, &self.key, self.store())));
                 }
             }
             Err(e) => {
@@ -95,7 +95,7 @@ impl Handler<TakeSettles> for QueueActor {
         let mut answers = self.settle_all(&all).into_iter();
         for (items, reply) in pending {
             let mine: Vec<_> = answers.by_ref().take(items.len()).collect();
-            let _ = reply.send(Durable::applied(mine, self.store()));
+            let _ = reply.send(Durable::applied(mine, &self.key, self.store()));
         }
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
@@ -118,7 +118,7 @@ impl Handler<Cancel> for QueueActor {
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
         let result = self.cancel(&msg.task_id);
         self.after_change(ctx);
-        result.map(|r| Durable::applied(r, self.store()))
+        result.map(|r| Durable::applied(r, &self.key, self.store()))
     }
 }
 
@@ -176,7 +176,7 @@ impl Handler<SetConfig> for QueueActor {
         self.throttled = false;
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        result.map(|r| Durable::applied(r, self.store()))
+        result.map(|r| Durable::applied(r, &self.key, self.store()))
     }
 }
 
@@ -187,7 +187,7 @@ impl Handler<Redrive> for QueueActor {
         let result = self.redrive(msg.task_ids.as_deref());
         self.dispatch_waiting(ctx);
         self.after_change(ctx);
-        result.map(|r| Durable::applied(r, self.store()))
+        result.map(|r| Durable::applied(r, &self.key, self.store()))
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use crate::error::Result;
-use crate::model::{NewTask, TaskError, TaskRecord, TaskState};
+use crate::model::{NewTask, QueueKey, TaskError, TaskRecord, TaskState};
 use crate::storage::{Store, WriteSeq};
 
 use super::pollers::{Delivery, PollerInfo};
@@ -26,15 +26,18 @@ use super::pollers::{Delivery, PollerInfo};
 #[must_use = "the value is only given out once durable: call wait()"]
 pub struct Durable<T> {
     value: T,
+    /// The queue whose actor made it.
+    queue: QueueKey,
     /// The latest write when the value was made: it and every write before it.
     write: WriteSeq,
 }
 
 impl<T> Durable<T> {
-    /// Wraps a value whose writes were applied to `store` just now.
-    pub(crate) fn applied(value: T, store: &dyn Store) -> Self {
+    /// Wraps a value whose writes for `queue` were applied to `store` just now.
+    pub(crate) fn applied(value: T, queue: &QueueKey, store: &dyn Store) -> Self {
         Durable {
             value,
+            queue: queue.clone(),
             write: store.latest_write(),
         }
     }
@@ -42,7 +45,7 @@ impl<T> Durable<T> {
     /// Resolves with the value once its writes are on disk (per the durability setting): at
     /// once if a flush covered them meanwhile.
     pub async fn wait(self, store: &dyn Store) -> Result<T> {
-        store.durable_since(self.write).await?;
+        store.durable_for(&self.queue, self.write).await?;
         Ok(self.value)
     }
 }

@@ -269,10 +269,10 @@ impl Tasq {
         self.inner.queues.is_loaded(queue)
     }
 
-    /// Resolves once `write` and every write before it is durable (a streaming worker's
-    /// tasks are sent once their leases are).
-    pub async fn durable(&self, write: WriteSeq) -> Result<()> {
-        self.inner.store.durable_since(write).await
+    /// Resolves once `write` (for `queue`) and every write before it is durable (a streaming
+    /// worker's tasks are sent once their leases are).
+    pub async fn durable(&self, queue: &QueueKey, write: WriteSeq) -> Result<()> {
+        self.inner.store.durable_for(queue, write).await
     }
 
     /// The queues, once it is serving: every operation answers `unavailable` after shutdown
@@ -337,6 +337,7 @@ fn open_postgres(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Store
         pool_size: st.postgres_pool_size,
         statement_timeout: st.postgres_statement_timeout,
         synchronous_commit: config.durability == Durability::Fsync,
+        fenced: config.cluster.enabled,
     };
     match PgStore::open(&opts, metrics) {
         Ok(store) => Ok(store),

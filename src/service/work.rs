@@ -28,7 +28,7 @@ impl Tasq {
         let msg = poll.validate(self.inner.clock.instant())?;
         let park_until = msg.park_until;
         match self.serving_queues()?.poll(queue, msg).await? {
-            PollOutcome::Now(delivery) => self.accept(delivery).await,
+            PollOutcome::Now(delivery) => self.accept(queue, delivery).await,
             PollOutcome::Parked {
                 owner,
                 waiter_id,
@@ -51,7 +51,7 @@ impl Tasq {
                 match delivery {
                     Some(d) => {
                         guard.finish(None);
-                        self.accept(d).await
+                        self.accept(queue, d).await
                     }
                     None => {
                         guard.finish(Some(GaveUp::Timeout));
@@ -65,9 +65,9 @@ impl Tasq {
     /// Takes the tasks once their delivery's write is on disk (a backlog lease; none for a
     /// sync match); if the caller gives up meanwhile, the delivery is dropped and its tasks go
     /// back to the queue.
-    async fn accept(&self, delivery: Delivery) -> Result<Vec<Task>> {
+    async fn accept(&self, queue: &QueueKey, delivery: Delivery) -> Result<Vec<Task>> {
         if !delivery.is_empty() {
-            self.durable(delivery.write()).await?;
+            self.durable(queue, delivery.write()).await?;
         }
         Ok(delivery.accept())
     }
@@ -152,7 +152,12 @@ impl Tasq {
             tx,
         };
         let (owner, socket_id) = self.serving_queues()?.call(queue, open).await??;
-        Ok((WorkerSocket { owner, socket_id }, events))
+        let socket = WorkerSocket {
+            owner,
+            socket_id,
+            queue: queue.clone(),
+        };
+        Ok((socket, events))
     }
 
     /// A place among `limits.max_websockets` open sockets, given back when dropped; taken
@@ -172,9 +177,15 @@ impl Tasq {
 pub struct WorkerSocket {
     owner: Addr<QueueActor>,
     socket_id: u64,
+    queue: QueueKey,
 }
 
 impl WorkerSocket {
+    /// The queue it is open on.
+    pub fn queue(&self) -> &QueueKey {
+        &self.queue
+    }
+
     /// The worker has room for `n` more tasks.
     pub fn add_credit(&self, n: u32) {
         self.owner.do_send(AddCredit {

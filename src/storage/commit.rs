@@ -34,6 +34,11 @@ pub struct WriteSeq(u64);
 impl WriteSeq {
     /// Before every write: nothing to wait for.
     pub const NOTHING: WriteSeq = WriteSeq(0);
+
+    /// Its place in the order: the first write is 1.
+    pub fn number(self) -> u64 {
+        self.0
+    }
 }
 
 /// A request for durability: the write it waits for, and where to answer (`None`: a write
@@ -98,7 +103,7 @@ impl GroupCommit {
     /// Counts a write that was just applied, and asks for its flush at once: whoever waits
     /// for it asks only once the writer's answer reached them on their own thread, and the
     /// flush need not wait for that hop.
-    pub fn applied(&self) {
+    pub fn applied(&self) -> WriteSeq {
         let write = WriteSeq(self.marks.applied.fetch_add(1, Ordering::AcqRel) + 1);
         if let Some(tx) = &self.tx {
             // A stopped flusher answers the waiters' own requests with an error.
@@ -107,6 +112,7 @@ impl GroupCommit {
                 answer: None,
             });
         }
+        write
     }
 
     /// The place of the latest write applied so far: every write applied before this call is

@@ -139,6 +139,17 @@ pub trait Store: Send + Sync + 'static {
     /// setting); at once when it already is.
     fn durable_since(&self, write: WriteSeq) -> BoxFuture<'_, Result<()>>;
 
+    /// [`Store::durable_since`] for a write of `queue`; fails when the write may not have
+    /// committed after all (in a cluster: this node lost the queue meanwhile).
+    fn durable_for<'a>(
+        &'a self,
+        queue: &'a QueueKey,
+        write: WriteSeq,
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = queue;
+        self.durable_since(write)
+    }
+
     /// Resolves once every write applied so far is durable.
     fn durable(&self) -> BoxFuture<'_, Result<()>> {
         self.durable_since(self.latest_write())

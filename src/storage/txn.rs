@@ -70,6 +70,31 @@ pub enum Write {
     Meta(QueueKey, QueueMeta),
 }
 
+impl Write {
+    /// The queue it writes.
+    pub fn queue(&self) -> &QueueKey {
+        match self {
+            Write::Task { queue, .. }
+            | Write::Payload { queue, .. }
+            | Write::DeletePayload { queue, .. }
+            | Write::DeleteTask { queue, .. }
+            | Write::Ready(queue, ..)
+            | Write::DeleteReady(queue, ..)
+            | Write::Delayed(queue, ..)
+            | Write::DeleteDelayed(queue, ..)
+            | Write::InFlight(queue, ..)
+            | Write::DeleteInFlight(queue, ..)
+            | Write::Dead(queue, ..)
+            | Write::DeleteDead(queue, ..)
+            | Write::Meta(queue, ..) => queue,
+            Write::Expiry(_, queue, _)
+            | Write::DeleteExpiry(_, queue, _)
+            | Write::Waiting(_, queue, _)
+            | Write::DeleteWaiting(_, queue, _) => queue,
+        }
+    }
+}
+
 /// Writes to apply atomically with [`super::Store::commit`], in domain terms.
 #[derive(Debug, Default)]
 pub struct Txn {

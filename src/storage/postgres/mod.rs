@@ -15,16 +15,21 @@
 //!   database, ranges once the writes applied before them committed. A queue about to
 //!   dispatch reads the records ahead, many per query. Reads run on a pool of threads with a
 //!   connection each (`conn`).
+//! - Cluster mode (`PgOptions::fenced`, `cluster`): a node writes only the queues it took,
+//!   each commit checking their fence numbers in the same statement; the writes of a queue
+//!   another node took meanwhile are dropped (`sync`) and their waiters answered 503.
 //! - Losing the database: a commit that fails puts its transactions back, to be written
 //!   first once it is back; meanwhile every write answers 503 `unavailable`, `/readyz` 503 and
 //!   `tasq_storage_healthy` 0, and a watcher retries every second.
 
+mod cluster;
 mod conn;
 mod export;
 mod pending;
 mod recent;
 mod rows;
 mod schema;
+mod sync;
 mod write;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +44,8 @@ use super::{
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{QueueKey, TaskRecord};
+pub use cluster::NodeRow;
+use cluster::{not_owner, Fences};
 use conn::{Conn, Pool, Reachable, Session, Settings};
 use pending::{Pending, PendingTask};
 use rows::{
@@ -60,6 +67,9 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
     /// Wait for PostgreSQL's durable commit (`synchronous_commit = on`).
     pub synchronous_commit: bool,
+    /// Cluster mode: this node writes only the queues it took ([`PgStore::take_queue`]),
+    /// each commit checking their fences.
+    pub fenced: bool,
 }
 
 /// The PostgreSQL store.
@@ -72,6 +82,8 @@ pub struct PgStore {
     seqs: Mutex<(u64, u64)>,
     /// The watcher stops when the store is dropped.
     stop: Arc<AtomicBool>,
+    /// The queues held, in cluster mode.
+    fences: Option<Arc<Fences>>,
 }
 
 impl PgStore {
@@ -99,7 +111,8 @@ impl PgStore {
         let reachable = Arc::new(Reachable::new(metrics.storage_healthy.clone()));
         let pool = Pool::start(&settings, opts.pool_size, reachable.clone())?;
         let pending = Arc::new(Pending::default());
-        let sync = group_commit(writer, pending.clone(), reachable.clone())?;
+        let fences = opts.fenced.then(|| Arc::new(Fences::default()));
+        let sync = sync::group_commit(writer, pending.clone(), reachable.clone(), fences.clone());
         let store = Arc::new(PgStore {
             pool,
             pending,
@@ -107,6 +120,7 @@ impl PgStore {
             reachable,
             seqs: Mutex::new((0, 0)),
             stop: Arc::new(AtomicBool::new(false)),
+            fences,
         });
         watch(Arc::downgrade(&store), store.stop.clone());
         Ok(store)
@@ -196,37 +210,6 @@ impl Drop for PgStore {
     }
 }
 
-/// The group commit's sync: writes every pending transaction in one database transaction.
-fn group_commit(
-    conn: Conn,
-    pending: Arc<Pending>,
-    reachable: Arc<Reachable>,
-) -> Result<Box<dyn Fn() -> Result<()> + Send>> {
-    let conn = Mutex::new(conn);
-    Ok(Box::new(move || {
-        let taken = pending.take();
-        if taken.txns.is_empty() {
-            return Ok(());
-        }
-        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-        // A transaction that failed is rolled back by PostgreSQL: running it again is safe.
-        let result = conn.run(&|s| write::Rows::of(taken.txns.iter().map(|(_, w)| w)).write(s));
-        match result {
-            Ok(()) => {
-                pending.committed(taken.upto);
-                reachable.up();
-                Ok(())
-            }
-            Err(e) => {
-                // Not committed: written first on the next try, once the database is back.
-                pending.put_back(taken);
-                reachable.saw(&e);
-                Err(e)
-            }
-        }
-    }))
-}
-
 /// While the database is unreachable, tries every second to commit what is pending (the
 /// group commit reconnects), so that tasq carries on by itself once it is back.
 fn watch(store: std::sync::Weak<PgStore>, stop: Arc<AtomicBool>) {
@@ -279,8 +262,13 @@ impl Store for PgStore {
         if txn.is_empty() {
             return Ok(());
         }
-        self.pending.push(txn.into_writes());
-        self.commit.applied();
+        let writes = txn.into_writes();
+        if let Some(fences) = &self.fences {
+            for w in &writes {
+                fences.check(w.queue())?;
+            }
+        }
+        self.pending.push(writes, || self.commit.applied().number());
         Ok(())
     }
 
@@ -290,6 +278,20 @@ impl Store for PgStore {
 
     fn durable_since(&self, write: WriteSeq) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.commit.durable_since(write))
+    }
+
+    fn durable_for<'a>(
+        &'a self,
+        queue: &'a QueueKey,
+        write: WriteSeq,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.commit.durable_since(write).await?;
+            match &self.fences {
+                Some(f) if f.lost_after(queue, write.number()) => Err(not_owner(queue)),
+                _ => Ok(()),
+            }
+        })
     }
 
     fn flush(&self) -> Result<()> {

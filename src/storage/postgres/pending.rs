@@ -7,7 +7,7 @@
 //! committed, the records go on to [`Recent`], under the same lock, so that a read never
 //! falls between the two.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use super::recent::{Recent, CAPACITY_BYTES};
@@ -27,7 +27,6 @@ pub struct PendingTask {
 struct Inner {
     /// Transactions in the order applied, each with its number.
     txns: VecDeque<(u64, Vec<Write>)>,
-    next: u64,
     /// The latest write of each record, and the transaction that made it.
     tasks: HashMap<(QueueKey, String), (u64, PendingTask)>,
     /// The latest counters of each queue, and the transaction that wrote them.
@@ -46,7 +45,6 @@ impl Default for Pending {
         Pending {
             inner: Mutex::new(Inner {
                 txns: VecDeque::new(),
-                next: 0,
                 tasks: HashMap::new(),
                 metas: HashMap::new(),
                 recent: Recent::with_capacity(CAPACITY_BYTES),
@@ -63,16 +61,29 @@ pub struct Taken {
     pub upto: u64,
 }
 
+impl Taken {
+    /// The queues the transactions write.
+    pub fn queues(&self) -> HashSet<QueueKey> {
+        self.txns
+            .iter()
+            .flat_map(|(_, w)| w.iter().map(|w| w.queue().clone()))
+            .collect()
+    }
+}
+
 impl Pending {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a transaction; reads see it from now on.
-    pub fn push(&self, writes: Vec<Write>) {
+    /// Adds a transaction, numbered by `number` (called under the lock, so numbers go up in
+    /// the order transactions are added: the group commit's [`WriteSeq`] numbers, so that a
+    /// transaction's number says which waiters it concerns); reads see it from now on.
+    ///
+    /// [`WriteSeq`]: crate::storage::WriteSeq
+    pub fn push(&self, writes: Vec<Write>, number: impl FnOnce() -> u64) {
         let mut inner = self.lock();
-        inner.next += 1;
-        let n = inner.next;
+        let n = number();
         for w in &writes {
             match w {
                 Write::Task {
@@ -212,8 +223,23 @@ impl Pending {
         }
     }
 
+    /// Drops everything about `queues`: their pending transactions (a transaction that
+    /// writes one of them goes whole), records and counters. Another node owns them now.
+    pub fn forget(&self, queues: &HashSet<QueueKey>) {
+        let mut inner = self.lock();
+        inner.txns.retain(|(_, w)| !touches(w, queues));
+        inner.tasks.retain(|(q, _), _| !queues.contains(q));
+        inner.metas.retain(|q, _| !queues.contains(q));
+        inner.recent.forget(queues);
+    }
+
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.lock().txns.is_empty()
     }
+}
+
+/// True when `writes` write one of `queues`.
+pub fn touches(writes: &[Write], queues: &HashSet<QueueKey>) -> bool {
+    writes.iter().any(|w| queues.contains(w.queue()))
 }

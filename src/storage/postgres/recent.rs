@@ -82,6 +82,25 @@ impl Recent {
         self.keep_written(key, task);
     }
 
+    /// Drops the records of `queues` (another node writes them now).
+    pub fn forget(&mut self, queues: &std::collections::HashSet<QueueKey>) {
+        let before = self.map.len();
+        let mut freed = 0;
+        self.map.retain(|k, (_, t)| {
+            let keep = !queues.contains(&k.0);
+            if !keep {
+                freed += size(k, t);
+            }
+            keep
+        });
+        self.bytes -= freed;
+        if self.map.len() != before {
+            let map = &self.map;
+            self.order
+                .retain(|(k, s)| map.get(k).is_some_and(|(kept, _)| kept == s));
+        }
+    }
+
     /// Drops the oldest entries until what is kept fits, and stale places in the order.
     fn make_room(&mut self) {
         while self.bytes > self.capacity {

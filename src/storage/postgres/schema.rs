@@ -6,13 +6,19 @@
 //! primary key is the order a queue reads in: ready tasks by (priority, fairness pass,
 //! sequence), delayed tasks by due time, dead letters by time of death (read backwards),
 //! purge schedules and schedule-to-start deadlines by time across queues.
+//!
+//! Cluster mode (version 2): `tasq_nodes` holds each node's heartbeat (by the database's
+//! clock, so the nodes' own clocks do not matter), `tasq_owners` each queue's owner and fence
+//! number, and `tasq_check_fences` fails a write (SQLSTATE `TQ001`) for a queue whose fence
+//! moved on since the writer took it.
 
 use postgres::Client;
 
 use crate::error::{Error, Result};
 
 /// The migrations, in order; the schema's version is how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tasq_tasks (
     namespace text COLLATE "C" NOT NULL,
     queue text COLLATE "C" NOT NULL,
@@ -95,7 +101,45 @@ CREATE TABLE tasq_queues (
 CREATE INDEX tasq_queues_holding ON tasq_queues (namespace, queue, queue_type)
     WHERE ready + delayed + in_flight + dead > 0;
 CREATE SEQUENCE tasq_seq INCREMENT BY 1000;
-"#];
+"#,
+    r#"
+CREATE TABLE tasq_nodes (
+    node_id text COLLATE "C" PRIMARY KEY,
+    advertise text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE tasq_owners (
+    namespace text COLLATE "C" NOT NULL,
+    queue text COLLATE "C" NOT NULL,
+    queue_type smallint NOT NULL,
+    owner text COLLATE "C" NOT NULL,
+    fence bigint NOT NULL,
+    PRIMARY KEY (namespace, queue, queue_type)
+);
+CREATE FUNCTION tasq_check_fences(n text[], q text[], k smallint[], f bigint[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    held integer;
+BEGIN
+    -- FOR SHARE: a takeover (an UPDATE of the fence) waits for this write to commit, and a
+    -- takeover that committed first is seen here even if it came after the snapshot.
+    SELECT count(*) INTO held FROM (
+        SELECT 1 FROM tasq_owners o
+        JOIN unnest(n, q, k, f) AS x(n, q, k, f)
+          ON o.namespace = x.n AND o.queue = x.q AND o.queue_type = x.k
+        WHERE o.fence = x.f
+        FOR SHARE OF o
+    ) s;
+    IF held <> cardinality(n) THEN
+        RAISE EXCEPTION 'tasq: a queue of this write is owned by another node now'
+            USING ERRCODE = 'TQ001';
+    END IF;
+    RETURN held;
+END
+$$;
+"#,
+];
 
 /// The schema version this binary writes.
 pub const VERSION: i32 = MIGRATIONS.len() as i32;

@@ -124,15 +124,33 @@ impl Rows {
     /// transaction block commits by itself (its answer comes once `COMMIT` is done). The
     /// parts touch different rows (one write per row), so running them on one snapshot is
     /// the same as running them in turn. A mix of parts is prepared once per connection.
-    pub fn write(self, session: &mut Session) -> Result<(), postgres::Error> {
-        let parts: Vec<(String, Columns)> = self
-            .statements()
-            .into_iter()
-            .filter(|(_, cols)| cols.rows > 0)
-            .collect();
+    ///
+    /// With `fences` (cluster mode: each queue written and the fence this node holds it
+    /// with), the statement first checks them all (`tasq_check_fences`); `Ok(false)` when one
+    /// moved on, and nothing was written.
+    pub fn write(
+        self,
+        session: &mut Session,
+        fences: &[(Q, i64)],
+    ) -> Result<bool, postgres::Error> {
+        let mut parts: Vec<(String, Columns)> = Vec::new();
+        if !fences.is_empty() {
+            let mut c = Columns::default();
+            for (queue, fence) in fences {
+                c.row().queue(queue).int(*fence);
+            }
+            let check = "SELECT tasq_check_fences($1::text[], $2::text[], $3::int2[], \
+                         $4::int8[]) AS held";
+            parts.push((check.to_string(), c));
+        }
+        parts.extend(
+            self.statements()
+                .into_iter()
+                .filter(|(_, cols)| cols.rows > 0),
+        );
         let sql = match parts.as_slice() {
-            [] => return Ok(()),
-            [(sql, _)] => sql.clone(),
+            [] => return Ok(true),
+            [(sql, _)] if fences.is_empty() => sql.clone(),
             _ => {
                 let mut sql = String::from("WITH ");
                 let mut offset = 0;
@@ -143,15 +161,26 @@ impl Rows {
                     sql.push_str(&format!("w{i} AS ({})", renumber(part, offset)));
                     offset += cols.cols.len();
                 }
-                sql.push_str(" SELECT 1");
+                // The check is read by the statement itself, so it runs (a part nothing
+                // reads would not) and its error undoes the whole statement.
+                sql.push_str(if fences.is_empty() {
+                    " SELECT 1"
+                } else {
+                    " SELECT held FROM w0"
+                });
                 sql
             }
         };
         let st = session.prepare(&sql)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             parts.iter().flat_map(|(_, cols)| cols.params()).collect();
-        session.client().execute(&st, &params)?;
-        Ok(())
+        match session.client().execute(&st, &params) {
+            Ok(_) => Ok(true),
+            Err(e) if e.code().map(|c| c.code()) == Some(super::cluster::FENCE_REJECTED) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Each statement to run and its parameters.

@@ -12,6 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::auth::AuthConfig;
 
+mod cluster;
+pub use cluster::ClusterConfig;
+
 /// `fsync` or `relaxed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,6 +183,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Store bounds.
     pub storage: StorageConfig,
+    /// Cluster mode.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -202,6 +207,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -310,6 +316,9 @@ impl Config {
         }
         if st.postgres_statement_timeout.is_zero() {
             return bad("storage.postgres_statement_timeout", "must be more than 0");
+        }
+        if let Err((key, why)) = self.cluster.validate(st.backend == Backend::Postgres) {
+            return bad(key, &why);
         }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return bad("tls.cert", "tls.cert and tls.key must be set together");

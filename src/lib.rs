@@ -18,6 +18,8 @@
 //!   ([`storage::sled_store`]: disk space, health, the durability watermark, `tasq store
 //!   verify`) and its PostgreSQL one (`storage::postgres`, feature `postgres`), the group
 //!   commit, `tasq store copy`.
+//! - [`cluster`]: several nodes on one PostgreSQL database: which node owns a queue
+//!   (rendezvous hashing); the store fences ownership. Not servable yet.
 //! - [`queue`]: the queue actor (one per task queue), one file per concern: add, dispatch,
 //!   settle, sockets, admin, timers; backlog window, parked polls, leases, fairness, throttle.
 //! - [`registry`]: the registry actor that spawns, supervises and forgets queue actors, and
@@ -48,6 +50,7 @@ pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -106,6 +106,13 @@ pub fn new_key() -> String {
     format!("tq_{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Whether two secrets are equal, in time that depends on neither (both are hashed first,
+/// so neither their lengths nor where they differ shows).
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let (a, b): ([u8; 32], [u8; 32]) = (Sha256::digest(a).into(), Sha256::digest(b).into());
+    same(&a, &b)
+}
+
 /// Equal in time that does not depend on where the digests differ.
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -53,6 +53,53 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     /// Open WebSocket connections.
     pub websocket_connections: IntGauge,
+    /// Cluster mode.
+    pub cluster: ClusterMetrics,
+}
+
+/// The `tasq_cluster_*` metrics (zero outside cluster mode).
+pub struct ClusterMetrics {
+    /// Queues this node owns, by node.
+    pub queues_owned: IntGaugeVec,
+    /// Requests sent on to the owning node, by route pattern.
+    pub forwarded_requests: IntCounterVec,
+    /// Queues taken over from a node that stopped heartbeating.
+    pub takeovers: IntCounter,
+    /// Writes refused because this node no longer owns the queue.
+    pub fence_rejections: IntCounter,
+}
+
+impl ClusterMetrics {
+    fn new() -> Self {
+        ClusterMetrics {
+            queues_owned: IntGaugeVec::new(
+                opts(
+                    "tasq_cluster_queues_owned",
+                    "Queues this node owns (cluster mode).",
+                ),
+                &["node"],
+            )
+            .expect("metric"),
+            forwarded_requests: IntCounterVec::new(
+                opts(
+                    "tasq_cluster_forwarded_requests_total",
+                    "Requests sent on to the node owning their queue.",
+                ),
+                &["route"],
+            )
+            .expect("metric"),
+            takeovers: IntCounter::new(
+                "tasq_cluster_takeovers_total",
+                "Queues this node took over from a node that stopped heartbeating.",
+            )
+            .expect("metric"),
+            fence_rejections: IntCounter::new(
+                "tasq_cluster_fence_rejections_total",
+                "Writes refused because this node no longer owns the queue.",
+            )
+            .expect("metric"),
+        }
+    }
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -213,6 +260,7 @@ impl Metrics {
                 "Open WebSocket connections.",
             )
             .expect("metric"),
+            cluster: ClusterMetrics::new(),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -249,6 +297,10 @@ impl Metrics {
             Box::new(m.http_requests.clone()),
             Box::new(m.http_request_duration.clone()),
             Box::new(m.websocket_connections.clone()),
+            Box::new(m.cluster.queues_owned.clone()),
+            Box::new(m.cluster.forwarded_requests.clone()),
+            Box::new(m.cluster.takeovers.clone()),
+            Box::new(m.cluster.fence_rejections.clone()),
             Box::new(build_info),
         ];
         for c in collectors {

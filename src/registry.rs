@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::model::NewTask;
 use crate::model::QueueKey;
 use crate::queue::messages::{
-    AddResult, Durable, ExpireWaiting, Inbox, Inboxes, Poll, PollOutcome, Settle, Settlement,
-    Shutdown, TakeAdds, TakePolls, TakeSettles,
+    AddResult, Durable, ExpireWaiting, HandOver, Inbox, Inboxes, Poll, PollOutcome, Settle,
+    Settlement, Shutdown, TakeAdds, TakePolls, TakeSettles,
 };
 use crate::queue::{QueueActor, QueueStopped, Shared};
 use crate::storage::Store;
@@ -493,6 +493,19 @@ impl Queues {
         let addrs: Vec<_> = read(&self.map).values().map(|l| l.addr.clone()).collect();
         for a in addrs {
             let _ = a.send(Shutdown).await;
+        }
+    }
+
+    /// The queues whose actor is loaded.
+    pub fn loaded_keys(&self) -> Vec<QueueKey> {
+        read(&self.map).keys().cloned().collect()
+    }
+
+    /// Stops the actor of `key`, if loaded, as [`HandOver`] says.
+    pub async fn hand_over(&self, key: &QueueKey) {
+        let addr = running(&self.map, key).map(|l| l.addr.clone());
+        if let Some(a) = addr {
+            let _ = a.send(HandOver).await;
         }
     }
 

@@ -66,6 +66,12 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
         (server.bind(config.bind)?, "http")
     };
     let addr: SocketAddr = server.addrs().first().copied().unwrap_or(config.bind);
+    #[cfg(feature = "postgres")]
+    if let Some(cluster) = tasq.cluster() {
+        let (cluster, tls) = (cluster.clone(), config.tls.enabled());
+        // Blocking (a database round trip): off the runtime's thread.
+        let _ = tokio::task::spawn_blocking(move || cluster.serving_at(addr, tls)).await;
+    }
     let server = server.run();
     log::info!(
         "serving on {addr}, store in {}, durability {:?}",

@@ -282,8 +282,8 @@ fn postgres_settings_are_checked_and_an_unreachable_database_exits_2() {
     assert_eq!(named.len(), 1, "one line naming the key; stderr:\n{stderr}");
 }
 
-/// `[cluster]` settings are checked like any other: a cluster needs PostgreSQL and a secret,
-/// and this version refuses cluster mode itself with one line saying it is not available yet.
+/// `[cluster]` settings are checked like any other: a cluster needs PostgreSQL, a secret, and
+/// a node timeout of at least two heartbeats.
 #[test]
 fn cluster_settings_are_checked() {
     assert_config_rejected("[cluster]\nenabled = true\n", "cluster.enabled");
@@ -298,10 +298,6 @@ fn cluster_settings_are_checked() {
              heartbeat_interval = \"5s\"\nnode_timeout = \"6s\"\n"
         ),
         "cluster.node_timeout",
-    );
-    assert_config_rejected(
-        &format!("{pg}[cluster]\nenabled = true\nsecret = \"0123456789abcdef\"\n"),
-        "`cluster.enabled`: cluster mode is not available",
     );
     assert_config_rejected("[cluster]\nsurprise = 1\n", "cluster.surprise");
 }

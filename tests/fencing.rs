@@ -24,7 +24,8 @@ fn node(url: &str) -> Arc<PgStore> {
         pool_size: 2,
         statement_timeout: Duration::from_secs(30),
         synchronous_commit: true,
-        fenced: true,
+        node: Some("fencing-test".into()),
+        node_timeout: Duration::from_secs(10),
     };
     PgStore::open(&opts, Metrics::new(10)).expect("open the store")
 }

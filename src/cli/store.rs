@@ -71,7 +71,8 @@ fn open_postgres(url: &str, metrics: Arc<Metrics>) -> Result<Arc<dyn Store>, Cli
         pool_size: 2,
         statement_timeout: std::time::Duration::from_secs(600),
         synchronous_commit: true,
-        fenced: false,
+        node: None,
+        node_timeout: std::time::Duration::from_secs(10),
     };
     Ok(PgStore::open(&opts, metrics).map_err(CliError::Local)?)
 }

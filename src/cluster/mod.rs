@@ -9,4 +9,9 @@
 //! membership heartbeats, takeover and handover come next; until then `cluster.enabled` is
 //! refused at start-up.
 
+#[cfg(feature = "postgres")]
+pub mod node;
 pub mod placement;
+
+#[cfg(feature = "postgres")]
+pub use node::{Cluster, Owner};

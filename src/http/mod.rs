@@ -4,6 +4,10 @@
 //! Request bodies go through [`JsonBody`], which enforces `max_payload_bytes` (413) and turns
 //! every decoding problem, unknown fields included, into a 400 in the contract's shape.
 
+#[cfg(feature = "postgres")]
+pub mod cluster;
+#[cfg(feature = "postgres")]
+pub mod forward;
 pub mod leases;
 pub mod ops;
 pub mod poll;
@@ -181,6 +185,8 @@ pub fn routes() -> Vec<RouteSpec> {
         leases::routes(),
         queues::routes(),
         ws::routes(),
+        #[cfg(feature = "postgres")]
+        cluster::routes(),
     ]
     .into_iter()
     .flatten()
@@ -222,9 +228,15 @@ pub async fn gatekeeper(
         Some(s) => authorize(s, &req).err(),
         None => None,
     };
-    let res = match refused {
-        Some(e) => req.into_response(e.error_response()),
-        None => next.call(req).await?.map_into_boxed_body(),
+    let res = match (refused, &state) {
+        (Some(e), _) => req.into_response(e.error_response()),
+        #[cfg(feature = "postgres")]
+        (None, Some(s)) if s.cluster().is_some() => match forward::route(s, &req) {
+            forward::Route::Here => next.call(req).await?.map_into_boxed_body(),
+            forward::Route::To(base) => forward::forward(s, &base, req).await?,
+            forward::Route::Refused(e) => req.into_response(e.error_response()),
+        },
+        (None, _) => next.call(req).await?.map_into_boxed_body(),
     };
     if let Some(s) = state {
         let route = res

@@ -168,6 +168,16 @@ impl Handler<Shutdown> for QueueActor {
     }
 }
 
+impl Handler<HandOver> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: HandOver, ctx: &mut Self::Context) {
+        <Self as Handler<Shutdown>>::handle(self, Shutdown, ctx);
+        log::info!("{}: handed over to another node", self.key);
+        ctx.stop();
+    }
+}
+
 impl Handler<SetConfig> for QueueActor {
     type Result = Result<Durable<RateLimitView>>;
 

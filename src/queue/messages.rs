@@ -412,6 +412,12 @@ pub struct SocketClosed {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// Stop serving this queue here (another node of the cluster owns it now): parked polls are
+/// answered with no tasks, sockets closed, and the actor stops; its state stays in the store.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct HandOver;
+
 /// Run the timer's work now: expire the leases whose deadline passed, promote the delayed
 /// tasks that are due, serve parked polls and stop if idle long enough, all by the queue's
 /// clock. The actor's own timer does this at the next deadline; with a manual clock (tests),

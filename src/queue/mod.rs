@@ -77,7 +77,12 @@ pub struct Shared {
     pub parked: Arc<std::sync::atomic::AtomicUsize>,
     /// The time (the system's; a manual clock in tests).
     pub clock: Arc<dyn Clock>,
+    /// In a cluster: whether this node serves a queue now (`None`: every queue).
+    pub owns: Option<Owns>,
 }
+
+/// Whether this node serves a queue (see [`Shared::owns`]).
+pub type Owns = Arc<dyn Fn(&QueueKey) -> bool + Send + Sync>;
 
 /// Sent to the registry when a queue actor stops, so it forgets that address.
 #[derive(Message)]
@@ -288,6 +293,18 @@ impl QueueActor {
     }
 
     fn load(&mut self) -> Result<()> {
+        if self
+            .shared
+            .owns
+            .as_ref()
+            .is_some_and(|owns| !owns(&self.key))
+        {
+            return Err(Error::Unavailable(format!(
+                "queue {} is served by another node of the cluster now; retry",
+                self.key
+            )));
+        }
+        self.shared.store.acquire(&self.key)?;
         if let Some(meta) = self.shared.store.meta(&self.key)? {
             self.meta = meta;
             self.meta_stored = true;
@@ -401,7 +418,11 @@ impl Actor for QueueActor {
         ctx.set_mailbox_capacity(1024);
         self.shared.metrics.loaded_task_queues.inc();
         if let Err(e) = self.load() {
+            // Serving from a half-read state would answer wrongly (and in a cluster, a queue
+            // not taken cannot be written): stop, and let the next request start it again.
             log::error!("{}: loading from the store failed: {e}", self.key);
+            ctx.stop();
+            return;
         }
         self.after_change(ctx);
     }

@@ -20,6 +20,11 @@ impl Lifecycle {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
+    /// True once shutting down began.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// True while requests are served.
     pub fn serving(&self) -> bool {
         self.ready.load(Ordering::SeqCst) && !self.stopping.load(Ordering::SeqCst)

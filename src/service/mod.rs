@@ -51,6 +51,8 @@
 //! ```
 
 mod admin;
+#[cfg(feature = "postgres")]
+mod cluster;
 mod lifecycle;
 mod spec;
 mod tasks;
@@ -144,7 +146,20 @@ impl Builder {
                 })?,
             None => Metrics::new(config.metrics.max_queue_series),
         };
-        let store = open_store(&config, self.temporary, metrics.clone())?;
+        let opened = open_store(&config, self.temporary, metrics.clone())?;
+        let store = opened.store;
+        #[cfg(feature = "postgres")]
+        let cluster = match &opened.postgres {
+            Some(pg) if config.cluster.enabled => Some(
+                crate::cluster::Cluster::join(&config, pg.clone(), metrics.clone())
+                    .map_err(|e| Error::invalid(format!("config key `cluster.enabled`: {e}")))?,
+            ),
+            _ => None,
+        };
+        #[cfg(feature = "postgres")]
+        let owns = cluster.as_ref().map(|c| cluster::owns(c.clone()));
+        #[cfg(not(feature = "postgres"))]
+        let owns = None;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let queues = Queues::start(Arc::new(Shared {
             store: store.clone(),
@@ -152,12 +167,13 @@ impl Builder {
             metrics: metrics.clone(),
             parked: Arc::default(),
             clock: clock.clone(),
+            owns,
         }));
         let auth = Arc::new(Auth::new(&config.auth));
         let lifecycle = Lifecycle::default();
         lifecycle.set_ready();
         let purge = actix_rt::spawn(purge_loop(store.clone(), config.completed_retention));
-        Ok(Tasq {
+        let tasq = Tasq {
             inner: Arc::new(Inner {
                 queues,
                 store,
@@ -168,8 +184,13 @@ impl Builder {
                 clock,
                 sockets: Arc::default(),
                 purge: Mutex::new(Some(purge)),
+                #[cfg(feature = "postgres")]
+                cluster,
             }),
-        })
+        };
+        #[cfg(feature = "postgres")]
+        cluster::start(&tasq);
+        Ok(tasq)
     }
 }
 
@@ -194,6 +215,9 @@ struct Inner {
     /// Open streaming sockets (bounded by `limits.max_websockets`).
     sockets: Arc<std::sync::atomic::AtomicUsize>,
     purge: Mutex<Option<actix_rt::task::JoinHandle<()>>>,
+    /// This node of its cluster, in cluster mode.
+    #[cfg(feature = "postgres")]
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Tasq {
@@ -295,6 +319,10 @@ impl Tasq {
     pub async fn shutdown(&self) -> Result<()> {
         let inner = &self.inner;
         inner.lifecycle.set_stopping();
+        #[cfg(feature = "postgres")]
+        if let Some(c) = &inner.cluster {
+            c.leave();
+        }
         inner.queues.shutdown_all().await;
         let purge = inner.purge.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = purge {
@@ -312,24 +340,38 @@ impl Tasq {
     }
 }
 
-/// Opens the store and recovers it: tasks in flight at a crash go back to their queues.
-fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
-    let store = match config.storage.backend {
-        Backend::Sled => open_sled(config, temporary, metrics)?,
+/// The store opened, and the PostgreSQL one as such (a cluster's node needs it).
+struct Opened {
+    store: Arc<dyn Store>,
+    #[cfg(feature = "postgres")]
+    postgres: Option<Arc<crate::storage::postgres::PgStore>>,
+}
+
+/// Opens the store and recovers it: tasks in flight at a crash go back to their queues (not
+/// in a cluster, where a lease outlives its node and the queue's next owner takes it on).
+fn open_store(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result<Opened> {
+    let opened = match config.storage.backend {
+        Backend::Sled => Opened {
+            store: open_sled(config, temporary, metrics)?,
+            #[cfg(feature = "postgres")]
+            postgres: None,
+        },
         Backend::Postgres => open_postgres(config, metrics)?,
     };
-    let requeued = crate::queue::entries::requeue_in_flight(&*store)?;
-    if requeued > 0 {
-        log::info!("recovery: {requeued} tasks in flight at the last stop are ready again");
+    if !config.cluster.enabled {
+        let requeued = crate::queue::entries::requeue_in_flight(&*opened.store)?;
+        if requeued > 0 {
+            log::info!("recovery: {requeued} tasks in flight at the last stop are ready again");
+        }
     }
-    Ok(store)
+    Ok(opened)
 }
 
 /// The PostgreSQL store at `storage.postgres_url`; a database that cannot be reached or
 /// migrated stops start-up with the key named (`invalid_argument`: a setting that cannot
 /// work, which `tasq serve` answers with exit status 2).
 #[cfg(feature = "postgres")]
-fn open_postgres(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
+fn open_postgres(config: &Config, metrics: Arc<Metrics>) -> Result<Opened> {
     use crate::storage::postgres::{PgOptions, PgStore};
     let st = &config.storage;
     let opts = PgOptions {
@@ -337,10 +379,17 @@ fn open_postgres(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Store
         pool_size: st.postgres_pool_size,
         statement_timeout: st.postgres_statement_timeout,
         synchronous_commit: config.durability == Durability::Fsync,
-        fenced: config.cluster.enabled,
+        node: config
+            .cluster
+            .enabled
+            .then(|| config.cluster.node_id(config.bind)),
+        node_timeout: config.cluster.node_timeout,
     };
     match PgStore::open(&opts, metrics) {
-        Ok(store) => Ok(store),
+        Ok(store) => Ok(Opened {
+            store: store.clone(),
+            postgres: Some(store),
+        }),
         Err(e) => Err(Error::invalid(format!(
             "config key `storage.postgres_url`: {e}"
         ))),
@@ -348,7 +397,7 @@ fn open_postgres(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<dyn Store
 }
 
 #[cfg(not(feature = "postgres"))]
-fn open_postgres(_config: &Config, _metrics: Arc<Metrics>) -> Result<Arc<dyn Store>> {
+fn open_postgres(_config: &Config, _metrics: Arc<Metrics>) -> Result<Opened> {
     Err(Error::invalid(
         "config key `storage.backend`: this tasq was built without the postgres feature",
     ))

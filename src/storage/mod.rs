@@ -191,6 +191,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Called by a queue's actor before it reads the queue: in cluster mode, takes the
+    /// queue for this node (the node that held it can write for it no more); nothing else.
+    fn acquire(&self, queue: &QueueKey) -> Result<()> {
+        let _ = queue;
+        Ok(())
+    }
+
     /// A queue's counters (`None` for a queue never used).
     fn meta(&self, queue: &QueueKey) -> Result<Option<QueueMeta>>;
 

@@ -56,6 +56,7 @@ impl Harness {
             metrics,
             parked: Arc::default(),
             clock: clock.clone(),
+            owns: None,
         }));
         let key = QueueKey::new("default", "q", QueueType::Activity).expect("key");
         Harness {

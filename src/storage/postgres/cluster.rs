@@ -2,7 +2,7 @@
 //! each queue, fenced.
 //!
 //! A node takes a queue by bumping the queue's fence number in `tasq_owners`. In cluster mode
-//! (`PgOptions::fenced`) every group commit checks, in the same statement, that each queue it
+//! (`PgOptions::node`) every group commit checks, in the same statement, that each queue it
 //! writes still has the fence this node took it with (`tasq_check_fences`, under a share
 //! lock, so a takeover and a write are ordered one way or the other). A queue whose fence
 //! moved on is lost: its writes are dropped, the rest of the commit goes ahead, and the
@@ -124,18 +124,23 @@ pub struct NodeRow {
 }
 
 impl PgStore {
-    /// Records that `node` is alive, reachable at `advertise`.
-    pub fn heartbeat(&self, node: &str, advertise: &str) -> Result<()> {
+    /// Records that `node` is alive, reachable at `advertise`; true when it was not known
+    /// alive before (joined, or back after its timeout).
+    pub fn heartbeat(&self, node: &str, advertise: &str) -> Result<bool> {
         let (node, advertise) = (node.to_string(), advertise.to_string());
-        self.pool.run(move |c| {
-            c.execute(
-                "INSERT INTO tasq_nodes (node_id, advertise) VALUES ($1, $2) \
-                 ON CONFLICT (node_id) DO UPDATE \
-                 SET advertise = EXCLUDED.advertise, heartbeat_at = now()",
-                &[&node, &advertise],
+        let timeout_ms = self.node_timeout.as_millis() as f64;
+        let row = self.pool.run(move |c| {
+            c.query_one(
+                "WITH before AS (SELECT heartbeat_at > now() - $3 * interval '1 millisecond' \
+                   AS alive FROM tasq_nodes WHERE node_id = $1), \
+                 up AS (INSERT INTO tasq_nodes (node_id, advertise) VALUES ($1, $2) \
+                   ON CONFLICT (node_id) DO UPDATE \
+                   SET advertise = EXCLUDED.advertise, heartbeat_at = now() RETURNING 1) \
+                 SELECT NOT coalesce((SELECT alive FROM before), false) FROM up",
+                &[&node, &advertise, &timeout_ms],
             )
         })?;
-        Ok(())
+        Ok(row.get(0))
     }
 
     /// Every node known, alive or not (unheard of for `timeout`), by name.
@@ -176,26 +181,37 @@ impl PgStore {
 
     /// Takes `queue` for `node`: bumps its fence, so the node that held it cannot write for
     /// it any more, and forgets what this node kept of it (the other wrote since). Call it
-    /// before reading the queue's state.
-    pub fn take_queue(&self, queue: &QueueKey, node: &str) -> Result<()> {
+    /// before reading the queue's state. Answers the node that held it before, if another,
+    /// and whether that one was still heard from within `node_timeout`.
+    pub fn take_queue(&self, queue: &QueueKey, node: &str) -> Result<Option<(String, bool)>> {
         let fences = self.fences()?;
         let (q, node) = (Q::of(queue), node.to_string());
-        let fence: i64 = self
-            .pool
-            .run(move |c| {
-                c.query_one(
-                    "INSERT INTO tasq_owners (namespace, queue, queue_type, owner, fence) \
-                     VALUES ($1, $2, $3, $4, 1) \
-                     ON CONFLICT (namespace, queue, queue_type) DO UPDATE \
-                     SET owner = EXCLUDED.owner, fence = tasq_owners.fence + 1 \
-                     RETURNING fence",
-                    &[&q.0, &q.1, &q.2, &node],
-                )
-            })?
-            .get(0);
+        let timeout_ms = self.node_timeout.as_millis() as f64;
+        let row = self.pool.run(move |c| {
+            c.query_one(
+                "WITH before AS ( \
+                   SELECT o.owner, EXISTS (SELECT 1 FROM tasq_nodes n WHERE n.node_id = o.owner \
+                     AND n.heartbeat_at > now() - $5 * interval '1 millisecond') AS alive \
+                   FROM tasq_owners o \
+                   WHERE o.namespace = $1 AND o.queue = $2 AND o.queue_type = $3), \
+                 up AS ( \
+                   INSERT INTO tasq_owners (namespace, queue, queue_type, owner, fence) \
+                   VALUES ($1, $2, $3, $4, 1) \
+                   ON CONFLICT (namespace, queue, queue_type) DO UPDATE \
+                   SET owner = EXCLUDED.owner, fence = tasq_owners.fence + 1 \
+                   RETURNING fence) \
+                 SELECT up.fence, before.owner, before.alive FROM up LEFT JOIN before ON true",
+                &[&q.0, &q.1, &q.2, &node, &timeout_ms],
+            )
+        })?;
+        let fence: i64 = row.get(0);
+        let before: Option<String> = row.get(1);
+        let alive: Option<bool> = row.get(2);
         self.pending.forget(&HashSet::from([queue.clone()]));
         fences.hold(queue, fence);
-        Ok(())
+        Ok(before
+            .filter(|b| *b != node_name(&self.node))
+            .map(|b| (b, alive.unwrap_or(false))))
     }
 
     /// Hands `queue` over (this node stops serving it): new writes for it are refused, the
@@ -207,6 +223,12 @@ impl PgStore {
         fences.lose(queue, self.commit.latest().number() + 1);
         self.pending.forget(&HashSet::from([queue.clone()]));
         Ok(())
+    }
+
+    /// True when this node holds `queue` (took it, and no other node took it since, as far
+    /// as its commits found).
+    pub fn holds_queue(&self, queue: &QueueKey) -> bool {
+        self.fences.as_ref().is_some_and(|f| f.check(queue).is_ok())
     }
 
     /// The queues this node owns (0 outside cluster mode).
@@ -244,4 +266,9 @@ pub fn moved(
         .into_iter()
         .filter_map(|r| Q(r.get(0), r.get(1), r.get(2)).key())
         .collect())
+}
+
+/// This node's name (empty outside cluster mode).
+fn node_name(node: &Option<String>) -> &str {
+    node.as_deref().unwrap_or("")
 }

@@ -52,9 +52,18 @@ impl Settings {
     }
 }
 
+/// What went wrong, in PostgreSQL's own words when it said (the client's `Display` of a
+/// server error is only "db error").
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// The 503 for a database that cannot be reached.
 pub fn unreachable(e: &postgres::Error) -> Error {
-    Error::Unavailable(format!("PostgreSQL is unreachable: {e}"))
+    Error::Unavailable(format!("PostgreSQL is unreachable: {}", describe(e)))
 }
 
 /// What an error from a statement means: a lost connection, a server shutting down or
@@ -72,9 +81,12 @@ pub fn classify(e: &postgres::Error) -> Error {
     // Class 53: insufficient resources (disk full, out of memory, too many connections);
     // 57014: cancelled (the statement timeout).
     if code.starts_with("53") || code == "57014" {
-        return Error::Unavailable(format!("PostgreSQL cannot take the work now: {e}"));
+        return Error::Unavailable(format!(
+            "PostgreSQL cannot take the work now: {}",
+            describe(e)
+        ));
     }
-    Error::Internal(format!("PostgreSQL: {e}"))
+    Error::Internal(format!("PostgreSQL: {}", describe(e)))
 }
 
 /// Whether the database answers: set down by any failed connection, up again by the next

@@ -15,7 +15,7 @@
 //!   database, ranges once the writes applied before them committed. A queue about to
 //!   dispatch reads the records ahead, many per query. Reads run on a pool of threads with a
 //!   connection each (`conn`).
-//! - Cluster mode (`PgOptions::fenced`, `cluster`): a node writes only the queues it took,
+//! - Cluster mode (`PgOptions::node`, `cluster`): a node writes only the queues it took,
 //!   each commit checking their fence numbers in the same statement; the writes of a queue
 //!   another node took meanwhile are dropped (`sync`) and their waiters answered 503.
 //! - Losing the database: a commit that fails puts its transactions back, to be written
@@ -67,9 +67,12 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
     /// Wait for PostgreSQL's durable commit (`synchronous_commit = on`).
     pub synchronous_commit: bool,
-    /// Cluster mode: this node writes only the queues it took ([`PgStore::take_queue`]),
-    /// each commit checking their fences.
-    pub fenced: bool,
+    /// Cluster mode, as this node: it writes only the queues it took
+    /// ([`PgStore::take_queue`], [`Store::acquire`]), each commit checking their fences.
+    pub node: Option<String>,
+    /// In cluster mode, how long a silent node is still alive (a take from a node silent
+    /// for longer counts as a takeover).
+    pub node_timeout: Duration,
 }
 
 /// The PostgreSQL store.
@@ -84,6 +87,11 @@ pub struct PgStore {
     stop: Arc<AtomicBool>,
     /// The queues held, in cluster mode.
     fences: Option<Arc<Fences>>,
+    /// This node's name, in cluster mode.
+    node: Option<String>,
+    node_timeout: Duration,
+    /// Queues taken from a node that stopped heartbeating.
+    takeovers: prometheus::IntCounter,
 }
 
 impl PgStore {
@@ -111,8 +119,15 @@ impl PgStore {
         let reachable = Arc::new(Reachable::new(metrics.storage_healthy.clone()));
         let pool = Pool::start(&settings, opts.pool_size, reachable.clone())?;
         let pending = Arc::new(Pending::default());
-        let fences = opts.fenced.then(|| Arc::new(Fences::default()));
-        let sync = sync::group_commit(writer, pending.clone(), reachable.clone(), fences.clone());
+        let fences = opts.node.is_some().then(|| Arc::new(Fences::default()));
+        let sync = sync::group_commit(
+            writer,
+            pending.clone(),
+            reachable.clone(),
+            fences.clone(),
+            metrics.cluster.fence_rejections.clone(),
+        );
+        let takeovers = metrics.cluster.takeovers.clone();
         let store = Arc::new(PgStore {
             pool,
             pending,
@@ -121,6 +136,9 @@ impl PgStore {
             seqs: Mutex::new((0, 0)),
             stop: Arc::new(AtomicBool::new(false)),
             fences,
+            node: opts.node.clone(),
+            node_timeout: opts.node_timeout,
+            takeovers,
         });
         watch(Arc::downgrade(&store), store.stop.clone());
         Ok(store)
@@ -368,6 +386,26 @@ impl Store for PgStore {
 
     fn prefers_batched_reads(&self) -> bool {
         true
+    }
+
+    fn acquire(&self, queue: &QueueKey) -> Result<()> {
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
+        if let Some((before, alive)) = self.take_queue(queue, node)? {
+            if !alive {
+                self.takeovers.inc();
+            }
+            log::info!(
+                "cluster: took {queue} from {before}{}",
+                if alive {
+                    ""
+                } else {
+                    ", which stopped heartbeating"
+                }
+            );
+        }
+        Ok(())
     }
 
     fn meta(&self, queue: &QueueKey) -> Result<Option<QueueMeta>> {

@@ -145,12 +145,20 @@ $$;
 pub const VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Brings the database to [`VERSION`], in one transaction (a second tasq starting at the same
-/// moment waits on the lock, then finds the work done).
+/// moment waits on an advisory lock, then finds the work done).
 pub fn migrate(client: &mut Client) -> Result<()> {
-    let failed = |e: postgres::Error| Error::Unavailable(format!("migrating the schema: {e}"));
+    let failed = |e: postgres::Error| {
+        Error::Unavailable(format!(
+            "migrating the schema: {}",
+            super::conn::describe(&e)
+        ))
+    };
     let mut tx = client.transaction().map_err(failed)?;
+    // Nodes of a cluster start together: one migrates, the others wait on this lock and then
+    // find the work done (two `CREATE TABLE IF NOT EXISTS` at once can both try to create).
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS tasq_schema (version integer NOT NULL);
+        "SELECT pg_advisory_xact_lock(7370606);
+         CREATE TABLE IF NOT EXISTS tasq_schema (version integer NOT NULL);
          LOCK TABLE tasq_schema IN EXCLUSIVE MODE;",
     )
     .map_err(failed)?;

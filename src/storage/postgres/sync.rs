@@ -8,7 +8,7 @@ use super::cluster::{self, Fences};
 use super::conn::{Conn, Reachable};
 use super::pending::{self, touches, Pending};
 use super::write;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::QueueKey;
 
 /// The group commit's sync: writes every pending transaction with one statement. In cluster
@@ -19,6 +19,7 @@ pub fn group_commit(
     pending: Arc<Pending>,
     reachable: Arc<Reachable>,
     fences: Option<Arc<Fences>>,
+    rejections: prometheus::IntCounter,
 ) -> Box<dyn Fn() -> Result<()> + Send> {
     let conn = Mutex::new(conn);
     Box::new(move || {
@@ -35,7 +36,13 @@ pub fn group_commit(
                 None => Default::default(),
             };
             if !not_held.is_empty() {
-                drop_lost(&mut taken, &not_held, &pending, fences.as_deref());
+                drop_lost(
+                    &mut taken,
+                    &not_held,
+                    &pending,
+                    fences.as_deref(),
+                    &rejections,
+                );
                 continue;
             }
             // A statement that failed is rolled back by PostgreSQL: running it again is safe.
@@ -49,15 +56,24 @@ pub fn group_commit(
                 }
                 Ok(false) => {
                     // A fence moved on: find which, drop their writes, write the rest.
-                    let lost = match conn.run(&|s| cluster::moved(s, &checks)) {
-                        Ok(lost) => lost,
+                    match conn.run(&|s| cluster::moved(s, &checks)) {
+                        Ok(lost) if !lost.is_empty() => {
+                            drop_lost(&mut taken, &lost, &pending, fences.as_deref(), &rejections)
+                        }
+                        // The fence that failed the check moved back before this read: the
+                        // next commit tries again (never a loop here). The database is fine.
+                        Ok(_) => {
+                            pending.put_back(taken);
+                            return Err(Error::Unavailable(
+                                "a queue's owner changed during the commit; retry".into(),
+                            ));
+                        }
                         Err(e) => {
                             pending.put_back(taken);
                             reachable.saw(&e);
                             return Err(e);
                         }
-                    };
-                    drop_lost(&mut taken, &lost, &pending, fences.as_deref());
+                    }
                 }
                 Err(e) => {
                     // Not committed: written first on the next try, once the database is back.
@@ -77,6 +93,7 @@ fn drop_lost(
     lost: &HashSet<QueueKey>,
     pending: &Pending,
     fences: Option<&Fences>,
+    rejections: &prometheus::IntCounter,
 ) {
     for queue in lost {
         let first = taken
@@ -91,6 +108,8 @@ fn drop_lost(
             "cluster: {queue} is owned by another node now; its writes from here on are dropped"
         );
     }
+    let before = taken.txns.len();
     taken.txns.retain(|(_, w)| !touches(w, lost));
+    rejections.inc_by((before - taken.txns.len()) as u64);
     pending.forget(lost);
 }

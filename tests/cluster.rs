@@ -274,3 +274,75 @@ fn unanswered_completes(s: &TestServer, qp: &str, l: &Ledger) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+/// The first node that does not own `queue` (after something made it take an owner).
+fn a_non_owner<'a>(url: &str, nodes: &'a [TestServer], queue: &str) -> &'a TestServer {
+    let owner = owner_of(url, queue).expect("an owner");
+    nodes
+        .iter()
+        .find(|n| get(&n.url("/api/v1/cluster")).1["node"] != json!(owner))
+        .expect("a node that is not the owner")
+}
+
+#[test]
+#[ignore = "needs PostgreSQL's programs: run by .ci/postgres"]
+fn a_worker_socket_on_any_node_gets_the_owners_tasks_and_describe_shows_it() {
+    use tungstenite::Message;
+    let (url, nodes) = cluster();
+    let name = "streamed";
+    let qp = q(NS, name, A);
+    let ids: Vec<String> = (0..3)
+        .map(|i| add_task(&nodes[i], &qp, json!({"task_type": "t", "payload": i})))
+        .collect();
+    let via = a_non_owner(&url, &nodes, name);
+    let ws_url = format!(
+        "{}{qp}/connect?identity=relayed",
+        via.base().replacen("http://", "ws://", 1)
+    );
+    let (mut ws, resp) =
+        tungstenite::connect(ws_url.as_str()).expect("connect through a non-owner");
+    assert_eq!(resp.status().as_u16(), 101);
+    let send = |ws: &mut tungstenite::WebSocket<_>, v: Value| {
+        ws.send(Message::text(v.to_string())).expect("send a frame");
+    };
+    send(&mut ws, json!({"op": "credit", "n": 10}));
+    let mut settled = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while settled.len() < ids.len() && Instant::now() < deadline {
+        let text = match ws.read().expect("read a frame") {
+            Message::Text(t) => t.to_string(),
+            _ => continue,
+        };
+        let frame: Value = serde_json::from_str(&text).expect("a JSON frame");
+        match frame["op"].as_str() {
+            Some("task") => {
+                let lease = frame["task"]["lease"].clone();
+                send(
+                    &mut ws,
+                    json!({"op": "complete", "lease": lease, "result": 1}),
+                );
+            }
+            Some("settled") => {
+                settled.insert(frame["task_id"].as_str().expect("an id").to_string());
+            }
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    let want: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(settled, want, "every task, through the relay");
+    // Describe through any node shows the worker, whatever node owns each type.
+    for n in &nodes {
+        let d = describe(n, NS, name);
+        let pollers = d["types"][A]["pollers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            pollers.iter().any(|p| p["identity"] == json!("relayed")),
+            "describe through {}: {d}",
+            n.base()
+        );
+        assert_eq!(d["types"]["workflow"]["backlog_count"], json!(0), "{d}");
+    }
+    let _ = ws.close(None);
+}

@@ -4,7 +4,9 @@
 //!
 //! What goes on: every route under a queue's path (`{q}/…`: adds, polls, long polls
 //! included, status, cancel, list tasks, config, dead letters) and under a lease
-//! (`/api/v1/leases/{lease}/…`: its queue is in the token). A forwarded request carries the
+//! (`/api/v1/leases/{lease}/…`: its queue is in the token), here in the middleware; a
+//! describe asks each type's owner for its stats ([`describe_type`]); a WebSocket session
+//! is relayed frame by frame ([`relay_socket`]). A forwarded request carries the
 //! node it came from and the cluster secret; the owner checks the secret and serves it
 //! itself, never sending it on again (two nodes that briefly disagree on the owner cannot
 //! bounce a request between them). The client's own headers go along, its API key included,
@@ -29,6 +31,10 @@ pub const FORWARDED_BY: &str = "x-tasq-forwarded-by";
 /// The cluster secret, on a forwarded request.
 pub const CLUSTER_SECRET: &str = "x-tasq-cluster-secret";
 
+/// On a forwarded describe: the one queue type to describe (the caller describes the other
+/// itself, or asks its owner).
+pub const DESCRIBE_TYPE: &str = "x-tasq-describe-type";
+
 /// Longest a forwarded request may take: past the longest long poll a client may ask for.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -47,6 +53,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "content-length"
             | FORWARDED_BY
             | CLUSTER_SECRET
+            | DESCRIBE_TYPE
     )
 }
 
@@ -164,6 +171,179 @@ pub async fn forward(
         }
     }
     Ok(req.into_response(res.streaming(answer)))
+}
+
+/// True when `req` was forwarded by another node (its secret was checked by
+/// [`route`] before any handler ran).
+pub fn forwarded(req: &actix_web::HttpRequest) -> bool {
+    req.headers().contains_key(FORWARDED_BY)
+}
+
+/// The stats of one type of the queue that `req` describes, from the node at `base` that
+/// owns it: the same request, forwarded, naming the type.
+pub async fn describe_type(
+    tasq: &Tasq,
+    base: &str,
+    req: &actix_web::HttpRequest,
+    kind: crate::model::QueueType,
+) -> crate::error::Result<serde_json::Value> {
+    let unreachable = |e: String| {
+        Error::Unavailable(format!(
+            "the node that owns the {} queue ({base}) cannot be reached: {e}; retry",
+            kind.as_str()
+        ))
+    };
+    let Some(cluster) = tasq.cluster() else {
+        return Err(Error::Internal("forwarding outside cluster mode".into()));
+    };
+    let mut out = client()
+        .get(format!("{base}{}", req.path()))
+        .timeout(Duration::from_secs(30));
+    for (name, value) in req.headers().iter() {
+        if !hop_by_hop(name) {
+            out = out.append_header((name.clone(), value.clone()));
+        }
+    }
+    let mut answer = out
+        .insert_header((FORWARDED_BY, cluster.node_id()))
+        .insert_header((CLUSTER_SECRET, cluster.secret()))
+        .insert_header((DESCRIBE_TYPE, kind.as_str()))
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    tasq.metrics()
+        .cluster
+        .forwarded_requests
+        .with_label_values(&["/api/v1/namespaces/{namespace}/task-queues/{queue}"])
+        .inc();
+    let body: serde_json::Value = answer
+        .json()
+        .limit(16 << 20)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    if !answer.status().is_success() {
+        return Err(unreachable(format!(
+            "it answered {}: {body}",
+            answer.status()
+        )));
+    }
+    Ok(body["types"][kind.as_str()].clone())
+}
+
+/// The base URL of the node that owns `key`, when it is another node and `req` was not
+/// forwarded already (a forwarded request is served here, never sent on).
+pub fn remote_owner(tasq: &Tasq, req: &actix_web::HttpRequest, key: &QueueKey) -> Option<String> {
+    if forwarded(req) {
+        return None;
+    }
+    match tasq.owner(key) {
+        Owner::Remote { url, .. } if !url.is_empty() => Some(url),
+        _ => None,
+    }
+}
+
+/// A WebSocket session for a queue another node owns: the worker's socket stays on this
+/// node, and every frame goes to and from a socket this node opens on the owner, pings and
+/// pongs included (so each end still notices the other going silent). An owner that cannot
+/// be reached is a 503 to the upgrade.
+pub async fn relay_socket(
+    tasq: &Tasq,
+    base: &str,
+    req: actix_web::HttpRequest,
+    body: actix_web::web::Payload,
+) -> crate::error::Result<HttpResponse> {
+    use actix_ws::AggregatedMessage;
+    use awc::ws::{Frame, Message};
+    use futures_util::SinkExt;
+
+    let Some(cluster) = tasq.cluster() else {
+        return Err(Error::Internal("relaying outside cluster mode".into()));
+    };
+    let slot = tasq.take_socket_slot()?;
+    let limit = tasq.config().max_payload_bytes;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(req.path(), |p| p.as_str());
+    let target = format!("ws{}{path}", base.strip_prefix("http").unwrap_or(base));
+    let mut up = client().ws(target).max_frame_size(limit);
+    for (name, value) in req.headers().iter() {
+        if !hop_by_hop(name) && !name.as_str().starts_with("sec-websocket-") {
+            up = up.header(name.clone(), value.clone());
+        }
+    }
+    let (_, framed) = up
+        .header(FORWARDED_BY, cluster.node_id())
+        .header(CLUSTER_SECRET, cluster.secret())
+        .connect()
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "the node that owns this queue ({base}) cannot be reached: {e}; retry"
+            ))
+        })?;
+    let (response, mut session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| Error::invalid(format!("not a WebSocket upgrade: {e}")))?;
+    let mut worker = stream
+        .max_frame_size(limit)
+        .aggregate_continuations()
+        .max_continuation_size(limit);
+    let (mut owner_tx, mut owner_rx) = framed.split();
+    tasq.metrics()
+        .cluster
+        .forwarded_requests
+        .with_label_values(&[&format!("{}/connect", super::QUEUE_PATH)])
+        .inc();
+    actix_rt::spawn(async move {
+        let _slot = slot;
+        loop {
+            tokio::select! {
+                from_worker = worker.next() => {
+                    let to_owner = match from_worker {
+                        Some(Ok(AggregatedMessage::Text(t))) => Message::Text(t),
+                        Some(Ok(AggregatedMessage::Binary(b))) => Message::Binary(b),
+                        Some(Ok(AggregatedMessage::Ping(b))) => Message::Ping(b),
+                        Some(Ok(AggregatedMessage::Pong(b))) => Message::Pong(b),
+                        Some(Ok(AggregatedMessage::Close(reason))) => {
+                            let _ = owner_tx.send(Message::Close(reason)).await;
+                            return;
+                        }
+                        _ => {
+                            let _ = owner_tx.send(Message::Close(None)).await;
+                            return;
+                        }
+                    };
+                    if owner_tx.send(to_owner).await.is_err() {
+                        break;
+                    }
+                }
+                from_owner = owner_rx.next() => {
+                    let sent = match from_owner {
+                        Some(Ok(Frame::Text(b))) => match std::str::from_utf8(&b) {
+                            Ok(text) => session.text(text.to_string()).await,
+                            Err(_) => break,
+                        },
+                        Some(Ok(Frame::Binary(b))) => session.binary(b).await,
+                        Some(Ok(Frame::Ping(b))) => session.ping(&b).await,
+                        Some(Ok(Frame::Pong(b))) => session.pong(&b).await,
+                        Some(Ok(Frame::Close(reason))) => {
+                            let _ = session.close(reason).await;
+                            return;
+                        }
+                        // tasq sends whole frames; a fragment here is not one of its sockets.
+                        _ => break,
+                    };
+                    if sent.is_err() {
+                        let _ = owner_tx.send(Message::Close(None)).await;
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = owner_tx.send(Message::Close(None)).await;
+        let _ = session.close(None).await;
+    });
+    Ok(response)
 }
 
 thread_local! {

@@ -176,18 +176,44 @@ async fn redrive(
 async fn describe(
     tasq: web::Data<Tasq>,
     path: web::Path<(String, String)>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse> {
     let (ns, queue) = path.into_inner();
     let mut types = serde_json::Map::new();
-    for kind in QueueType::ALL {
+    for kind in described_types(&req)? {
         let key = QueueKey::new(&ns, &queue, kind)?;
-        let stats = tasq.describe(&key).await?;
-        types.insert(
-            kind.as_str().into(),
-            serde_json::to_value(stats).unwrap_or_default(),
-        );
+        let stats = match remote_owner(&tasq, &req, &key) {
+            #[cfg(feature = "postgres")]
+            Some(base) => super::forward::describe_type(&tasq, &base, &req, kind).await?,
+            _ => serde_json::to_value(tasq.describe(&key).await?).unwrap_or_default(),
+        };
+        types.insert(kind.as_str().into(), stats);
     }
     Ok(HttpResponse::Ok().json(json!({ "namespace": ns, "name": queue, "types": types })))
+}
+
+/// The types to describe: both, or the one another node of the cluster asks its owner for.
+fn described_types(req: &actix_web::HttpRequest) -> Result<Vec<QueueType>> {
+    #[cfg(feature = "postgres")]
+    if super::forward::forwarded(req) {
+        if let Some(kind) = req.headers().get(super::forward::DESCRIBE_TYPE) {
+            return Ok(vec![QueueType::parse(kind.to_str().unwrap_or_default())?]);
+        }
+    }
+    let _ = req;
+    Ok(QueueType::ALL.to_vec())
+}
+
+/// The base URL of the node that owns `key`, when another node (see
+/// [`super::forward::remote_owner`]).
+fn remote_owner(tasq: &Tasq, req: &actix_web::HttpRequest, key: &QueueKey) -> Option<String> {
+    #[cfg(feature = "postgres")]
+    return super::forward::remote_owner(tasq, req, key);
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (tasq, req, key);
+        None
+    }
 }
 
 async fn list(

@@ -73,6 +73,10 @@ async fn connect(
             .collect();
         (!types.is_empty()).then_some(types)
     });
+    #[cfg(feature = "postgres")]
+    if let Some(base) = super::forward::remote_owner(&tasq, &req, &key) {
+        return super::forward::relay_socket(&tasq, &base, req, body).await;
+    }
     let (socket, events) = tasq
         .open_socket(&key, q.identity, task_types, q.build_id)
         .await?;

@@ -123,8 +123,41 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Removes the directories of test clusters whose postmaster is gone: a test process's
+/// shared cluster dies with it (parent-death signal) but cannot remove its own directory.
+/// One younger than ten minutes may still be starting (initdb) and is left alone.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let named = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("tasq-test-pg-"));
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(600));
+        if !named || !old {
+            continue;
+        }
+        let running = std::fs::read_to_string(path.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|pid| pid.lines().next().map(str::trim).map(String::from))
+            .is_some_and(|pid| Path::new("/proc").join(pid).exists());
+        if !running {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// A new cluster directory, initialised, and a free port for it.
 fn init_cluster() -> (PathBuf, PathBuf, u16) {
+    remove_stale_clusters();
     let bin = bin_dir();
     let dir = std::env::temp_dir().join(format!("tasq-test-pg-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("create the cluster directory");

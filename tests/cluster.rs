@@ -346,3 +346,244 @@ fn a_worker_socket_on_any_node_gets_the_owners_tasks_and_describe_shows_it() {
     }
     let _ = ws.close(None);
 }
+
+/// The node of `nodes` that owns `queue` now.
+fn owner_node(url: &str, nodes: &[TestServer], queue: &str) -> usize {
+    let owner = owner_of(url, queue).expect("an owner");
+    nodes
+        .iter()
+        .position(|n| get(&n.url("/api/v1/cluster")).1["node"] == json!(owner))
+        .expect("the owner is one of the nodes")
+}
+
+fn signal(s: &TestServer, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &s.pid().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill {sig} {}", s.pid());
+}
+
+#[test]
+#[ignore = "needs PostgreSQL's programs: run by .ci/postgres"]
+fn a_paused_owner_comes_back_fenced_out_and_nothing_runs_twice() {
+    let (url, nodes) = cluster();
+    let name = "paused";
+    let qp = q(NS, name, A);
+    // A lease that ends while its owner is stopped: the stopped owner's timer fires on
+    // SIGCONT and tries to put the task back; the fence must refuse that write.
+    let id = add_task(
+        &nodes[0],
+        &qp,
+        json!({"task_type": "t", "start_to_close_timeout_ms": 4000}),
+    );
+    let victim = owner_node(&url, &nodes, name);
+    let other = &nodes[(victim + 1) % 3];
+    let task = poll_one(other, &qp, "w1", 5000).expect("the task");
+    assert_eq!(task["task_id"], json!(id));
+    signal(&nodes[victim], "-STOP");
+    let stopped_at = Instant::now();
+    let served = wait_until(Duration::from_secs(30), || {
+        let body = json!({"task_type": "t", "task_id": "after-stop"});
+        matches!(
+            try_post(&other.url(&format!("{qp}/tasks")), &body),
+            Ok((201, _))
+        )
+    });
+    assert!(
+        served,
+        "the queue was not served while its owner was stopped"
+    );
+    eprintln!(
+        "pause: served by another node {:.2} s after SIGSTOP",
+        stopped_at.elapsed().as_secs_f64()
+    );
+    // The lease granted by the stopped owner settles on the new one.
+    let (code, body) = complete(other, &lease_of(&task), json!("done"));
+    assert_eq!(code, 200, "the old lease settles on the new owner: {body}");
+    // Stopped past the lease's end, then back.
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(stopped_at.elapsed()));
+    signal(&nodes[victim], "-CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    // Whatever the old owner did on waking, the task stays completed and runs no more.
+    for n in &nodes {
+        let st = status_of(n, &qp, &id);
+        assert_eq!(
+            st["state"],
+            json!("completed"),
+            "through {}: {st}",
+            n.base()
+        );
+        assert_eq!(st["result"], json!("done"), "{st}");
+    }
+    let mut seen = Vec::new();
+    for n in &nodes {
+        while let Some(t) = poll_one(n, &qp, "w2", 300) {
+            seen.push(t["task_id"].as_str().unwrap_or_default().to_string());
+            complete(n, &lease_of(&t), json!(0));
+        }
+    }
+    assert!(
+        !seen.contains(&id),
+        "dispatched again after its complete: {seen:?}"
+    );
+    assert_eq!(seen, vec!["after-stop".to_string()], "{seen:?}");
+    let rejected = metric_sum(
+        &metrics_text(&nodes[victim]),
+        "tasq_cluster_fence_rejections_total",
+        &[],
+    );
+    eprintln!("pause: writes of the woken owner refused by the fence: {rejected}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL's programs: run by .ci/postgres"]
+fn a_rolling_restart_under_load_fails_nothing_but_retryable_503s() {
+    let (_url, mut nodes) = cluster();
+    let qp = q(NS, "rolling", A);
+    let bases = Arc::new(Mutex::new(
+        nodes
+            .iter()
+            .map(|n| n.base().to_string())
+            .collect::<Vec<_>>(),
+    ));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    // Answers other than 2xx and 503 (a transport error to a node restarting is retried).
+    let bad = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let base_of = |bases: &Mutex<Vec<String>>, i: usize| {
+        let b = bases.lock().unwrap();
+        b[i % b.len()].clone()
+    };
+    let mut threads = Vec::new();
+    for p in 0..2 {
+        let (bases, ledger, bad, stop, qp) = (
+            bases.clone(),
+            ledger.clone(),
+            bad.clone(),
+            stop.clone(),
+            qp.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let (mut i, mut at) = (0, p);
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("r{p}-{i}");
+                let body = json!({"task_type": "t", "task_id": id});
+                match try_post(&format!("{}{qp}/tasks", base_of(&bases, at)), &body) {
+                    Ok((201, _)) => {
+                        ledger.lock().unwrap().added.insert(id);
+                        i += 1;
+                    }
+                    Ok((503, _)) | Err(_) => at += 1,
+                    Ok((code, body)) => bad.lock().unwrap().push(format!("add {code} {body}")),
+                }
+            }
+        }));
+    }
+    for w in 0..2 {
+        let (bases, ledger, bad, stop, qp) = (
+            bases.clone(),
+            ledger.clone(),
+            bad.clone(),
+            stop.clone(),
+            qp.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let mut at = w + 1;
+            while !stop.load(Ordering::Relaxed) {
+                let base = base_of(&bases, at);
+                let poll = json!({"identity": "w", "wait_ms": 300, "max_tasks": 4});
+                let tasks = match try_post(&format!("{base}{qp}/poll"), &poll) {
+                    Ok((200, body)) => body["tasks"].as_array().cloned().unwrap_or_default(),
+                    Ok((503, _)) | Err(_) => {
+                        at += 1;
+                        continue;
+                    }
+                    Ok((code, body)) => {
+                        bad.lock().unwrap().push(format!("poll {code} {body}"));
+                        continue;
+                    }
+                };
+                for t in tasks {
+                    let id = t["task_id"].as_str().unwrap_or_default().to_string();
+                    if ledger.lock().unwrap().completed.contains(&id) {
+                        *ledger
+                            .lock()
+                            .unwrap()
+                            .after_complete
+                            .entry(id.clone())
+                            .or_default() += 1;
+                    }
+                    // A settle is retried on any node until it is answered.
+                    for attempt in 0..50 {
+                        let base = base_of(&bases, at + attempt);
+                        let url = format!("{base}/api/v1/leases/{}/complete", lease_of(&t));
+                        match try_post(&url, &json!({"result": 1})) {
+                            Ok((200, _)) => {
+                                ledger.lock().unwrap().completed.insert(id.clone());
+                                break;
+                            }
+                            Ok((503, _)) | Err(_) => {
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            Ok((code, body)) => {
+                                bad.lock().unwrap().push(format!("complete {code} {body}"));
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        std::thread::sleep(Duration::from_millis(1500));
+        node.terminate();
+        assert!(
+            node.wait_exit(Duration::from_secs(30)).is_some(),
+            "node {i} did not stop"
+        );
+        node.restart();
+        bases.lock().unwrap()[i] = node.base().to_string();
+        let back = wait_until(Duration::from_secs(20), || {
+            get(&node.url("/api/v1/cluster")).1["live"]
+                .as_array()
+                .is_some_and(|a| a.len() == 3)
+        });
+        assert!(back, "node {i} did not rejoin");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("a load thread");
+    }
+    let l = ledger.lock().unwrap();
+    let lost: Vec<String> = l
+        .added
+        .difference(&l.completed)
+        .filter(|id| status_of(&nodes[0], &qp, id)["state"] != json!("completed"))
+        .cloned()
+        .collect();
+    // What no worker took before the load stopped is still there, ready: drain it.
+    let mut left = BTreeSet::new();
+    while let Some(t) = poll_one(&nodes[0], &qp, "drain", 500) {
+        left.insert(t["task_id"].as_str().unwrap_or_default().to_string());
+        complete(&nodes[0], &lease_of(&t), json!(0));
+    }
+    let lost: Vec<&String> = lost.iter().filter(|id| !left.contains(*id)).collect();
+    eprintln!(
+        "rolling restart: {} acknowledged adds, {} completed by the workers, {} left ready",
+        l.added.len(),
+        l.completed.len(),
+        left.len()
+    );
+    assert!(lost.is_empty(), "acknowledged and gone: {lost:?}");
+    assert!(
+        l.after_complete.is_empty(),
+        "ran twice: {:?}",
+        l.after_complete
+    );
+    let bad = bad.lock().unwrap();
+    assert!(bad.is_empty(), "answers other than 2xx and 503: {bad:?}");
+}

@@ -61,8 +61,8 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 pub enum Route {
     /// Serve it here.
     Here,
-    /// Send it on to the owner at this base URL.
-    To(String),
+    /// Send it on to the owner of this queue at this base URL.
+    To(QueueKey, String),
     /// A forwarded request with a wrong secret.
     Refused(Error),
 }
@@ -90,8 +90,11 @@ pub fn route(tasq: &Tasq, req: &ServiceRequest) -> Route {
     if req.headers().contains_key(header::UPGRADE) {
         return Route::Here;
     }
-    match queue_of(req.path()).map(|q| tasq.owner(&q)) {
-        Some(Owner::Remote { url, .. }) if !url.is_empty() => Route::To(url),
+    let Some(queue) = queue_of(req.path()) else {
+        return Route::Here;
+    };
+    match tasq.owner(&queue) {
+        Owner::Remote { url, .. } if !url.is_empty() => Route::To(queue, url),
         _ => Route::Here,
     }
 }
@@ -110,10 +113,13 @@ fn queue_of(path: &str) -> Option<QueueKey> {
     }
 }
 
-/// Sends `req` on to the node at `base` and answers what it answers; a node that cannot be
-/// reached is a 503 (the client retries; the cluster moves the queue if the node is gone).
+/// Sends `req` on to the node at `base`, the owner of `queue`, and answers what it answers.
+/// A node that cannot be reached is a 503, and so is one that stops answering while the
+/// queue moves to another node (a node paused or cut off still accepts connections, and a
+/// long poll may wait minutes): the client retries, and reaches the new owner.
 pub async fn forward(
     tasq: &Tasq,
+    queue: &QueueKey,
     base: &str,
     mut req: ServiceRequest,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
@@ -155,7 +161,11 @@ pub async fn forward(
         .forwarded_requests
         .with_label_values(&[&route])
         .inc();
-    let answer = match out.send_body(body.freeze()).await {
+    let sent = tokio::select! {
+        sent = out.send_body(body.freeze()) => sent.map_err(|e| e.to_string()),
+        () = moved(tasq, queue, base) => Err("it stopped answering and the queue moved".into()),
+    };
+    let answer = match sent {
         Ok(answer) => answer,
         Err(e) => {
             let e = Error::Unavailable(format!(
@@ -171,6 +181,19 @@ pub async fn forward(
         }
     }
     Ok(req.into_response(res.streaming(answer)))
+}
+
+/// Resolves once `queue` is no longer placed on the node at `base` (checked every
+/// heartbeat), that node having been found dead or another having joined.
+async fn moved(tasq: &Tasq, queue: &QueueKey, base: &str) {
+    let every = tasq.config().cluster.heartbeat_interval;
+    loop {
+        tokio::time::sleep(every).await;
+        match tasq.owner(queue) {
+            Owner::Remote { url, .. } if url == base => continue,
+            _ => return,
+        }
+    }
 }
 
 /// True when `req` was forwarded by another node (its secret was checked by

@@ -233,7 +233,7 @@ pub async fn gatekeeper(
         #[cfg(feature = "postgres")]
         (None, Some(s)) if s.cluster().is_some() => match forward::route(s, &req) {
             forward::Route::Here => next.call(req).await?.map_into_boxed_body(),
-            forward::Route::To(base) => forward::forward(s, &base, req).await?,
+            forward::Route::To(queue, base) => forward::forward(s, &queue, &base, req).await?,
             forward::Route::Refused(e) => req.into_response(e.error_response()),
         },
         (None, _) => next.call(req).await?.map_into_boxed_body(),

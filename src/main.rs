@@ -74,6 +74,8 @@ enum Command {
     DeadLetters(Group<DeadLetterCommand>),
     /// Run a shell command per task of a queue (payload on stdin, task fields in TASQ_* env).
     Worker(WorkerCommand),
+    /// The nodes of the cluster the server belongs to: `tasq cluster status`.
+    Cluster(Group<tasq::cli::cluster::ClusterCommand>),
     /// API keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -152,6 +154,7 @@ fn main() {
         Some(Command::Store(c)) => tasq::cli::store::run(c),
         Some(Command::Task(g)) => tasq::cli::task::run(&g.client, g.command),
         Some(Command::Queue(g)) => tasq::cli::queue::run(&g.client, g.command),
+        Some(Command::Cluster(g)) => tasq::cli::cluster::run(&g.client, g.command),
         Some(Command::DeadLetters(g)) => tasq::cli::dead_letters::run(&g.client, g.command),
         Some(Command::Worker(w)) => tasq::cli::worker::run(&w.client, w.worker),
         Some(Command::Bench(args)) => {

@@ -102,6 +102,16 @@ fn every_node_serves_every_queue() {
         .map(|n| n["queues_owned"].as_u64().expect("a count"))
         .sum();
     assert_eq!(owned, 12, "{body}");
+    // `tasq cluster status` prints the three, through any node.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasq"))
+        .args(["cluster", "status", "--server", nodes[1].base()])
+        .output()
+        .expect("run tasq cluster status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for id in ["n1", "n2 (this)", "n3"] {
+        assert!(text.contains(id), "{id} missing:\n{text}");
+    }
     // A forwarded request with a wrong secret is refused.
     let (code, _) = raw_forwarded(&nodes[0], "wrong-secret");
     assert_eq!(code, 401);

@@ -301,3 +301,24 @@ fn cluster_settings_are_checked() {
     );
     assert_config_rejected("[cluster]\nsurprise = 1\n", "cluster.surprise");
 }
+
+/// The three node configs of `config/cluster-example/` load and validate, and differ only
+/// in where each node listens and what it is called.
+#[test]
+fn the_cluster_example_configs_are_valid() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/cluster-example");
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let path = dir.join(format!("node{i}.toml"));
+        let config = tasq::config::Config::load(
+            Some(&path),
+            Vec::<(String, String)>::new(),
+            &tasq::config::Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(config.cluster.enabled);
+        assert_eq!(config.storage.backend, tasq::config::Backend::Postgres);
+        ids.push(config.cluster.node_id(config.bind));
+    }
+    assert_eq!(ids, ["node1", "node2", "node3"]);
+}

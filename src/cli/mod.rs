@@ -13,6 +13,7 @@
 //! was wrong (bad name, bad JSON payload; clap's own usage errors exit 2 too).
 
 pub mod client;
+pub mod cluster;
 pub mod dead_letters;
 pub mod queue;
 pub mod store;

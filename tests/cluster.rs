@@ -452,93 +452,75 @@ fn a_paused_owner_comes_back_fenced_out_and_nothing_runs_twice() {
 fn a_rolling_restart_under_load_fails_nothing_but_retryable_503s() {
     let (_url, mut nodes) = cluster();
     let qp = q(NS, "rolling", A);
-    let bases = Arc::new(Mutex::new(
-        nodes
-            .iter()
-            .map(|n| n.base().to_string())
-            .collect::<Vec<_>>(),
-    ));
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    // Answers other than 2xx and 503 (a transport error to a node restarting is retried).
-    let bad = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let base_of = |bases: &Mutex<Vec<String>>, i: usize| {
-        let b = bases.lock().unwrap();
-        b[i % b.len()].clone()
-    };
+    let load = Arc::new(RollingLoad {
+        bases: Mutex::new(nodes.iter().map(|n| n.base().to_string()).collect()),
+        ledger: Mutex::default(),
+        bad: Mutex::default(),
+        stop: AtomicBool::new(false),
+        qp: qp.clone(),
+    });
     let mut threads = Vec::new();
     for p in 0..2 {
-        let (bases, ledger, bad, stop, qp) = (
-            bases.clone(),
-            ledger.clone(),
-            bad.clone(),
-            stop.clone(),
-            qp.clone(),
-        );
+        let load = load.clone();
         threads.push(std::thread::spawn(move || {
             let (mut i, mut at) = (0, p);
-            while !stop.load(Ordering::Relaxed) {
+            while !load.stop.load(Ordering::Relaxed) {
                 let id = format!("r{p}-{i}");
                 let body = json!({"task_type": "t", "task_id": id});
-                match try_post(&format!("{}{qp}/tasks", base_of(&bases, at)), &body) {
+                match try_post(&format!("{}{}/tasks", load.base(at), load.qp), &body) {
                     Ok((201, _)) => {
-                        ledger.lock().unwrap().added.insert(id);
+                        load.ledger.lock().unwrap().added.insert(id);
                         i += 1;
                     }
                     Ok((503, _)) | Err(_) => at += 1,
-                    Ok((code, body)) => bad.lock().unwrap().push(format!("add {code} {body}")),
+                    Ok((code, body)) => load.bad.lock().unwrap().push(format!("add {code} {body}")),
                 }
             }
         }));
     }
     for w in 0..2 {
-        let (bases, ledger, bad, stop, qp) = (
-            bases.clone(),
-            ledger.clone(),
-            bad.clone(),
-            stop.clone(),
-            qp.clone(),
-        );
+        let load = load.clone();
         threads.push(std::thread::spawn(move || {
             let mut at = w + 1;
-            while !stop.load(Ordering::Relaxed) {
-                let base = base_of(&bases, at);
+            while !load.stop.load(Ordering::Relaxed) {
+                let base = load.base(at);
                 let poll = json!({"identity": "w", "wait_ms": 300, "max_tasks": 4});
-                let tasks = match try_post(&format!("{base}{qp}/poll"), &poll) {
+                let tasks = match try_post(&format!("{base}{}/poll", load.qp), &poll) {
                     Ok((200, body)) => body["tasks"].as_array().cloned().unwrap_or_default(),
                     Ok((503, _)) | Err(_) => {
                         at += 1;
                         continue;
                     }
                     Ok((code, body)) => {
-                        bad.lock().unwrap().push(format!("poll {code} {body}"));
+                        load.bad.lock().unwrap().push(format!("poll {code} {body}"));
                         continue;
                     }
                 };
                 for t in tasks {
                     let id = t["task_id"].as_str().unwrap_or_default().to_string();
-                    if ledger.lock().unwrap().completed.contains(&id) {
-                        *ledger
-                            .lock()
-                            .unwrap()
-                            .after_complete
-                            .entry(id.clone())
-                            .or_default() += 1;
+                    {
+                        let mut l = load.ledger.lock().unwrap();
+                        if l.completed.contains(&id) {
+                            *l.after_complete.entry(id.clone()).or_default() += 1;
+                        }
                     }
                     // A settle is retried on any node until it is answered.
                     for attempt in 0..50 {
-                        let base = base_of(&bases, at + attempt);
+                        let base = load.base(at + attempt);
                         let url = format!("{base}/api/v1/leases/{}/complete", lease_of(&t));
                         match try_post(&url, &json!({"result": 1})) {
                             Ok((200, _)) => {
-                                ledger.lock().unwrap().completed.insert(id.clone());
+                                load.ledger.lock().unwrap().completed.insert(id.clone());
                                 break;
                             }
                             Ok((503, _)) | Err(_) => {
                                 std::thread::sleep(Duration::from_millis(100));
                             }
                             Ok((code, body)) => {
-                                bad.lock().unwrap().push(format!("complete {code} {body}"));
+                                load.bad
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("complete {code} {body}"));
                                 break;
                             }
                         }
@@ -555,7 +537,7 @@ fn a_rolling_restart_under_load_fails_nothing_but_retryable_503s() {
             "node {i} did not stop"
         );
         node.restart();
-        bases.lock().unwrap()[i] = node.base().to_string();
+        load.bases.lock().unwrap()[i] = node.base().to_string();
         let back = wait_until(Duration::from_secs(20), || {
             get(&node.url("/api/v1/cluster")).1["live"]
                 .as_array()
@@ -564,11 +546,11 @@ fn a_rolling_restart_under_load_fails_nothing_but_retryable_503s() {
         assert!(back, "node {i} did not rejoin");
     }
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
+    load.stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().expect("a load thread");
     }
-    let l = ledger.lock().unwrap();
+    let l = load.ledger.lock().unwrap();
     let lost: Vec<String> = l
         .added
         .difference(&l.completed)
@@ -594,6 +576,25 @@ fn a_rolling_restart_under_load_fails_nothing_but_retryable_503s() {
         "ran twice: {:?}",
         l.after_complete
     );
-    let bad = bad.lock().unwrap();
+    let bad = load.bad.lock().unwrap();
     assert!(bad.is_empty(), "answers other than 2xx and 503: {bad:?}");
+}
+
+/// What the threads of the rolling restart share: the nodes' current addresses, what the
+/// load saw, and answers other than 2xx and 503 (a transport error to a node restarting is
+/// retried elsewhere).
+struct RollingLoad {
+    bases: Mutex<Vec<String>>,
+    ledger: Mutex<Ledger>,
+    bad: Mutex<Vec<String>>,
+    stop: AtomicBool,
+    qp: String,
+}
+
+impl RollingLoad {
+    /// The `i`-th node's address, round the nodes.
+    fn base(&self, i: usize) -> String {
+        let b = self.bases.lock().unwrap();
+        b[i % b.len()].clone()
+    }
 }

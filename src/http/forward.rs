@@ -144,18 +144,10 @@ pub async fn forward(
         .uri()
         .path_and_query()
         .map_or(req.path(), |p| p.as_str());
-    let client = client();
-    let mut out = client
+    let out = client()
         .request(req.method().clone(), format!("{base}{path}"))
         .timeout(FORWARD_TIMEOUT);
-    for (name, value) in req.headers().iter() {
-        if !hop_by_hop(name) {
-            out = out.append_header((name.clone(), value.clone()));
-        }
-    }
-    out = out
-        .insert_header((FORWARDED_BY, cluster.node_id()))
-        .insert_header((CLUSTER_SECRET, cluster.secret()));
+    let out = onward(out, req.headers(), cluster);
     tasq.metrics()
         .cluster
         .forwarded_requests
@@ -168,9 +160,7 @@ pub async fn forward(
     let answer = match sent {
         Ok(answer) => answer,
         Err(e) => {
-            let e = Error::Unavailable(format!(
-                "the node that owns this queue ({base}) cannot be reached: {e}; retry"
-            ));
+            let e = owner_unreachable("this queue", base, e);
             return Ok(req.into_response(e.error_response()));
         }
     };
@@ -181,6 +171,29 @@ pub async fn forward(
         }
     }
     Ok(req.into_response(res.streaming(answer)))
+}
+
+/// `out` with the client's own headers of `req` (its API key among them, less those of its
+/// connection) and this node's name and the cluster secret: a request sent on to the owner.
+fn onward(
+    mut out: awc::ClientRequest,
+    req: &actix_web::http::header::HeaderMap,
+    cluster: &crate::cluster::Cluster,
+) -> awc::ClientRequest {
+    for (name, value) in req.iter() {
+        if !hop_by_hop(name) {
+            out = out.append_header((name.clone(), value.clone()));
+        }
+    }
+    out.insert_header((FORWARDED_BY, cluster.node_id()))
+        .insert_header((CLUSTER_SECRET, cluster.secret()))
+}
+
+/// The 503 for an owner (of `queue`, as the message names it) at `base` that did not answer.
+fn owner_unreachable(queue: &str, base: &str, e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!(
+        "the node that owns {queue} ({base}) cannot be reached: {e}; retry"
+    ))
 }
 
 /// Resolves once `queue` is no longer placed on the node at `base` (checked every
@@ -210,26 +223,15 @@ pub async fn describe_type(
     req: &actix_web::HttpRequest,
     kind: crate::model::QueueType,
 ) -> crate::error::Result<serde_json::Value> {
-    let unreachable = |e: String| {
-        Error::Unavailable(format!(
-            "the node that owns the {} queue ({base}) cannot be reached: {e}; retry",
-            kind.as_str()
-        ))
-    };
+    let what = format!("the {} queue", kind.as_str());
+    let unreachable = |e: String| owner_unreachable(&what, base, e);
     let Some(cluster) = tasq.cluster() else {
         return Err(Error::Internal("forwarding outside cluster mode".into()));
     };
-    let mut out = client()
+    let out = client()
         .get(format!("{base}{}", req.path()))
         .timeout(Duration::from_secs(30));
-    for (name, value) in req.headers().iter() {
-        if !hop_by_hop(name) {
-            out = out.append_header((name.clone(), value.clone()));
-        }
-    }
-    let mut answer = out
-        .insert_header((FORWARDED_BY, cluster.node_id()))
-        .insert_header((CLUSTER_SECRET, cluster.secret()))
+    let mut answer = onward(out, req.headers(), cluster)
         .insert_header((DESCRIBE_TYPE, kind.as_str()))
         .send()
         .await
@@ -300,11 +302,7 @@ pub async fn relay_socket(
         .header(CLUSTER_SECRET, cluster.secret())
         .connect()
         .await
-        .map_err(|e| {
-            Error::Unavailable(format!(
-                "the node that owns this queue ({base}) cannot be reached: {e}; retry"
-            ))
-        })?;
+        .map_err(|e| owner_unreachable("this queue", base, e))?;
     let (response, mut session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| Error::invalid(format!("not a WebSocket upgrade: {e}")))?;
     let mut worker = stream

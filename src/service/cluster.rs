@@ -50,9 +50,8 @@ async fn reconcile_loop(inner: Weak<Inner>, cluster: Arc<Cluster>, every: Durati
             if cluster.owner(&key) != Owner::Local {
                 inner.queues.hand_over(&key).await;
                 let (c, k) = (cluster.clone(), key.clone());
-                match tokio::task::spawn_blocking(move || c.release(&k)).await {
-                    Ok(Ok(())) => log::info!("cluster: handed {key} over"),
-                    Ok(Err(e)) => log::warn!("cluster: handing {key} over: {e}"),
+                match blocking(move || c.release(&k)).await {
+                    Ok(()) => log::info!("cluster: handed {key} over"),
                     Err(e) => log::warn!("cluster: handing {key} over: {e}"),
                 }
             } else if !cluster.holds(&key) {
@@ -70,21 +69,26 @@ async fn reconcile_loop(inner: Weak<Inner>, cluster: Arc<Cluster>, every: Durati
     }
 }
 
+/// Runs a store call off the runtime's thread (it blocks on the database).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::result::Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Loads the queues this node owns that have leased or delayed tasks and no actor here.
 async fn load_owned(inner: &Inner, cluster: &Cluster) {
     let store = inner.store.clone();
-    let holding =
-        match tokio::task::spawn_blocking(move || store.queues_holding_tasks(LOAD_BATCH)).await {
-            Ok(Ok(q)) => q,
-            Ok(Err(e)) => {
-                log::warn!("cluster: listing the queues with work under way: {e}");
-                return;
-            }
-            Err(e) => {
-                log::warn!("cluster: listing the queues with work under way: {e}");
-                return;
-            }
-        };
+    let holding = match blocking(move || store.queues_holding_tasks(LOAD_BATCH)).await {
+        Ok(q) => q,
+        Err(e) => {
+            log::warn!("cluster: listing the queues with work under way: {e}");
+            return;
+        }
+    };
     for (key, meta) in holding {
         let busy = meta.in_flight + meta.delayed > 0;
         if busy && cluster.owner(&key) == Owner::Local && !inner.queues.is_loaded(&key) {

@@ -99,7 +99,7 @@ fn drop_lost(
         let first = taken
             .txns
             .iter()
-            .find(|(_, w)| touches(w, &HashSet::from([queue.clone()])))
+            .find(|(_, w)| w.iter().any(|w| w.queue() == queue))
             .map_or(taken.upto + 1, |(n, _)| *n);
         if let Some(f) = fences {
             f.lose(queue, first);

@@ -109,8 +109,7 @@ impl Cluster {
     /// Who serves `queue` now, by this node's view of the live nodes.
     pub fn owner(&self, queue: &QueueKey) -> Owner {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        let ids: Vec<String> = live.iter().map(|(id, _)| id.clone()).collect();
-        match placement::owner(queue, &ids) {
+        match placement::owner(queue, live.iter().map(|(id, _)| id.as_str())) {
             Some(id) if id != self.node_id => Owner::Remote {
                 node: id.to_string(),
                 url: live

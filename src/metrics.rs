@@ -67,11 +67,15 @@ pub struct ClusterMetrics {
     pub takeovers: IntCounter,
     /// Writes refused because this node no longer owns the queue.
     pub fence_rejections: IntCounter,
+    /// The nodes the database knows, by `state` (`alive`, `dead`), as this node last read them.
+    pub nodes: IntGaugeVec,
+    /// Requests answered 503 because the node owning their queue could not be reached.
+    pub owner_unreachable: IntCounter,
 }
 
 impl ClusterMetrics {
     fn new() -> Self {
-        ClusterMetrics {
+        let m = ClusterMetrics {
             queues_owned: IntGaugeVec::new(
                 opts(
                     "tasq_cluster_queues_owned",
@@ -98,7 +102,26 @@ impl ClusterMetrics {
                 "Writes refused because this node no longer owns the queue.",
             )
             .expect("metric"),
+            nodes: IntGaugeVec::new(
+                opts(
+                    "tasq_cluster_nodes",
+                    "Nodes the database knows, alive or dead (unheard of for node_timeout).",
+                ),
+                &["state"],
+            )
+            .expect("metric"),
+            owner_unreachable: IntCounter::new(
+                "tasq_cluster_owner_unreachable_total",
+                "Requests answered 503 because the node owning their queue could not be reached.",
+            )
+            .expect("metric"),
+        };
+        // Both states exported from the start (0 outside cluster mode), so alerts on them
+        // see a series rather than nothing.
+        for state in ["alive", "dead"] {
+            m.nodes.with_label_values(&[state]).set(0);
         }
+        m
     }
 }
 
@@ -301,6 +324,8 @@ impl Metrics {
             Box::new(m.cluster.forwarded_requests.clone()),
             Box::new(m.cluster.takeovers.clone()),
             Box::new(m.cluster.fence_rejections.clone()),
+            Box::new(m.cluster.nodes.clone()),
+            Box::new(m.cluster.owner_unreachable.clone()),
             Box::new(build_info),
         ];
         for c in collectors {

@@ -126,22 +126,9 @@ async fn exit_when_storage_fails(tasq: Tasq) {
 
 /// Loads the PEM certificate chain and key for HTTPS and WSS.
 fn tls_config(tls: &crate::config::TlsConfig) -> std::io::Result<rustls::ServerConfig> {
-    let bad = |what: &str, path: &str, e: &dyn std::fmt::Display| {
-        std::io::Error::other(format!("config key `tls.{what}`: cannot load {path}: {e}"))
-    };
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(&tls.cert).map_err(|e| bad("cert", &tls.cert, &e))?,
-    ))
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(|e| bad("cert", &tls.cert, &e))?;
-    if certs.is_empty() {
-        return Err(bad("cert", &tls.cert, &"no certificate in the file"));
-    }
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-        std::fs::File::open(&tls.key).map_err(|e| bad("key", &tls.key, &e))?,
-    ))
-    .map_err(|e| bad("key", &tls.key, &e))?
-    .ok_or_else(|| bad("key", &tls.key, &"no private key in the file"))?;
+    use crate::config::pem;
+    let certs = pem::certificates("tls.cert", &tls.cert).map_err(std::io::Error::other)?;
+    let key = pem::private_key("tls.key", &tls.key).map_err(std::io::Error::other)?;
     rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -149,7 +136,7 @@ fn tls_config(tls: &crate::config::TlsConfig) -> std::io::Result<rustls::ServerC
     .map_err(std::io::Error::other)?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| bad("key", &tls.key, &e))
+    .map_err(|e| std::io::Error::other(pem::unloadable("tls.key", &tls.key, &e)))
 }
 
 /// SIGHUP: reads the configuration again and swaps in its API keys; open connections stay.

@@ -17,26 +17,15 @@ use serde_json::{json, Value};
 
 const NS: &str = "cluster";
 const A: &str = "activity";
-const SECRET: &str = "a-cluster-secret-for-tests";
 
 /// Three nodes on a fresh database, named n1..n3; a node is unheard of after 2 s.
 fn cluster() -> (String, Vec<TestServer>) {
     let url = common::postgres::new_database();
     let nodes = (1..=3)
         .map(|i| {
-            let id = format!("n{i}");
-            TestServer::start_with(
-                &[],
-                &[
-                    ("TASQ_STORAGE_BACKEND", "postgres"),
-                    ("TASQ_STORAGE_POSTGRES_URL", &url),
-                    ("TASQ_CLUSTER_ENABLED", "true"),
-                    ("TASQ_CLUSTER_NODE_ID", &id),
-                    ("TASQ_CLUSTER_SECRET", SECRET),
-                    ("TASQ_CLUSTER_HEARTBEAT_INTERVAL", "250ms"),
-                    ("TASQ_CLUSTER_NODE_TIMEOUT", "2s"),
-                ],
-            )
+            let n = common::cluster::start_node(&url, &format!("n{i}"), &[]);
+            n.wait_ready();
+            n
         })
         .collect::<Vec<_>>();
     // Every node counts the three alive before the test starts.
@@ -273,6 +262,44 @@ fn kill_9_of_an_owner_under_load_loses_nothing_and_runs_nothing_twice() {
         l.after_complete.is_empty(),
         "dispatched again after a 200 complete: {:?}",
         l.after_complete
+    );
+    drop(l);
+    forget_the_dead(&nodes[(victim + 1) % 3], &owner);
+}
+
+/// The killed node `dead` shows as dead (listed, counted by `tasq_cluster_nodes`) until
+/// `tasq cluster forget` removes it; a live node cannot be forgotten.
+fn forget_the_dead(survivor: &TestServer, dead: &str) {
+    let dead_nodes = || {
+        metric_sum(
+            &metrics_text(survivor),
+            "tasq_cluster_nodes",
+            &[("state", "dead")],
+        )
+    };
+    assert_eq!(dead_nodes(), 1.0);
+    let (_, me) = get(&survivor.url("/api/v1/cluster"));
+    let me = me["node"].as_str().expect("a name").to_string();
+    let (code, body) = delete(&survivor.url(&format!("/api/v1/cluster/nodes/{me}")));
+    assert_error(code, &body, 400, "invalid_argument");
+    let (code, body) = delete(&survivor.url("/api/v1/cluster/nodes/nobody"));
+    assert_error(code, &body, 404, "not_found");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasq"))
+        .args(["cluster", "forget", dead, "--server", survivor.base()])
+        .output()
+        .expect("run tasq cluster forget");
+    assert!(out.status.success(), "{out:?}");
+    let (_, body) = get(&survivor.url("/api/v1/cluster"));
+    let names: Vec<&str> = body["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["node_id"].as_str())
+        .collect();
+    assert!(!names.contains(&dead), "{body}");
+    assert!(
+        wait_until(Duration::from_secs(10), || dead_nodes() == 0.0),
+        "still counted dead"
     );
 }
 

@@ -282,8 +282,8 @@ fn postgres_settings_are_checked_and_an_unreachable_database_exits_2() {
     assert_eq!(named.len(), 1, "one line naming the key; stderr:\n{stderr}");
 }
 
-/// `[cluster]` settings are checked like any other: a cluster needs PostgreSQL, a secret, and
-/// a node timeout of at least two heartbeats.
+/// `[cluster]` settings are checked like any other: a cluster needs PostgreSQL, a secret, a
+/// node timeout of at least two heartbeats, and a readable `ca_cert` when one is named.
 #[test]
 fn cluster_settings_are_checked() {
     assert_config_rejected("[cluster]\nenabled = true\n", "cluster.enabled");
@@ -298,6 +298,13 @@ fn cluster_settings_are_checked() {
              heartbeat_interval = \"5s\"\nnode_timeout = \"6s\"\n"
         ),
         "cluster.node_timeout",
+    );
+    assert_config_rejected(
+        &format!(
+            "{pg}[cluster]\nenabled = true\nsecret = \"0123456789abcdef\"\n\
+             ca_cert = \"/nonexistent/ca.pem\"\n"
+        ),
+        "cluster.ca_cert",
     );
     assert_config_rejected("[cluster]\nsurprise = 1\n", "cluster.surprise");
 }

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
-use tungstenite::Message;
 
 const A: &str = "activity";
 
@@ -305,22 +304,6 @@ fn ws_refused(base: &str, qpath: &str, identity: &str, key: Option<&str>) -> Rep
     match ws_connect(base, qpath, identity, key) {
         Ok(_) => panic!("WebSocket connect to {qpath} with key {key:?} was accepted"),
         Err(r) => r,
-    }
-}
-
-fn ws_send<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>, frame: Value) {
-    ws.send(Message::text(frame.to_string()))
-        .expect("send WebSocket frame");
-}
-
-/// The next JSON text frame (pings and pongs skipped).
-fn ws_next<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> Value {
-    loop {
-        match ws.read().expect("read WebSocket frame") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON frame"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected WebSocket message {other:?}"),
-        }
     }
 }
 
@@ -1037,18 +1020,6 @@ fn non_loopback_bind_with_auth_off_needs_insecure() {
 // TLS
 // ---------------------------------------------------------------------------------------
 
-fn tls_client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
-}
-
 #[test]
 fn tls_serves_https_and_wss_with_a_generated_certificate() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
@@ -1122,23 +1093,8 @@ fn tls_serves_https_and_wss_with_a_generated_certificate() {
     );
     assert_eq!(r.status, 201, "{r:?}");
     let port = s.base().rsplit(':').next().expect("port").to_string();
-    let tcp = TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("read timeout");
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
-    let conn = rustls::ClientConnection::new(tls.clone(), name).expect("TLS client");
-    let stream = rustls::StreamOwned::new(conn, tcp);
-    let url = format!("wss://127.0.0.1:{port}{qp}/connect?identity=wss");
-    let (mut ws, _) =
-        tungstenite::client(url, stream).unwrap_or_else(|e| panic!("WSS handshake failed: {e}"));
-    ws_send(&mut ws, json!({"op": "credit", "n": 1}));
-    let f = ws_next(&mut ws);
-    assert_eq!(f["task"]["task_id"], json!("over-wss"), "{f}");
-    ws_send(
-        &mut ws,
-        json!({"op": "complete", "lease": lease_of(&f["task"]), "result": null}),
-    );
-    let f = ws_next(&mut ws);
+    let mut ws = wss_connect(&port, &format!("{qp}/connect?identity=wss"), tls.clone());
+    let f = ws_take_and_complete(&mut ws, "over-wss");
     assert_eq!(f["state"], json!("completed"), "{f}");
     ws_close(ws);
 

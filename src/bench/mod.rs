@@ -100,6 +100,11 @@ pub struct CommonArgs {
     /// No progress bar (it is also hidden when stderr is not a terminal, and with `--json`).
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Other nodes of the same cluster (repeat it): the producers' and the workers'
+    /// connections are spread round-robin over `--server` and these; readiness and metrics
+    /// are read from `--server`.
+    #[arg(long = "spread", global = true, value_name = "URL")]
+    pub spread: Vec<String>,
 }
 
 /// The workloads.
@@ -331,8 +336,10 @@ async fn run_async(args: BenchArgs) -> BenchResult<Report> {
 /// What every workload needs: the target, the queue, payloads, the progress switch.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    /// The server.
+    /// The server (`--server`).
     pub target: std::sync::Arc<http::Target>,
+    /// Every node the load is spread over: `--server`, then each `--spread`.
+    pub targets: Vec<std::sync::Arc<http::Target>>,
     /// Namespace.
     pub namespace: String,
     /// Queue name (base name for the multi-queue workloads).
@@ -347,7 +354,12 @@ pub struct Ctx {
 
 impl Ctx {
     fn new(args: &BenchArgs) -> BenchResult<Self> {
-        let target = http::Target::parse(&args.client.server, args.client.api_key.as_deref())?;
+        let key = args.client.api_key.as_deref();
+        let target = std::sync::Arc::new(http::Target::parse(&args.client.server, key)?);
+        let mut targets = vec![target.clone()];
+        for url in &args.common.spread {
+            targets.push(std::sync::Arc::new(http::Target::parse(url, key)?));
+        }
         let queue = match &args.common.queue {
             Some(q) => q.clone(),
             None => format!("bench-{:08x}", rand::random::<u32>()),
@@ -360,13 +372,19 @@ impl Ctx {
             QueueKind::Workflow => "workflow",
         };
         Ok(Ctx {
-            target: std::sync::Arc::new(target),
+            target,
+            targets,
             namespace: args.client.namespace.clone(),
             queue,
             queue_type,
             payload_bytes: args.common.payload_bytes,
             progress: !args.common.no_progress && !args.client.json,
         })
+    }
+
+    /// The node the `i`-th producer or worker talks to (round-robin over [`Ctx::targets`]).
+    pub fn target_for(&self, i: usize) -> std::sync::Arc<http::Target> {
+        self.targets[i % self.targets.len()].clone()
     }
 
     /// `/api/v1/namespaces/{ns}/task-queues/{queue}/{type}` of `queue`.

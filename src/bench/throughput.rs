@@ -174,13 +174,13 @@ pub async fn latency(ctx: &Ctx, a: &LatencyArgs) -> BenchResult<Report> {
     let tasks_path: Arc<str> = Arc::from(format!("{qpath}/tasks"));
     let mut producers: JoinSet<BenchResult<Histogram<u64>>> = JoinSet::new();
     let lag = Arc::new(std::sync::Mutex::new(histogram()));
-    for _ in 0..a.in_flight.max(1) {
+    for p in 0..a.in_flight.max(1) {
         let rx = rx.clone();
         let tasks_path = tasks_path.clone();
         let payloads = payloads.clone();
         let shared = shared.clone();
         let lag = lag.clone();
-        let mut conn = Conn::new(ctx.target.clone());
+        let mut conn = Conn::new(ctx.target_for(p));
         producers.spawn(async move {
             let mut add_lat = histogram();
             let mut my_lag = histogram();

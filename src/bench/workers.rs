@@ -210,13 +210,13 @@ pub async fn add_all(
         _ => Arc::from(format!("{qpath}/tasks/batch")),
     };
     let mut set = JoinSet::new();
-    for _ in 0..a.in_flight.max(1) {
+    for p in 0..a.in_flight.max(1) {
         let next = next.clone();
         let path = path.clone();
         let payloads = payloads.clone();
         let clock = clock.clone();
         let bar = bar.clone();
-        let mut conn = Conn::new(ctx.target.clone());
+        let mut conn = Conn::new(ctx.target_for(p));
         set.spawn(async move {
             let mut hist = histogram();
             loop {
@@ -285,7 +285,7 @@ pub fn spawn_workers(
                     args.max_tasks
                 ));
                 set.spawn(http_worker(
-                    Conn::new(ctx.target.clone()),
+                    Conn::new(ctx.target_for(i)),
                     poll_path.clone(),
                     body,
                     Duration::from_millis(wait_ms),
@@ -300,7 +300,7 @@ pub fn spawn_workers(
             #[cfg(feature = "client")]
             for i in 0..args.workers.max(1) {
                 set.spawn(super::ws::ws_worker(
-                    ctx.target.clone(),
+                    ctx.target_for(i),
                     format!("{qpath}/connect?identity=bench-ws-{i}"),
                     args.credit,
                     shared.clone(),

@@ -13,6 +13,13 @@ use super::{print_json, CliResult, ClientArgs};
 pub enum ClusterCommand {
     /// The nodes (alive or not, last heartbeat, queues owned), as the server asked sees them.
     Status,
+    /// Forgets a node that died and will not come back (killed, its machine lost), so it is
+    /// no longer listed nor counted dead; a live node is refused (stop it with SIGTERM: it
+    /// leaves at once).
+    Forget {
+        /// The node's name, as `tasq cluster status` lists it.
+        node: String,
+    },
 }
 
 /// Runs a `tasq cluster` subcommand.
@@ -24,6 +31,19 @@ pub fn run(args: &ClientArgs, cmd: ClusterCommand) -> CliResult {
                 print_json(&answer);
             } else {
                 print!("{}", render_status(&answer));
+            }
+            Ok(())
+        }
+        ClusterCommand::Forget { node } => {
+            let path = format!(
+                "/api/v1/cluster/nodes/{}",
+                crate::client::encode_query(&node)
+            );
+            let answer = args.client().delete(&path)?;
+            if args.json {
+                print_json(&answer);
+            } else {
+                println!("forgot node {node}");
             }
             Ok(())
         }

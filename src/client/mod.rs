@@ -332,8 +332,9 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@')
 }
 
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-fn encode_query(s: &str) -> String {
+/// Percent-encodes a query value or a path segment (everything but RFC 3986 unreserved
+/// characters).
+pub fn encode_query(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -5,13 +5,16 @@
 //! writes only the queues it took, each commit checking the queue's fence number (see
 //! `storage::postgres` and `tests/fencing.rs`).
 //!
-//! Built so far: the placement and the store's fencing. Routing requests to the owner,
-//! membership heartbeats, takeover and handover come next; until then `cluster.enabled` is
-//! refused at start-up.
+//! [`node`] is this node's membership (heartbeats, the live nodes, who owns a queue); the
+//! service reconciles the queues this node holds with the placement every heartbeat, and the
+//! HTTP edge forwards a request for a queue owned elsewhere to its owner, over TLS checked by
+//! [`tls`] when the nodes serve HTTPS.
 
 #[cfg(feature = "postgres")]
 pub mod node;
 pub mod placement;
+#[cfg(feature = "postgres")]
+pub mod tls;
 
 #[cfg(feature = "postgres")]
 pub use node::{Cluster, Owner};

@@ -45,6 +45,8 @@ pub struct Cluster {
     /// The live nodes, by name: (name, base URL). Always holds this node.
     live: RwLock<Vec<(String, String)>>,
     stopping: AtomicBool,
+    /// How this node checks the others' certificates when it calls them over HTTPS.
+    client_tls: Arc<rustls::ClientConfig>,
 }
 
 impl Cluster {
@@ -52,6 +54,7 @@ impl Cluster {
     /// reads the live nodes, and starts the heartbeat thread.
     pub fn join(
         config: &Config,
+        client_tls: Arc<rustls::ClientConfig>,
         store: Arc<PgStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Cluster>> {
@@ -72,6 +75,7 @@ impl Cluster {
             metrics,
             live: RwLock::new(Vec::new()),
             stopping: AtomicBool::new(false),
+            client_tls,
         });
         cluster.beat()?;
         let weak = Arc::downgrade(&cluster);
@@ -104,6 +108,11 @@ impl Cluster {
     /// The secret the nodes share.
     pub fn secret(&self) -> &str {
         &self.secret
+    }
+
+    /// The TLS settings of this node's calls to the others ([`super::tls`]).
+    pub fn client_tls(&self) -> &Arc<rustls::ClientConfig> {
+        &self.client_tls
     }
 
     /// Who serves `queue` now, by this node's view of the live nodes.
@@ -142,6 +151,24 @@ impl Cluster {
         }
     }
 
+    /// Forgets `node`, a node that died and will not come back, so it no longer shows (or
+    /// alerts) as dead; a node heard from within `node_timeout` is refused.
+    pub fn forget(&self, node: &str) -> Result<()> {
+        match self.store.forget_node(node)? {
+            Some(true) => {
+                log::info!("cluster: forgot node {node}");
+                Ok(())
+            }
+            Some(false) => Err(crate::error::Error::invalid(format!(
+                "node {node} is alive (heard from within cluster.node_timeout); stop it \
+                 instead: with SIGTERM it leaves the cluster at once"
+            ))),
+            None => Err(crate::error::Error::NotFound(format!(
+                "no node named {node} in this cluster"
+            ))),
+        }
+    }
+
     /// True when the store still holds `queue` for this node (no other node took it since).
     pub fn holds(&self, queue: &QueueKey) -> bool {
         self.store.holds_queue(queue)
@@ -171,8 +198,14 @@ impl Cluster {
                 log::info!("cluster: node {} joined at {advertise}", self.node_id);
             }
         }
-        let mut live: Vec<(String, String)> = self
-            .nodes()?
+        let known = self.nodes()?;
+        let alive = known.iter().filter(|n| n.alive).count();
+        let nodes = &self.metrics.cluster.nodes;
+        nodes.with_label_values(&["alive"]).set(alive as i64);
+        nodes
+            .with_label_values(&["dead"])
+            .set((known.len() - alive) as i64);
+        let mut live: Vec<(String, String)> = known
             .into_iter()
             .filter(|n| n.alive)
             .map(|n| (n.node_id, n.advertise))

@@ -26,6 +26,9 @@ pub struct ClusterConfig {
     pub node_timeout: Duration,
     /// Shared by the nodes; authenticates the calls they make to each other.
     pub secret: String,
+    /// PEM file of the certificate authorities whose certificates this node trusts when it
+    /// calls another over HTTPS; empty: the public web authorities (Mozilla's list).
+    pub ca_cert: String,
 }
 
 impl Default for ClusterConfig {
@@ -37,6 +40,7 @@ impl Default for ClusterConfig {
             heartbeat_interval: Duration::from_secs(1),
             node_timeout: Duration::from_secs(10),
             secret: String::new(),
+            ca_cert: String::new(),
         }
     }
 }
@@ -74,6 +78,10 @@ impl ClusterConfig {
                 "cluster.node_timeout",
                 "must be at least twice cluster.heartbeat_interval".into(),
             ));
+        }
+        if !self.ca_cert.is_empty() {
+            super::pem::certificates("cluster.ca_cert", &self.ca_cert)
+                .map_err(|why| ("cluster.ca_cert", why))?;
         }
         if self.node_id.len() > 200 || self.node_id.chars().any(char::is_control) {
             return Err((

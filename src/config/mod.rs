@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::auth::AuthConfig;
 
 mod cluster;
+pub mod pem;
 pub use cluster::ClusterConfig;
 
 /// `fsync` or `relaxed`.

@@ -1,4 +1,5 @@
-//! `GET /api/v1/cluster`: the nodes of the cluster as the database knows them.
+//! `GET /api/v1/cluster`: the nodes of the cluster as the database knows them;
+//! `DELETE /api/v1/cluster/nodes/{node_id}`: forget a dead one.
 
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
@@ -10,12 +11,25 @@ use crate::service::Tasq;
 
 /// The cluster's routes.
 pub fn routes() -> Vec<RouteSpec> {
-    vec![RouteSpec::new(
-        Method::GET,
-        "/api/v1/cluster",
-        Role::Admin,
-        || web::get().to(nodes),
-    )]
+    vec![
+        RouteSpec::new(Method::GET, "/api/v1/cluster", Role::Admin, || {
+            web::get().to(nodes)
+        }),
+        RouteSpec::new(
+            Method::DELETE,
+            "/api/v1/cluster/nodes/{node_id}",
+            Role::Admin,
+            || web::delete().to(forget),
+        ),
+    ]
+}
+
+/// Forgets a node that died and is not coming back (it is then no longer listed, nor counted
+/// dead); a node alive is refused (400), an unknown one is 404.
+async fn forget(tasq: web::Data<Tasq>, node: web::Path<String>) -> Result<HttpResponse, Error> {
+    let node = node.into_inner();
+    tasq.forget_node(node.clone()).await?;
+    Ok(HttpResponse::Ok().json(json!({"node_id": node, "forgotten": true})))
 }
 
 /// Every node (name, address, alive, since its last heartbeat, queues owned), this node's

@@ -144,7 +144,7 @@ pub async fn forward(
         .uri()
         .path_and_query()
         .map_or(req.path(), |p| p.as_str());
-    let out = client()
+    let out = client(cluster)
         .request(req.method().clone(), format!("{base}{path}"))
         .timeout(FORWARD_TIMEOUT);
     let out = onward(out, req.headers(), cluster);
@@ -160,7 +160,7 @@ pub async fn forward(
     let answer = match sent {
         Ok(answer) => answer,
         Err(e) => {
-            let e = owner_unreachable("this queue", base, e);
+            let e = owner_unreachable(tasq, "this queue", base, e);
             return Ok(req.into_response(e.error_response()));
         }
     };
@@ -189,11 +189,13 @@ fn onward(
         .insert_header((CLUSTER_SECRET, cluster.secret()))
 }
 
-/// The 503 for an owner (of `queue`, as the message names it) at `base` that did not answer.
-fn owner_unreachable(queue: &str, base: &str, e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(format!(
-        "the node that owns {queue} ({base}) cannot be reached: {e}; retry"
-    ))
+/// The 503 for an owner (of `queue`, as the message names it) at `base` that did not answer,
+/// counted: queues whose owner stays unreachable are queues nobody serves.
+fn owner_unreachable(tasq: &Tasq, queue: &str, base: &str, e: impl std::fmt::Display) -> Error {
+    tasq.metrics().cluster.owner_unreachable.inc();
+    let message = format!("the node that owns {queue} ({base}) cannot be reached: {e}; retry");
+    log::warn!("cluster: {message}");
+    Error::Unavailable(message)
 }
 
 /// Resolves once `queue` is no longer placed on the node at `base` (checked every
@@ -224,11 +226,11 @@ pub async fn describe_type(
     kind: crate::model::QueueType,
 ) -> crate::error::Result<serde_json::Value> {
     let what = format!("the {} queue", kind.as_str());
-    let unreachable = |e: String| owner_unreachable(&what, base, e);
+    let unreachable = |e: String| owner_unreachable(tasq, &what, base, e);
     let Some(cluster) = tasq.cluster() else {
         return Err(Error::Internal("forwarding outside cluster mode".into()));
     };
-    let out = client()
+    let out = client(cluster)
         .get(format!("{base}{}", req.path()))
         .timeout(Duration::from_secs(30));
     let mut answer = onward(out, req.headers(), cluster)
@@ -291,7 +293,7 @@ pub async fn relay_socket(
         .path_and_query()
         .map_or(req.path(), |p| p.as_str());
     let target = format!("ws{}{path}", base.strip_prefix("http").unwrap_or(base));
-    let mut up = client().ws(target).max_frame_size(limit);
+    let mut up = client(cluster).ws(target).max_frame_size(limit);
     for (name, value) in req.headers().iter() {
         if !hop_by_hop(name) && !name.as_str().starts_with("sec-websocket-") {
             up = up.header(name.clone(), value.clone());
@@ -302,7 +304,7 @@ pub async fn relay_socket(
         .header(CLUSTER_SECRET, cluster.secret())
         .connect()
         .await
-        .map_err(|e| owner_unreachable("this queue", base, e))?;
+        .map_err(|e| owner_unreachable(tasq, "this queue", base, e))?;
     let (response, mut session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| Error::invalid(format!("not a WebSocket upgrade: {e}")))?;
     let mut worker = stream
@@ -368,15 +370,31 @@ pub async fn relay_socket(
 }
 
 thread_local! {
-    /// One client per HTTP worker thread (the client is not `Send`), its connections kept.
-    static CLIENT: awc::Client = awc::Client::builder()
-        .disable_redirects()
-        .timeout(FORWARD_TIMEOUT)
-        .finish();
+    /// One client per HTTP worker thread (the client is not `Send`), its connections kept,
+    /// with the TLS settings it was built for (an embedder may run two clusters).
+    static CLIENT: std::cell::RefCell<Option<(usize, awc::Client)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-fn client() -> awc::Client {
-    CLIENT.with(awc::Client::clone)
+/// This thread's client for calls to the other nodes of `cluster`.
+fn client(cluster: &crate::cluster::Cluster) -> awc::Client {
+    let tls = cluster.client_tls();
+    let id = std::sync::Arc::as_ptr(tls) as usize;
+    CLIENT.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match &*slot {
+            Some((built_for, client)) if *built_for == id => client.clone(),
+            _ => {
+                let client = awc::Client::builder()
+                    .connector(awc::Connector::new().rustls_0_23(tls.clone()))
+                    .disable_redirects()
+                    .timeout(FORWARD_TIMEOUT)
+                    .finish();
+                *slot = Some((id, client.clone()));
+                client
+            }
+        }
+    })
 }
 
 #[cfg(test)]

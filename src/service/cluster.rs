@@ -113,6 +113,18 @@ impl Tasq {
         self.inner.cluster.as_ref()
     }
 
+    /// Forgets a dead node of the cluster ([`Cluster::forget`]); outside cluster mode, 404.
+    pub async fn forget_node(&self, node: String) -> Result<()> {
+        let Some(c) = self.inner.cluster.clone() else {
+            return Err(crate::error::Error::NotFound(
+                "this server is not in a cluster (cluster.enabled = false)".into(),
+            ));
+        };
+        tokio::task::spawn_blocking(move || c.forget(&node))
+            .await
+            .map_err(|e| crate::error::Error::Internal(format!("forgetting a node: {e}")))?
+    }
+
     /// Every node of the cluster the database knows (`None` outside cluster mode).
     pub async fn cluster_nodes(&self) -> Result<Option<Vec<NodeRow>>> {
         let Some(c) = self.inner.cluster.clone() else {

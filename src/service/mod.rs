@@ -150,10 +150,16 @@ impl Builder {
         let store = opened.store;
         #[cfg(feature = "postgres")]
         let cluster = match &opened.postgres {
-            Some(pg) if config.cluster.enabled => Some(
-                crate::cluster::Cluster::join(&config, pg.clone(), metrics.clone())
-                    .map_err(|e| Error::invalid(format!("config key `cluster.enabled`: {e}")))?,
-            ),
+            Some(pg) if config.cluster.enabled => {
+                let tls = crate::cluster::tls::client_config(&config.cluster.ca_cert)
+                    .map_err(Error::invalid)?;
+                Some(
+                    crate::cluster::Cluster::join(&config, tls, pg.clone(), metrics.clone())
+                        .map_err(|e| {
+                            Error::invalid(format!("config key `cluster.enabled`: {e}"))
+                        })?,
+                )
+            }
             _ => None,
         };
         #[cfg(feature = "postgres")]

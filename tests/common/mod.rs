@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+pub mod cluster;
 pub mod faults;
 pub mod postgres;
 
@@ -1031,4 +1032,72 @@ pub fn assert_subset(actual: &Value, expected: &Value) {
             "field {k:?}: expected {expected} in {actual}"
         );
     }
+}
+
+/// Sends one JSON text frame.
+pub fn ws_send<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>, frame: Value) {
+    ws.send(tungstenite::Message::text(frame.to_string()))
+        .expect("send WebSocket frame");
+}
+
+/// The next JSON text frame (pings and pongs skipped).
+pub fn ws_next<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> Value {
+    loop {
+        match ws.read().expect("read WebSocket frame") {
+            tungstenite::Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).expect("JSON frame")
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("unexpected WebSocket message {other:?}"),
+        }
+    }
+}
+
+/// A WebSocket to `path` of the HTTPS server on 127.0.0.1:`port`, over TLS with `tls`.
+pub fn wss_connect(
+    port: &str,
+    path: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let tcp = TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+    let conn = rustls::ClientConnection::new(tls, name).expect("TLS client");
+    let stream = rustls::StreamOwned::new(conn, tcp);
+    let url = format!("wss://127.0.0.1:{port}{path}");
+    let (ws, _) = tungstenite::client(url.as_str(), stream)
+        .unwrap_or_else(|e| panic!("WSS handshake with {url} failed: {e}"));
+    ws
+}
+
+/// Over a worker socket: one credit, the task that comes must be `task_id`, complete it;
+/// answers the `settled` frame.
+pub fn ws_take_and_complete<S: Read + Write>(
+    ws: &mut tungstenite::WebSocket<S>,
+    task_id: &str,
+) -> Value {
+    ws_send(ws, json!({"op": "credit", "n": 1}));
+    let f = ws_next(ws);
+    assert_eq!(f["task"]["task_id"], json!(task_id), "{f}");
+    ws_send(
+        ws,
+        json!({"op": "complete", "lease": lease_of(&f["task"]), "result": null}),
+    );
+    let f = ws_next(ws);
+    assert_eq!(f["op"], json!("settled"), "{f}");
+    f
+}
+
+/// TLS settings for a client that trusts `roots` only.
+pub fn tls_client_config(roots: rustls::RootCertStore) -> std::sync::Arc<rustls::ClientConfig> {
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
 }

@@ -179,6 +179,27 @@ impl PgStore {
         Ok(())
     }
 
+    /// Forgets `node`, gone for good without leaving (killed, its machine lost), once it
+    /// has been silent for `node_timeout`: `Some(true)` forgotten, `Some(false)` refused (it
+    /// is alive), `None` unknown. Its queues stay fenced to it until their next owner takes
+    /// them, as after any death.
+    pub fn forget_node(&self, node: &str) -> Result<Option<bool>> {
+        let node = node.to_string();
+        let timeout_ms = self.node_timeout.as_millis() as f64;
+        let row = self.pool.run(move |c| {
+            // Both parts read the same snapshot: `known` sees the row the DELETE removes.
+            c.query_one(
+                "WITH gone AS (DELETE FROM tasq_nodes WHERE node_id = $1 \
+                   AND heartbeat_at <= now() - $2 * interval '1 millisecond' RETURNING 1) \
+                 SELECT EXISTS (SELECT 1 FROM gone), \
+                   EXISTS (SELECT 1 FROM tasq_nodes WHERE node_id = $1)",
+                &[&node, &timeout_ms],
+            )
+        })?;
+        let (gone, known): (bool, bool) = (row.get(0), row.get(1));
+        Ok(known.then_some(gone))
+    }
+
     /// Takes `queue` for `node`: bumps its fence, so the node that held it cannot write for
     /// it any more, and forgets what this node kept of it (the other wrote since). Call it
     /// before reading the queue's state. Answers the node that held it before, if another,

@@ -625,3 +625,40 @@ impl RollingLoad {
         b[i % b.len()].clone()
     }
 }
+
+/// A queue whose actor stops for idleness leaves no hold behind on its node (queues that
+/// come and go do not grow its memory), and is taken again by the next request.
+#[test]
+#[ignore = "needs PostgreSQL's programs: run by .ci/postgres"]
+fn idle_queues_are_let_go_and_taken_again() {
+    let url = common::postgres::new_database();
+    let node = common::cluster::start_node(&url, "solo", &[("TASQ_QUEUE_IDLE_TIMEOUT", "3s")]);
+    node.wait_ready();
+    let owned = || {
+        metric_sum(
+            &metrics_text(&node),
+            "tasq_cluster_queues_owned",
+            &[("node", "solo")],
+        )
+    };
+    for round in 0..2 {
+        for i in 0..20 {
+            let qp = q(NS, &format!("idle{i}"), A);
+            let id = add_task(&node, &qp, json!({"task_type": "t", "payload": round}));
+            let task = poll_one(&node, &qp, "w", 5000).expect("the task");
+            assert_eq!(task["task_id"], json!(id));
+            assert_eq!(complete(&node, &lease_of(&task), json!(1)).0, 200);
+        }
+        // The gauge is set every heartbeat (250 ms); the queues idle out after 3 s.
+        assert!(
+            wait_until(Duration::from_secs(2), || owned() >= 20.0),
+            "round {round}: {} held",
+            owned()
+        );
+        assert!(
+            wait_until(Duration::from_secs(30), || owned() == 0.0),
+            "round {round}: idle queues still held: {}",
+            owned()
+        );
+    }
+}

@@ -429,6 +429,8 @@ impl Actor for QueueActor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.shared.metrics.loaded_task_queues.dec();
+        let (store, key) = (self.shared.store.clone(), self.key.clone());
+        actix::spawn(async move { store.unload(&key).await });
         self.on_stop.do_send(QueueStopped {
             key: self.key.clone(),
             generation: self.generation,

@@ -198,6 +198,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Called by a queue's actor once it stopped (idle): in cluster mode, once the writes
+    /// it made are committed, this node forgets its hold on the queue (the database still
+    /// names it the owner; the next actor takes the queue again), so queues that come and
+    /// go leave nothing behind in memory. Nothing else.
+    fn unload<'a>(&'a self, queue: &'a QueueKey) -> BoxFuture<'a, ()> {
+        let _ = queue;
+        Box::pin(async {})
+    }
+
     /// A queue's counters (`None` for a queue never used).
     fn meta(&self, queue: &QueueKey) -> Result<Option<QueueMeta>>;
 

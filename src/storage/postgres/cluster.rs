@@ -54,6 +54,20 @@ impl Fences {
         }
     }
 
+    /// The fence `queue` is held with, if held.
+    pub fn fence_of(&self, queue: &QueueKey) -> Option<i64> {
+        self.lock().held.get(queue).map(|(f, _)| *f)
+    }
+
+    /// Forgets the hold on `queue` taken with `fence` (its actor stopped and its writes are
+    /// committed); a hold taken again since (another fence) stays.
+    pub fn unhold(&self, queue: &QueueKey, fence: i64) {
+        let mut inner = self.lock();
+        if inner.held.get(queue).is_some_and(|(f, _)| *f == fence) {
+            inner.held.remove(queue);
+        }
+    }
+
     /// Takes no new writes for `queue`; those taken still commit under its fence.
     pub fn hand_over(&self, queue: &QueueKey) {
         if let Some((_, handing)) = self.lock().held.get_mut(queue) {

@@ -312,6 +312,27 @@ impl Store for PgStore {
         })
     }
 
+    fn unload<'a>(&'a self, queue: &'a QueueKey) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(fences) = &self.fences else {
+                return;
+            };
+            let Some(fence) = fences.fence_of(queue) else {
+                return;
+            };
+            // Its last writes still commit under the hold; a failed commit keeps it (the
+            // writes are retried under it once the database is back).
+            if self
+                .commit
+                .durable_since(self.commit.latest())
+                .await
+                .is_ok()
+            {
+                fences.unhold(queue, fence);
+            }
+        })
+    }
+
     fn flush(&self) -> Result<()> {
         self.settled()
     }

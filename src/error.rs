@@ -48,6 +48,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// `{"code", "message"}`: the error as one item of a larger answer carries it (an item of
+    /// a settle-many, a WebSocket error frame).
+    pub fn detail(&self) -> serde_json::Value {
+        serde_json::json!({"code": self.code(), "message": self.to_string()})
+    }
+
     /// The stable code of the contract, e.g. `invalid_argument`.
     pub fn code(&self) -> &'static str {
         match self {

@@ -20,23 +20,7 @@ const A: &str = "activity";
 
 /// Three nodes on a fresh database, named n1..n3; a node is unheard of after 2 s.
 fn cluster() -> (String, Vec<TestServer>) {
-    let url = common::postgres::new_database();
-    let nodes = (1..=3)
-        .map(|i| {
-            let n = common::cluster::start_node(&url, &format!("n{i}"), &[]);
-            n.wait_ready();
-            n
-        })
-        .collect::<Vec<_>>();
-    // Every node counts the three alive before the test starts.
-    for n in &nodes {
-        let all_alive = wait_until(Duration::from_secs(20), || {
-            let (code, body) = get(&n.url("/api/v1/cluster"));
-            code == 200 && body["live"].as_array().is_some_and(|a| a.len() == 3)
-        });
-        assert!(all_alive, "{}", get(&n.url("/api/v1/cluster")).1);
-    }
-    (url, nodes)
+    common::cluster::three_nodes()
 }
 
 /// The node that owns `queue` now, as the database says (`None`: nobody took it yet).

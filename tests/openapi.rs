@@ -224,8 +224,8 @@ fn request_bodies_reject_unknown_fields() {
         check_closed(&spec, schema, &format!("{method} {path} body"));
         bodies += 1;
     }
-    // add, batch, poll, complete, fail, heartbeat, config, redrive.
-    assert_eq!(bodies, 8, "operations with a request body");
+    // add, batch, poll, complete, fail, settle many, heartbeat, config, redrive.
+    assert_eq!(bodies, 9, "operations with a request body");
 }
 
 #[test]

@@ -786,6 +786,18 @@ fn a_lease_cannot_be_settled_with_a_key_for_another_namespace() {
         );
         r.denied(403, "permission_denied");
     }
+    // In a settle many the item fails on its own: 200, its error permission_denied.
+    let r = c.call(
+        "POST",
+        "/api/v1/leases/settle",
+        Some(&beta),
+        Some(&json!({"settles": [{"lease": lease, "op": "complete", "result": "stolen"}]})),
+    );
+    assert_eq!(
+        r.ok()["results"][0]["error"]["code"],
+        json!("permission_denied"),
+        "{r:?}"
+    );
     let st = c.call("GET", &format!("{qa}/tasks/{id}"), Some(&producer), None);
     assert_eq!(st.ok()["state"], json!("running"), "{st:?}");
 

@@ -226,26 +226,71 @@ pub async fn describe_type(
     kind: crate::model::QueueType,
 ) -> crate::error::Result<serde_json::Value> {
     let what = format!("the {} queue", kind.as_str());
-    let unreachable = |e: String| owner_unreachable(tasq, &what, base, e);
+    let ask = Ask {
+        what: &what,
+        route: "/api/v1/namespaces/{namespace}/task-queues/{queue}",
+        method: actix_web::http::Method::GET,
+        path: req.path().to_string(),
+        body: None,
+        header: Some((DESCRIBE_TYPE, kind.as_str())),
+    };
+    let body = ask_owner(tasq, base, req, ask).await?;
+    Ok(body["types"][kind.as_str()].clone())
+}
+
+/// A request this node makes of a queue's owner on behalf of the client's `req`.
+pub struct Ask<'a> {
+    /// What the owner owns, for the error message ("the activity queue").
+    pub what: &'a str,
+    /// The route pattern, for the forwarded-requests metric.
+    pub route: &'a str,
+    /// The method.
+    pub method: actix_web::http::Method,
+    /// The path (and query) on the owner.
+    pub path: String,
+    /// A JSON body.
+    pub body: Option<serde_json::Value>,
+    /// One more header.
+    pub header: Option<(&'static str, &'a str)>,
+}
+
+/// Sends `ask` to the node at `base`, with the client's headers of `req`, and answers the
+/// owner's JSON answer when it is a 2xx; anything else (unreachable, an error answer) is a
+/// 503 naming the owner.
+pub async fn ask_owner(
+    tasq: &Tasq,
+    base: &str,
+    req: &actix_web::HttpRequest,
+    ask: Ask<'_>,
+) -> crate::error::Result<serde_json::Value> {
+    let unreachable = |e: String| owner_unreachable(tasq, ask.what, base, e);
     let Some(cluster) = tasq.cluster() else {
         return Err(Error::Internal("forwarding outside cluster mode".into()));
     };
     let out = client(cluster)
-        .get(format!("{base}{}", req.path()))
+        .request(ask.method.clone(), format!("{base}{}", ask.path))
         .timeout(Duration::from_secs(30));
-    let mut answer = onward(out, req.headers(), cluster)
-        .insert_header((DESCRIBE_TYPE, kind.as_str()))
-        .send()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    let mut out = onward(out, req.headers(), cluster);
+    if let Some(h) = ask.header {
+        out = out.insert_header(h);
+    }
+    let sent = match &ask.body {
+        Some(body) => {
+            // A body of this node's making: the client's encoding of its own does not apply.
+            out.headers_mut().remove(header::CONTENT_ENCODING);
+            out.send_json(body).await
+        }
+        None => out.send().await,
+    };
+    let mut answer = sent.map_err(|e| unreachable(e.to_string()))?;
     tasq.metrics()
         .cluster
         .forwarded_requests
-        .with_label_values(&["/api/v1/namespaces/{namespace}/task-queues/{queue}"])
+        .with_label_values(&[ask.route])
         .inc();
     let body: serde_json::Value = answer
         .json()
-        .limit(16 << 20)
+        .limit(64 << 20)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     if !answer.status().is_success() {
@@ -254,7 +299,7 @@ pub async fn describe_type(
             answer.status()
         )));
     }
-    Ok(body["types"][kind.as_str()].clone())
+    Ok(body)
 }
 
 /// The base URL of the node that owns `key`, when it is another node and `req` was not

@@ -1,13 +1,16 @@
-//! Settling leases: `POST /api/v1/leases/{lease}/complete | fail | heartbeat`.
+//! Settling leases: `POST /api/v1/leases/{lease}/complete | fail | heartbeat`, with `next`
+//! on complete and fail: once the settle is on disk, a poll of the lease's queue in the same
+//! request (an HTTP worker's loop is then one request per task).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::poll::NextRequest;
 use super::{MaybeJson, Role, RouteSpec};
 use crate::error::Result;
-use crate::model::{LeaseToken, TaskError};
-use crate::service::{SettleOp, Tasq};
+use crate::model::{LeaseToken, Task, TaskError};
+use crate::service::{SettleOp, Settlement, Tasq};
 use actix_web::http::Method;
 
 /// The lease routes.
@@ -30,6 +33,7 @@ pub fn routes() -> Vec<RouteSpec> {
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
     result: Option<Box<RawValue>>,
+    next: Option<NextRequest>,
 }
 
 #[derive(Default, Deserialize)]
@@ -39,6 +43,7 @@ struct FailRequest {
     #[serde(default)]
     non_retryable: bool,
     retry_after_ms: Option<u64>,
+    next: Option<NextRequest>,
 }
 
 #[derive(Default, Deserialize)]
@@ -47,9 +52,53 @@ struct HeartbeatRequest {
     details: Option<Box<RawValue>>,
 }
 
-async fn settle(tasq: &Tasq, lease: &str, op: SettleOp) -> Result<HttpResponse> {
-    let answer = tasq.settle(LeaseToken::decode(lease)?, op).await?;
-    Ok(HttpResponse::Ok().json(answer))
+/// A settle's answer with the tasks its `next` poll took (or why it took none: the settle
+/// stands, it is on disk).
+#[derive(Serialize)]
+struct SettledThenPolled<'a> {
+    #[serde(flatten)]
+    settled: &'a Settlement,
+    next: Next<'a>,
+}
+
+#[derive(Serialize)]
+struct Next<'a> {
+    tasks: &'a [Task],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
+}
+
+async fn settle(
+    tasq: &Tasq,
+    lease: &str,
+    op: SettleOp,
+    next: Option<NextRequest>,
+) -> Result<HttpResponse> {
+    let token = LeaseToken::decode(lease)?;
+    // A bad `next` is refused before anything is settled (the identity is checked below).
+    if let Some(n) = &next {
+        n.clone().into_spec("-")?.check()?;
+    }
+    let queue = token.queue.clone();
+    let settled = tasq.settle(token, op).await?;
+    let Some(next) = next else {
+        return Ok(HttpResponse::Ok().json(settled));
+    };
+    // A repeated settle no longer knows who held the lease: it polls as `unknown` unless
+    // `next` names the worker.
+    let identity = settled.identity.as_deref().unwrap_or("unknown");
+    let polled = match next.into_spec(identity) {
+        Ok(spec) => tasq.poll(&queue, spec).await,
+        Err(e) => Err(e),
+    };
+    let (tasks, error) = match &polled {
+        Ok(tasks) => (tasks.as_slice(), None),
+        Err(e) => (&[][..], Some(e.detail())),
+    };
+    Ok(HttpResponse::Ok().json(SettledThenPolled {
+        settled: &settled,
+        next: Next { tasks, error },
+    }))
 }
 
 async fn complete(
@@ -60,7 +109,7 @@ async fn complete(
     let op = SettleOp::Complete {
         result: body.result.unwrap_or_else(crate::model::null_json),
     };
-    settle(&tasq, &lease, op).await
+    settle(&tasq, &lease, op, body.next).await
 }
 
 async fn fail(
@@ -73,7 +122,7 @@ async fn fail(
         non_retryable: body.non_retryable,
         retry_after_ms: body.retry_after_ms,
     };
-    settle(&tasq, &lease, op).await
+    settle(&tasq, &lease, op, body.next).await
 }
 
 async fn heartbeat(

@@ -12,6 +12,7 @@ pub mod leases;
 pub mod ops;
 pub mod poll;
 pub mod queues;
+pub mod settle_many;
 pub mod tasks;
 pub mod ws;
 
@@ -183,6 +184,7 @@ pub fn routes() -> Vec<RouteSpec> {
         tasks::routes(),
         poll::routes(),
         leases::routes(),
+        settle_many::routes(),
         queues::routes(),
         ws::routes(),
         #[cfg(feature = "postgres")]
@@ -404,6 +406,18 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse> {
         req.method(),
         req.path()
     )))
+}
+
+/// The base URL of the node that owns `key`, when another node of the cluster does and `req`
+/// was not forwarded already (see `forward::remote_owner`); `None` outside cluster mode.
+fn owner_elsewhere(tasq: &Tasq, req: &HttpRequest, key: &QueueKey) -> Option<String> {
+    #[cfg(feature = "postgres")]
+    return forward::remote_owner(tasq, req, key);
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (tasq, req, key);
+        None
+    }
 }
 
 /// The queue named by the `{namespace}/{queue}/{queue_type}` path segments.

@@ -26,9 +26,10 @@ pub fn routes() -> Vec<RouteSpec> {
     )]
 }
 
+/// The body of `POST {q}/poll`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PollRequest {
+pub(super) struct PollRequest {
     identity: String,
     max_tasks: Option<i64>,
     wait_ms: Option<i64>,
@@ -38,9 +39,36 @@ struct PollRequest {
     max_tasks_per_second: Option<Option<f64>>,
 }
 
+/// `next` on a settle: a poll of the lease's queue once the settle is on disk, its identity
+/// by default the one that polled the lease.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NextRequest {
+    max_tasks: Option<i64>,
+    wait_ms: Option<i64>,
+    task_types: Option<Vec<String>>,
+    build_id: Option<String>,
+    identity: Option<String>,
+}
+
+impl NextRequest {
+    /// The poll, by `identity` unless the request names one.
+    pub(super) fn into_spec(self, identity: &str) -> Result<PollSpec> {
+        PollRequest {
+            identity: self.identity.unwrap_or_else(|| identity.to_string()),
+            max_tasks: self.max_tasks,
+            wait_ms: self.wait_ms,
+            task_types: self.task_types,
+            build_id: self.build_id,
+            max_tasks_per_second: None,
+        }
+        .into_spec()
+    }
+}
+
 impl PollRequest {
     /// The poll as the service states it; ranges are checked there, once.
-    fn into_spec(self) -> Result<PollSpec> {
+    pub(super) fn into_spec(self) -> Result<PollSpec> {
         let max_tasks = self.max_tasks.unwrap_or(1);
         let max_tasks = u32::try_from(max_tasks).map_err(|_| {
             Error::invalid(format!(

@@ -182,7 +182,7 @@ async fn describe(
     let mut types = serde_json::Map::new();
     for kind in described_types(&req)? {
         let key = QueueKey::new(&ns, &queue, kind)?;
-        let stats = match remote_owner(&tasq, &req, &key) {
+        let stats = match super::owner_elsewhere(&tasq, &req, &key) {
             #[cfg(feature = "postgres")]
             Some(base) => super::forward::describe_type(&tasq, &base, &req, kind).await?,
             _ => serde_json::to_value(tasq.describe(&key).await?).unwrap_or_default(),
@@ -202,18 +202,6 @@ fn described_types(req: &actix_web::HttpRequest) -> Result<Vec<QueueType>> {
     }
     let _ = req;
     Ok(QueueType::ALL.to_vec())
-}
-
-/// The base URL of the node that owns `key`, when another node (see
-/// [`super::forward::remote_owner`]).
-fn remote_owner(tasq: &Tasq, req: &actix_web::HttpRequest, key: &QueueKey) -> Option<String> {
-    #[cfg(feature = "postgres")]
-    return super::forward::remote_owner(tasq, req, key);
-    #[cfg(not(feature = "postgres"))]
-    {
-        let _ = (tasq, req, key);
-        None
-    }
 }
 
 async fn list(

@@ -405,7 +405,7 @@ fn error_frame(lease: Option<&str>, e: &Error) -> String {
     json!({
         "op": "error",
         "lease": lease,
-        "error": { "code": e.code(), "message": e.to_string() },
+        "error": e.detail(),
     })
     .to_string()
 }

@@ -242,6 +242,10 @@ pub struct Settlement {
     pub state: TaskState,
     /// For a retried fail: when the next attempt is due (RFC 3339).
     pub next_attempt_at: Option<String>,
+    /// The worker that held the lease, when this settle ended it (not for a repeat): the
+    /// identity a `next` poll takes by default. Not part of the answer.
+    #[serde(skip)]
+    pub identity: Option<String>,
 }
 
 /// Extend a lease.

@@ -181,12 +181,14 @@ impl QueueActor {
                         task_id: rec.task_id.clone(),
                         state: s.state,
                         next_attempt_at: s.next_attempt_at.map(rfc3339),
+                        identity: None,
                     }))
                 }
                 _ => Err(Error::lease_lost()),
             };
         }
         let dispatched_at = rec.lease.as_ref().map_or(now, |l| l.dispatched_at);
+        let identity = rec.lease.as_ref().map(|l| l.identity.clone());
         let txn = &mut batch.txn;
         let meta = &mut batch.meta;
         let after = match &msg.op {
@@ -236,6 +238,7 @@ impl QueueActor {
                 task_id: rec.task_id,
                 state: rec.state,
                 next_attempt_at: next_attempt_at.map(rfc3339),
+                identity,
             },
         }))
     }

@@ -95,6 +95,17 @@ impl PollSpec {
         self
     }
 
+    /// Checks the poll as [`Tasq::poll`](super::Tasq::poll) would, without polling: for a
+    /// request that polls only after something else succeeded (`next` on a settle).
+    pub fn check(&self) -> Result<()> {
+        self.clone().validate(Instant::now()).map(drop)
+    }
+
+    /// The worker identity of the poll.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
     /// The checks of every poll (HTTP and embedded), giving the actor's message.
     pub(crate) fn validate(self, park_from: Instant) -> Result<Poll> {
         check_worker(

@@ -1,6 +1,8 @@
 //! Work: long polls, settles (one lease, or a streaming worker's burst for one queue),
 //! heartbeats, and streaming workers' sockets.
 
+use std::collections::HashMap;
+
 use actix::Addr;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -107,6 +109,42 @@ impl Tasq {
         settles: Vec<Settle>,
     ) -> Result<Vec<Result<Settlement>>> {
         self.inner.queues.settle(queue, settles, self.store()).await
+    }
+
+    /// Settles many leases, each on its own (`POST /api/v1/leases/settle`): the settles of
+    /// one queue go to it together (one write, one group commit), the queues' side by side.
+    /// Answers each settle's own result, in order; every one that succeeded is on disk.
+    pub async fn settle_many(
+        &self,
+        settles: Vec<(LeaseToken, SettleOp)>,
+    ) -> Result<Vec<Result<Settlement>>> {
+        self.serving_queues()?;
+        let count = settles.len();
+        let mut groups: HashMap<QueueKey, (Vec<usize>, Vec<Settle>)> = HashMap::new();
+        for (i, (token, op)) in settles.into_iter().enumerate() {
+            let (at, batch) = groups.entry(token.queue).or_default();
+            at.push(i);
+            batch.push(Settle {
+                task_id: token.task_id,
+                lease_id: token.lease_id,
+                op,
+            });
+        }
+        let answers = futures_util::future::join_all(groups.into_iter().map(
+            |(queue, (at, batch))| async move { (at, self.settle_batch(&queue, batch).await) },
+        ))
+        .await;
+        let mut out: Vec<Option<Result<Settlement>>> = (0..count).map(|_| None).collect();
+        for (at, answer) in answers {
+            match answer {
+                Ok(each) => at.into_iter().zip(each).for_each(|(i, a)| out[i] = Some(a)),
+                Err(e) => at.into_iter().for_each(|i| out[i] = Some(Err(e.clone()))),
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(Error::Internal("a settle went unanswered".into()))))
+            .collect())
     }
 
     /// Extends the lease (when the task has a heartbeat timeout) and keeps `details` with the

@@ -1,7 +1,9 @@
 //! Cluster nodes for the tests: tasq processes on one PostgreSQL database, with a fast
 //! heartbeat (250 ms) so a silent node is dead after 2 s.
 
-use super::TestServer;
+use std::time::Duration;
+
+use super::{get, wait_until, TestServer};
 
 /// The secret every test node shares.
 pub const SECRET: &str = "a-cluster-secret-for-tests";
@@ -29,4 +31,25 @@ pub fn node_env<'a>(
 /// readiness is the caller's to check (over HTTPS, say).
 pub fn start_node(url: &str, id: &str, extra: &[(&str, &str)]) -> TestServer {
     TestServer::start_unready(&[], &node_env(url, id, extra))
+}
+
+/// Three nodes on a fresh database, named n1..n3, each counting the three alive: the
+/// database's URL and the nodes.
+pub fn three_nodes() -> (String, Vec<TestServer>) {
+    let url = super::postgres::new_database();
+    let nodes = (1..=3)
+        .map(|i| {
+            let n = start_node(&url, &format!("n{i}"), &[]);
+            n.wait_ready();
+            n
+        })
+        .collect::<Vec<_>>();
+    for n in &nodes {
+        let all_alive = wait_until(Duration::from_secs(20), || {
+            let (code, body) = get(&n.url("/api/v1/cluster"));
+            code == 200 && body["live"].as_array().is_some_and(|a| a.len() == 3)
+        });
+        assert!(all_alive, "{}", get(&n.url("/api/v1/cluster")).1);
+    }
+    (url, nodes)
 }

@@ -628,3 +628,60 @@ fn queue_actors_run_on_shared_threads_and_outlive_them() {
         assert!(t.is_loaded(&key));
     });
 }
+
+#[test]
+fn list_explain_and_settle_many_in_process() {
+    use tasq::model::listing::{ListState, TaskFilter};
+    use tasq::model::LeaseToken;
+    use tasq::service::SettleOp;
+    with_tasq(|t| async move {
+        let q = queue("inspected");
+        for id in ["a", "b", "c"] {
+            t.add(&q, TaskSpec::new("t").task_id(id)).await.unwrap();
+        }
+        let page = t
+            .list_tasks(&q, TaskFilter::default(), None, 2)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.tasks.iter().map(|x| x.task_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let rest = t
+            .list_tasks(
+                &q,
+                TaskFilter::default(),
+                page.next_page_token.as_deref(),
+                2,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rest.tasks[0].task_id, "c");
+        let why = t.explain(&q, "c").await.unwrap();
+        let codes: Vec<&str> = why.reasons.iter().map(|r| r.code).collect();
+        assert_eq!(codes, ["no_poller", "waiting_behind"]);
+
+        let tasks = t
+            .poll(&q, PollSpec::new("w").max_tasks(3).wait(Duration::ZERO))
+            .await
+            .unwrap();
+        let settles = tasks
+            .iter()
+            .map(|task| {
+                let token = LeaseToken::decode(&task.lease).unwrap();
+                let op = SettleOp::Complete {
+                    result: tasq::model::null_json(),
+                };
+                (token, op)
+            })
+            .collect();
+        let answers = t.settle_many(settles).await.unwrap();
+        assert!(answers
+            .iter()
+            .all(|a| a.as_ref().unwrap().state == TaskState::Completed));
+        let done = TaskFilter {
+            state: ListState::Completed,
+            ..TaskFilter::default()
+        };
+        let page = t.list_tasks(&q, done, None, 10).await.unwrap();
+        assert_eq!(page.tasks.len(), 3);
+    });
+}

@@ -6,8 +6,8 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::client::queue_path;
-use super::table::{clip, number, text, Table};
-use super::{print_json, CliError, CliResult, ClientArgs, QueueArg};
+use super::table::{clip, number, text};
+use super::{page_query, print_json, print_page, CliError, CliResult, ClientArgs, QueueArg};
 use crate::model::validate_name;
 
 /// `tasq dead-letters …`.
@@ -55,48 +55,37 @@ pub fn run(args: &ClientArgs, cmd: DeadLetterCommand) -> CliResult {
 
 fn list(args: &ClientArgs, a: ListArgs) -> CliResult {
     let key = args.key(&a.queue.queue, a.queue.kind)?;
-    let mut path = format!("{}/dead-letters?limit={}", queue_path(&key), a.limit);
-    if let Some(t) = &a.page_token {
-        if !t
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(CliError::usage("--page-token is not a token tasq printed"));
-        }
-        path.push_str(&format!("&page_token={t}"));
-    }
+    let path = format!(
+        "{}/dead-letters?{}",
+        queue_path(&key),
+        page_query(a.limit, a.page_token.as_deref())?
+    );
     let page = args.client().get(&path, Duration::ZERO)?;
-    if args.json {
-        print_json(&page);
-        return Ok(());
-    }
-    let letters = page["dead_letters"].as_array().cloned().unwrap_or_default();
-    if letters.is_empty() {
-        println!("no dead letters in {key}");
-    } else {
-        let mut t = Table::new(&[
-            "TASK ID",
-            "TASK TYPE",
-            "STATE",
-            "ATTEMPT",
-            "UPDATED",
-            "LAST ERROR",
-        ]);
-        for d in &letters {
-            t.row(vec![
+    let headers = [
+        "TASK ID",
+        "TASK TYPE",
+        "STATE",
+        "ATTEMPT",
+        "UPDATED",
+        "LAST ERROR",
+    ];
+    print_page(
+        args,
+        &page,
+        "dead_letters",
+        &format!("no dead letters in {key}"),
+        &headers,
+        |d| {
+            vec![
                 text(&d["task_id"]),
                 text(&d["task_type"]),
                 text(&d["state"]),
                 number(&d["attempt"]),
                 text(&d["updated_at"]),
                 clip(&last_error(&d["last_error"]), 80),
-            ]);
-        }
-        print!("{}", t.render());
-    }
-    if let Some(next) = page["next_page_token"].as_str().filter(|t| !t.is_empty()) {
-        println!("more: --page-token {next}");
-    }
+            ]
+        },
+    );
     Ok(())
 }
 

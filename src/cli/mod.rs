@@ -19,6 +19,7 @@ pub mod queue;
 pub mod store;
 pub mod table;
 pub mod task;
+pub mod task_inspect;
 pub mod worker;
 
 use std::fmt;
@@ -93,6 +94,51 @@ pub struct QueueArg {
     /// Queue type.
     #[arg(long = "type", value_enum, default_value_t = QueueKind::Activity)]
     pub kind: QueueKind,
+}
+
+/// `limit=N[&page_token=T]` of a listing; a token that is not one tasq prints is refused.
+pub fn page_query(limit: usize, page_token: Option<&str>) -> Result<String, CliError> {
+    let mut q = format!("limit={limit}");
+    if let Some(t) = page_token {
+        if !t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(CliError::usage("--page-token is not a token tasq printed"));
+        }
+        q.push_str(&format!("&page_token={t}"));
+    }
+    Ok(q)
+}
+
+/// Prints one page of a listing: the server's JSON with `--json`; else the items under
+/// `field` as a table (`headers`, a `row` per item) or `empty` when there are none, then how
+/// to ask for the next page.
+pub fn print_page(
+    args: &ClientArgs,
+    page: &serde_json::Value,
+    field: &str,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&serde_json::Value) -> Vec<String>,
+) {
+    if args.json {
+        print_json(page);
+        return;
+    }
+    let items = page[field].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        println!("{empty}");
+    } else {
+        let mut t = table::Table::new(headers);
+        for item in &items {
+            t.row(row(item));
+        }
+        print!("{}", t.render());
+    }
+    if let Some(next) = page["next_page_token"].as_str().filter(|t| !t.is_empty()) {
+        println!("more: --page-token {next}");
+    }
 }
 
 /// A failed command: what to print and the exit status.

@@ -20,6 +20,10 @@ pub enum TaskCommand {
     Get(GetArgs),
     /// Cancel a task: a pending one is never dispatched; a running one is asked to stop.
     Cancel(CancelArgs),
+    /// List tasks by state (pending in dispatch order, the others newest first).
+    List(super::task_inspect::ListArgs),
+    /// Say why a task is or is not running.
+    Explain(super::task_inspect::ExplainArgs),
 }
 
 /// `tasq task add QUEUE TASK_TYPE [PAYLOAD|-]`.
@@ -90,6 +94,8 @@ pub fn run(args: &ClientArgs, cmd: TaskCommand) -> CliResult {
         TaskCommand::Add(a) => add(args, a),
         TaskCommand::Get(a) => get(args, a),
         TaskCommand::Cancel(a) => cancel(args, a),
+        TaskCommand::List(a) => super::task_inspect::list(args, a),
+        TaskCommand::Explain(a) => super::task_inspect::explain(args, a),
     }
 }
 

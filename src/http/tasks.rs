@@ -1,4 +1,4 @@
-//! Tasks: add, add many, status (with `wait_ms`), cancel.
+//! Tasks: add, add many, status (with `wait_ms`), cancel; list by state, explain.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use super::{decode, queue_key, JsonBody, Role, RouteSpec, QUEUE_PATH};
 use crate::error::{Error, Result};
+use crate::model::listing::{ListState, TaskFilter};
 use crate::model::{check_batch_len, QueueKey, TaskSpec, MAX_STATUS_WAIT_MS};
 use crate::service::Tasq;
 use actix_web::http::Method;
@@ -32,6 +33,18 @@ pub fn routes() -> Vec<RouteSpec> {
         RouteSpec::new(Method::DELETE, &task, Role::Producer, || {
             web::delete().to(cancel)
         }),
+        RouteSpec::new(
+            Method::GET,
+            format!("{QUEUE_PATH}/tasks"),
+            Role::Producer,
+            || web::get().to(list),
+        ),
+        RouteSpec::new(
+            Method::GET,
+            format!("{task}/explain"),
+            Role::Producer,
+            || web::get().to(explain),
+        ),
     ]
 }
 
@@ -123,4 +136,59 @@ async fn status(
 async fn cancel(tasq: web::Data<Tasq>, path: TaskPath) -> Result<HttpResponse> {
     let (key, task_id) = task_path(path)?;
     Ok(HttpResponse::Ok().json(tasq.cancel(&key, &task_id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    task_type: Option<String>,
+    fairness_key: Option<String>,
+    priority: Option<i64>,
+    limit: Option<usize>,
+    page_token: Option<String>,
+}
+
+async fn list(
+    tasq: web::Data<Tasq>,
+    path: QueuePath,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse> {
+    let (ns, queue, ty) = path.into_inner();
+    let key = queue_key(&ns, &queue, &ty)?;
+    let query = query.into_inner();
+    let priority = query
+        .priority
+        .map(|p| {
+            u8::try_from(p)
+                .ok()
+                .filter(|p| (1..=5).contains(p))
+                .ok_or_else(|| Error::invalid(format!("priority must be 1–5, got {p}")))
+        })
+        .transpose()?;
+    let filter = TaskFilter {
+        state: query
+            .state
+            .as_deref()
+            .map(ListState::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        task_type: query.task_type,
+        fairness_key: query.fairness_key,
+        priority,
+    };
+    let page = tasq
+        .list_tasks(
+            &key,
+            filter,
+            query.page_token.as_deref(),
+            query.limit.unwrap_or(100),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+async fn explain(tasq: web::Data<Tasq>, path: TaskPath) -> Result<HttpResponse> {
+    let (key, task_id) = task_path(path)?;
+    Ok(HttpResponse::Ok().json(tasq.explain(&key, &task_id).await?))
 }

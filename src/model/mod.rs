@@ -4,6 +4,7 @@
 //! Validation happens here, at the edge, so nothing a client sent can make an actor panic.
 
 pub mod json;
+pub mod listing;
 pub mod rate;
 pub mod record;
 mod spec;

@@ -222,8 +222,8 @@ impl QueueActor {
         Ok(())
     }
 
-    pub(super) fn stats(&mut self) -> Stats {
-        let now = self.now_ms();
+    /// The pollers seen lately, open sockets counted as seen now.
+    pub(super) fn refresh_pollers(&mut self, now: u64) {
         for socket in self.sockets.values() {
             // An open socket is a live poller, however long ago it connected.
             self.seen.saw(
@@ -235,6 +235,11 @@ impl QueueActor {
             );
         }
         self.seen.prune(now);
+    }
+
+    pub(super) fn stats(&mut self) -> Stats {
+        let now = self.now_ms();
+        self.refresh_pollers(now);
         Stats {
             backlog_count: self.meta.ready,
             backlog_age_ms: self

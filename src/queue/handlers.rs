@@ -150,6 +150,14 @@ impl Handler<Describe> for QueueActor {
     }
 }
 
+impl Handler<Explain> for QueueActor {
+    type Result = Result<Explanation>;
+
+    fn handle(&mut self, msg: Explain, _ctx: &mut Self::Context) -> Self::Result {
+        self.explain(&msg.task_id)
+    }
+}
+
 impl Handler<Shutdown> for QueueActor {
     type Result = ();
 

@@ -293,6 +293,38 @@ pub enum Watch {
     Later(oneshot::Receiver<()>),
 }
 
+/// Why a task is or is not running now.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Explanation>")]
+pub struct Explain {
+    /// The task.
+    pub task_id: String,
+}
+
+/// The answer to [`Explain`]: the task's state and one reason or more.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// The task.
+    pub task_id: String,
+    /// Its state.
+    pub state: TaskState,
+    /// Why it runs, waits or ended.
+    pub reasons: Vec<Reason>,
+}
+
+/// One reason of an [`Explanation`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Reason {
+    /// `running`, `finished`, `delayed`, `retry_backoff`, `paused`, `rate_limited`,
+    /// `no_poller`, `no_poller_for_type`, `routed`, `waiting_behind` or `in_flight_limit`.
+    pub code: &'static str,
+    /// A sentence for a person.
+    pub message: String,
+    /// The reason's own fields (`identity`, `due_at`, `ahead`, …).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Describe the queue.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<Stats>")]

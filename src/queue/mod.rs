@@ -21,6 +21,7 @@ mod admin;
 pub mod backlog;
 mod dispatch;
 pub mod entries;
+mod explain;
 pub mod fairness;
 mod handlers;
 pub mod leases;

@@ -53,6 +53,7 @@
 mod admin;
 #[cfg(feature = "postgres")]
 mod cluster;
+mod inspect;
 mod lifecycle;
 mod spec;
 mod tasks;
@@ -81,10 +82,12 @@ use crate::registry::Queues;
 pub use crate::storage::WriteSeq;
 use crate::storage::{Store, StoreOptions};
 
+pub use crate::model::listing::{ListState, ListedTask, TaskFilter, TaskPage};
 pub use crate::model::{TaskInfo, TaskSpec};
 /// What the service's operations take and answer (defined with the queue's messages).
 pub use crate::queue::messages::{
-    AddResult, HeartbeatAnswer, RateLimitView, Settle, SettleOp, Settlement, SocketEvent, Stats,
+    AddResult, Explanation, HeartbeatAnswer, RateLimitView, Reason, Settle, SettleOp, Settlement,
+    SocketEvent, Stats,
 };
 pub use crate::queue::pollers::Slot;
 

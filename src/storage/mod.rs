@@ -234,6 +234,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Page<String>>;
 
+    /// Up to `limit` task ids of `queue` after `after` (from the first when `None`), in id
+    /// order: every task the queue keeps, whatever its state (listing tasks by state).
+    fn task_ids(&self, queue: &QueueKey, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
     /// The records of the tasks leased in `queue`.
     fn in_flight_records(&self, queue: &QueueKey) -> Result<Vec<TaskRecord>>;
 

@@ -551,6 +551,22 @@ impl Store for PgStore {
         Ok((ids, if more { last } else { None }))
     }
 
+    fn task_ids(&self, queue: &QueueKey, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        self.settled()?;
+        let q = Q::of(queue);
+        let after = after.unwrap_or_default().to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.pool.run(move |c| {
+            let rows = c.query(
+                "SELECT task_id FROM tasq_tasks \
+                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3 AND task_id > $4 \
+                 ORDER BY task_id LIMIT $5",
+                &[&q.0, &q.1, &q.2, &after, &limit],
+            )?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn in_flight_records(&self, queue: &QueueKey) -> Result<Vec<TaskRecord>> {
         self.settled()?;
         let q = Q::of(queue);

@@ -373,6 +373,26 @@ impl Store for SledStore {
     }
 
     /// The records of the tasks leased in `queue` (a queue actor reloading after a restart).
+    fn task_ids(&self, queue: &QueueKey, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let prefix = keys::queue_prefix(queue);
+        let start = match after {
+            Some(id) => Bound::Excluded(keys::task_key(queue, id)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut ids = Vec::new();
+        for item in self
+            .tasks
+            .range((start, Bound::Excluded(prefix_end(&prefix))))
+        {
+            if ids.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            ids.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(ids)
+    }
+
     fn in_flight_records(&self, queue: &QueueKey) -> Result<Vec<TaskRecord>> {
         let prefix = keys::queue_prefix(queue);
         let mut out = Vec::new();

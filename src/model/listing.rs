@@ -1,0 +1,167 @@
+//! Listing a queue's tasks by state (`GET {q}/tasks`): which tasks a listing asks for, and
+//! each task as the listing shows it.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{validate_name, Queued, TaskRecord, TaskState};
+use crate::clock::rfc3339;
+use crate::error::{Error, Result};
+
+/// The states a listing takes, as the contract names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListState {
+    /// Ready now, in dispatch order.
+    #[default]
+    Pending,
+    /// Not yet due: delayed, or in retry backoff.
+    Delayed,
+    /// Leased to a worker.
+    Running,
+    /// Dead letters: `failed` and `timed_out`.
+    Dead,
+    /// Completed.
+    Completed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl ListState {
+    /// `pending`, `delayed`, `running`, `dead`, `completed` or `cancelled`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pending" => ListState::Pending,
+            "delayed" => ListState::Delayed,
+            "running" => ListState::Running,
+            "dead" => ListState::Dead,
+            "completed" => ListState::Completed,
+            "cancelled" => ListState::Cancelled,
+            other => {
+                return Err(Error::invalid(format!(
+                    "state must be pending, delayed, running, dead, completed or cancelled, \
+                     got {other:?}"
+                )))
+            }
+        })
+    }
+
+    /// True when `rec` is in this state.
+    pub fn holds(self, rec: &TaskRecord) -> bool {
+        let delayed = matches!(rec.queued, Some(Queued::Delayed { .. }));
+        match self {
+            ListState::Pending => rec.state == TaskState::Pending && !delayed,
+            ListState::Delayed => rec.state == TaskState::Pending && delayed,
+            ListState::Running => rec.state == TaskState::Running,
+            ListState::Dead => rec.state.is_dead_letter(),
+            ListState::Completed => rec.state == TaskState::Completed,
+            ListState::Cancelled => rec.state == TaskState::Cancelled,
+        }
+    }
+}
+
+/// Which tasks a listing shows: a state, and exact matches on type, fairness key, priority.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// The state (default pending).
+    pub state: ListState,
+    /// Only this task type.
+    pub task_type: Option<String>,
+    /// Only this fairness key.
+    pub fairness_key: Option<String>,
+    /// Only this priority (1–5).
+    pub priority: Option<u8>,
+}
+
+impl TaskFilter {
+    /// Checks the filter's values as the contract's names and ranges.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = &self.task_type {
+            validate_name("task_type", t)?;
+        }
+        if let Some(k) = &self.fairness_key {
+            validate_name("fairness_key", k)?;
+        }
+        if let Some(p) = self.priority {
+            if !(1..=5).contains(&p) {
+                return Err(Error::invalid(format!("priority must be 1–5, got {p}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when `rec` is in the state and matches every filter.
+    pub fn matches(&self, rec: &TaskRecord) -> bool {
+        self.state.holds(rec)
+            && self.task_type.as_ref().is_none_or(|t| *t == rec.task_type)
+            && self
+                .fairness_key
+                .as_ref()
+                .is_none_or(|k| rec.fairness_key.as_ref() == Some(k))
+            && self.priority.is_none_or(|p| p == rec.priority)
+    }
+}
+
+/// A task as `GET {q}/tasks` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedTask {
+    /// The task id.
+    pub task_id: String,
+    /// The task type.
+    pub task_type: String,
+    /// Its state (a delayed task is `pending`, with `due_at`).
+    pub state: TaskState,
+    /// Attempts dispatched so far.
+    pub attempt: u32,
+    /// 1 (first) … 5 (last).
+    pub priority: u8,
+    /// Its fairness key.
+    pub fairness_key: Option<String>,
+    /// When it was added (RFC 3339).
+    pub added_at: String,
+    /// Its last change (RFC 3339).
+    pub updated_at: String,
+    /// When a delayed task (or one in retry backoff) becomes ready.
+    pub due_at: Option<String>,
+    /// When a running task's lease ends unless settled or extended.
+    pub lease_expires_at: Option<String>,
+    /// The worker a running task is leased to.
+    pub identity: Option<String>,
+    /// The payload, as added.
+    pub payload: Box<RawValue>,
+}
+
+impl From<TaskRecord> for ListedTask {
+    fn from(rec: TaskRecord) -> Self {
+        let due_at = match rec.queued {
+            Some(Queued::Delayed { due }) if rec.state == TaskState::Pending => Some(rfc3339(due)),
+            _ => None,
+        };
+        let lease = rec
+            .lease
+            .as_ref()
+            .filter(|_| rec.state == TaskState::Running);
+        ListedTask {
+            due_at,
+            lease_expires_at: lease.map(|l| rfc3339(l.expires_at())),
+            identity: lease.map(|l| l.identity.clone()),
+            task_id: rec.task_id,
+            task_type: rec.task_type,
+            state: rec.state,
+            attempt: rec.attempt,
+            priority: rec.priority,
+            fairness_key: rec.fairness_key,
+            added_at: rfc3339(rec.added_at),
+            updated_at: rfc3339(rec.updated_at),
+            payload: rec.payload,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskPage {
+    /// The tasks, pending ones in dispatch order, the others newest first.
+    pub tasks: Vec<ListedTask>,
+    /// Where the next page starts; `None` at the end.
+    pub next_page_token: Option<String>,
+}

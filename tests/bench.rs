@@ -70,6 +70,39 @@ fn throughput_workloads_run_over_http_and_websocket() {
     assert_all_completed(&r, 300.0);
     assert_eq!(r.get("receipt_samples"), Some(300.0), "{}", r.render());
 
+    // Fewer requests per task: one settle many per poll, and complete with `next`.
+    for (settle, max_tasks) in [("batch", "10"), ("next", "1"), ("next", "4")] {
+        let r = bench(
+            &server,
+            &[
+                "live",
+                "-n",
+                "300",
+                "-c",
+                "4",
+                "--settle",
+                settle,
+                "--max-tasks",
+                max_tasks,
+            ],
+        );
+        assert_all_completed(&r, 300.0);
+        assert_eq!(r.get("receipt_samples"), Some(300.0), "{}", r.render());
+    }
+    let r = bench(
+        &server,
+        &[
+            "backlog",
+            "-n",
+            "300",
+            "--settle",
+            "batch",
+            "--max-tasks",
+            "100",
+        ],
+    );
+    assert_all_completed(&r, 300.0);
+
     let r = bench(
         &server,
         &[

@@ -319,6 +319,53 @@ impl Conn {
         }
     }
 
+    /// Completes `leases` with one `POST /api/v1/leases/settle`: how many completed, how
+    /// many had lost their lease.
+    pub async fn settle_all(&mut self, leases: &[&str]) -> BenchResult<(u64, u64)> {
+        let mut body = String::from(r#"{"settles":["#);
+        for (i, lease) in leases.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&format!(r#"{{"lease":"{lease}","op":"complete"}}"#));
+        }
+        body.push_str("]}");
+        let answer = self
+            .post("/api/v1/leases/settle", Bytes::from(body), Duration::ZERO)
+            .await?;
+        if answer.status != 200 {
+            return Err(BenchError::new(format!(
+                "settle answered {}: {}",
+                answer.status,
+                answer.text()
+            )));
+        }
+        let settled: SettleAnswer = serde_json::from_slice(&answer.body)
+            .map_err(|e| BenchError::new(format!("settle answer: {e}")))?;
+        let done = settled.results.iter().filter(|r| r.state.is_some()).count() as u64;
+        Ok((done, settled.results.len() as u64 - done))
+    }
+
+    /// Completes `lease` with `next` (`next_body` is the whole request body): the answer
+    /// holds the next tasks; `None` when the lease was lost (nothing was polled).
+    pub async fn complete_next(
+        &mut self,
+        lease: &str,
+        next_body: Bytes,
+        wait: Duration,
+    ) -> BenchResult<Option<Answer>> {
+        let path = format!("/api/v1/leases/{lease}/complete");
+        let answer = self.post(&path, next_body, wait).await?;
+        match answer.status {
+            200 => Ok(Some(answer)),
+            409 => Ok(None),
+            s => Err(BenchError::new(format!(
+                "complete answered {s}: {}",
+                answer.text()
+            ))),
+        }
+    }
+
     /// `GET /metrics` as text.
     pub async fn metrics(&mut self) -> BenchResult<String> {
         let answer = self.get("/metrics").await?;
@@ -350,6 +397,26 @@ pub struct PolledTask<'a> {
     /// The payload, unparsed.
     #[serde(borrow)]
     pub payload: &'a RawValue,
+}
+
+/// The parts of a settle-many answer the generator reads.
+#[derive(Deserialize)]
+struct SettleAnswer {
+    results: Vec<SettleResult>,
+}
+
+#[derive(Deserialize)]
+struct SettleResult {
+    /// Set on success, absent on an error.
+    state: Option<String>,
+}
+
+/// The `next` of a complete-with-next answer.
+#[derive(Deserialize)]
+pub struct NextAnswer<'a> {
+    /// The poll's answer.
+    #[serde(borrow)]
+    pub next: PollAnswer<'a>,
 }
 
 /// Parses a poll answer's body.

@@ -38,6 +38,7 @@
 //! - [`report`]: the result table and `--json`.
 
 pub mod http;
+mod http_worker;
 pub mod memory;
 pub mod report;
 pub mod throughput;
@@ -125,6 +126,20 @@ pub enum Workload {
     Soak(crate::soak::SoakArgs),
 }
 
+/// How an HTTP worker settles the tasks it polled.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SettleMode {
+    /// One `complete` request per task, then a new poll: three requests per task with
+    /// `max_tasks` 1 (the classic loop).
+    #[default]
+    Single,
+    /// One `POST /api/v1/leases/settle` for all the tasks of a poll.
+    Batch,
+    /// `complete` with `next`: the settle of the last task polls for the next ones (one
+    /// request per task with `max_tasks` 1); the others of a poll are settled in one batch.
+    Next,
+}
+
 /// How workers take tasks.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
@@ -175,6 +190,10 @@ pub struct WorkerArgs {
     /// `max_tasks` of each HTTP poll (1–100).
     #[arg(long, default_value_t = 1)]
     pub max_tasks: u32,
+    /// How HTTP workers settle: `single` (a complete per task), `batch` (one settle-many
+    /// per poll) or `next` (complete with `next`: settle and poll in one request).
+    #[arg(long, value_enum, default_value_t = SettleMode::Single)]
+    pub settle: SettleMode,
     /// Credit of each WebSocket worker (unsettled tasks out on it at once, 1–1000).
     #[arg(long, default_value_t = 16)]
     pub credit: u32,

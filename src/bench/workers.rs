@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::http::{parse_poll, Conn};
+use super::http::Conn;
 use super::{AddArgs, BenchError, BenchResult, Ctx, Transport, WorkerArgs};
 use crate::model::MAX_BATCH;
 
@@ -284,13 +284,20 @@ pub fn spawn_workers(
                     r#"{{"identity":"bench-{i}","max_tasks":{},"wait_ms":{wait_ms}}}"#,
                     args.max_tasks
                 ));
-                set.spawn(http_worker(
-                    Conn::new(ctx.target_for(i)),
-                    poll_path.clone(),
-                    body,
-                    Duration::from_millis(wait_ms),
-                    shared.clone(),
+                let next = Bytes::from(format!(
+                    r#"{{"result":null,"next":{{"max_tasks":{},"wait_ms":{wait_ms}}}}}"#,
+                    args.max_tasks
                 ));
+                let worker = super::http_worker::HttpWorker {
+                    conn: Conn::new(ctx.target_for(i)),
+                    poll_path: poll_path.clone(),
+                    poll_body: body,
+                    next_body: next,
+                    wait: Duration::from_millis(wait_ms),
+                    settle: args.settle,
+                    shared: shared.clone(),
+                };
+                set.spawn(worker.run());
             }
         }
         Transport::Ws => {
@@ -313,40 +320,6 @@ pub fn spawn_workers(
         }
     }
     Ok(set)
-}
-
-/// One HTTP worker: poll, complete each task, until the run is done.
-async fn http_worker(
-    mut conn: Conn,
-    poll_path: Arc<str>,
-    body: Bytes,
-    wait: Duration,
-    shared: Arc<Shared>,
-) -> BenchResult<Histogram<u64>> {
-    let mut hist = histogram();
-    let mut done = shared.done();
-    loop {
-        if shared.is_done() {
-            return Ok(hist);
-        }
-        let answer = tokio::select! {
-            biased;
-            _ = done.wait_for(|d| *d) => return Ok(hist),
-            a = conn.poll(&poll_path, body.clone(), wait) => a?,
-        };
-        let polled = parse_poll(&answer.body)?;
-        let now = shared.now_ns();
-        for task in &polled.tasks {
-            shared.on_received(&mut hist, task.payload.get(), now);
-        }
-        for task in &polled.tasks {
-            if conn.complete(&task.lease).await? {
-                shared.on_completed();
-            } else {
-                shared.lost.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 /// Waits until the run is done (or `timeout` passes), failing early when a worker fails.

@@ -1,5 +1,6 @@
 //! A worker for a remote tasq server, over HTTP: long-polls a queue, heartbeats while it
-//! works, and completes or fails each task.
+//! works, and completes or fails each task. Each settle carries `next`, the poll for the
+//! next task, so once it is working the loop is one request per task (plus the heartbeat).
 //!
 //! ```sh
 //! tasq serve &                                            # or any reachable server
@@ -43,43 +44,58 @@ pub fn run(
     let key = QueueKey::new(namespace, queue, QueueType::Activity)?;
     let identity = format!("example-worker@{}", std::process::id());
     let wait = Duration::from_secs(10);
+    let poll = json!({
+        "max_tasks": 1,
+        "wait_ms": wait.as_millis() as u64,
+        "task_types": ["echo", "sum"],
+    });
+    let mut held: Vec<Value> = Vec::new();
     let mut settled = 0;
     while max_tasks.is_none_or(|max| settled < max) {
-        let answer = client.post(
-            &format!("{}/poll", queue_path(&key)),
-            &json!({
-                "identity": identity,
-                "max_tasks": 1,
-                "wait_ms": wait.as_millis() as u64,
-                "task_types": ["echo", "sum"],
-            }),
-            wait,
-        )?;
-        for task in answer["tasks"].as_array().into_iter().flatten() {
-            let lease = task["lease"].as_str().unwrap_or_default();
-            let task_type = task["task_type"].as_str().unwrap_or_default();
-            // Real work would heartbeat now and then to keep its lease.
-            client.post(
-                &lease_path(lease, "heartbeat")?,
-                &json!({"details": {"stage": "working"}}),
-                Duration::ZERO,
-            )?;
-            let (op, body) = match handle(task_type, &task["payload"]) {
-                Ok(result) => ("complete", json!({ "result": result })),
-                Err(message) => (
-                    "fail",
-                    json!({"error": {"message": message, "type": "BadPayload"}, "non_retryable": true}),
-                ),
-            };
-            let outcome = client.post(&lease_path(lease, op)?, &body, Duration::ZERO)?;
-            println!(
-                "{} {}: {}",
-                task["task_id"].as_str().unwrap_or("?"),
-                op,
-                outcome["state"]
-            );
-            settled += 1;
+        if held.is_empty() {
+            let mut body = poll.clone();
+            body["identity"] = json!(identity);
+            let answer = client.post(&format!("{}/poll", queue_path(&key)), &body, wait)?;
+            held = answer["tasks"].as_array().cloned().unwrap_or_default();
+            continue;
         }
+        let task = held.remove(0);
+        let lease = task["lease"].as_str().unwrap_or_default();
+        let task_type = task["task_type"].as_str().unwrap_or_default();
+        // Real work would heartbeat now and then to keep its lease.
+        client.post(
+            &lease_path(lease, "heartbeat")?,
+            &json!({"details": {"stage": "working"}}),
+            Duration::ZERO,
+        )?;
+        let (op, mut body) = match handle(task_type, &task["payload"]) {
+            Ok(result) => ("complete", json!({ "result": result })),
+            Err(message) => (
+                "fail",
+                json!({"error": {"message": message, "type": "BadPayload"}, "non_retryable": true}),
+            ),
+        };
+        settled += 1;
+        // The settle polls for the next task once it is on disk (as the lease's identity),
+        // unless this was the last task wanted.
+        let more = max_tasks.is_none_or(|max| settled < max);
+        if more && held.is_empty() {
+            body["next"] = poll.clone();
+        }
+        let outcome = client.post(&lease_path(lease, op)?, &body, wait)?;
+        println!(
+            "{} {}: {}",
+            task["task_id"].as_str().unwrap_or("?"),
+            op,
+            outcome["state"]
+        );
+        held.extend(
+            outcome["next"]["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
     }
     Ok(settled)
 }

@@ -89,7 +89,11 @@ impl HttpWorker {
         let Some((last, rest)) = leases.split_last() else {
             return Ok(Held::Nothing);
         };
-        match self.settle {
+        let mode = match self.settle {
+            SettleMode::Next if self.shared.all_received() => SettleMode::Batch,
+            mode => mode,
+        };
+        match mode {
             SettleMode::Single => {
                 for lease in leases {
                     let ok = self.conn.complete(lease).await?;

@@ -31,6 +31,9 @@ pub fn record(h: &mut Histogram<u64>, ns: u64) {
     h.saturating_record(v);
 }
 
+/// Longest wait of the poll a `--settle next` complete makes (see [`spawn_workers`]).
+const NEXT_WAIT_MS: u64 = 100;
+
 /// State shared by the producers and workers of one run.
 pub struct Shared {
     /// Origin of every time stamp.
@@ -100,6 +103,12 @@ impl Shared {
     /// True once the run is done.
     pub fn is_done(&self) -> bool {
         *self.done_tx.borrow()
+    }
+
+    /// True once workers received every task the run needs: a settle then asks for no more
+    /// (a `next` poll would wait for a task that never comes, holding its complete's answer).
+    pub fn all_received(&self) -> bool {
+        self.received.load(Ordering::Relaxed) >= self.target.load(Ordering::SeqCst)
     }
 
     /// Counts an acknowledged complete.
@@ -284,9 +293,14 @@ pub fn spawn_workers(
                     r#"{{"identity":"bench-{i}","max_tasks":{},"wait_ms":{wait_ms}}}"#,
                     args.max_tasks
                 ));
+                // A complete's answer waits for its `next` poll, and a run ends when every
+                // complete is answered: a `next` that waited as long as a poll would hold the
+                // last completes of a run for the whole wait. It waits at most
+                // NEXT_WAIT_MS; the worker then long-polls as usual.
                 let next = Bytes::from(format!(
-                    r#"{{"result":null,"next":{{"max_tasks":{},"wait_ms":{wait_ms}}}}}"#,
-                    args.max_tasks
+                    r#"{{"result":null,"next":{{"max_tasks":{},"wait_ms":{}}}}}"#,
+                    args.max_tasks,
+                    wait_ms.min(NEXT_WAIT_MS)
                 ));
                 let worker = super::http_worker::HttpWorker {
                     conn: Conn::new(ctx.target_for(i)),

@@ -42,6 +42,12 @@ pub struct AuthConfig {
     pub keys: Vec<KeyConfig>,
 }
 
+/// True for a namespace a key may name: `*` (all), or a name as the API takes it (a key for
+/// any other string would match no request).
+pub fn namespace_ok(namespace: &str) -> bool {
+    namespace == "*" || crate::model::validate_name("namespace", namespace).is_ok()
+}
+
 impl AuthConfig {
     /// Checks every digest and role; the error is (config key, what is wrong).
     pub fn validate(&self) -> Result<(), (String, &'static str)> {
@@ -52,10 +58,10 @@ impl AuthConfig {
                     "must be 64 hex characters (the SHA-256 of the key)",
                 )
             })?;
-            if k.namespaces.is_empty() {
+            if k.namespaces.is_empty() || k.namespaces.iter().any(|ns| !namespace_ok(ns)) {
                 return Err((
                     format!("auth.keys[{i}].namespaces"),
-                    "must list namespaces, or \"*\" for all",
+                    "must list namespaces (1–200 of A–Z a–z 0–9 . _ - : @), or \"*\" for all",
                 ));
             }
             if k.roles.is_empty()

@@ -88,6 +88,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeyCommand {
+    /// Print a fresh token for GET /metrics and the metrics_token_sha256 line for [auth].
+    MetricsToken,
     /// Print a fresh API key and the config entry (with only its hash) to paste under [auth].
     New {
         /// Namespace the key may act on (repeat for several; `*` for all).
@@ -147,8 +149,25 @@ fn main() {
             namespaces,
             roles,
             name,
-        })) => {
-            new_key(&namespaces, &roles, name);
+        })) => match namespaces.iter().find(|ns| !tasq::auth::namespace_ok(ns)) {
+            Some(bad) => Err(tasq::cli::CliError::usage(format!(
+                "--namespace {bad:?}: a namespace is 1–200 of A–Z a–z 0–9 . _ - : @, or * for all"
+            ))),
+            None => {
+                new_key(&namespaces, &roles, name);
+                Ok(())
+            }
+        },
+        Some(Command::Key(KeyCommand::MetricsToken)) => {
+            let token = tasq::auth::new_key();
+            println!("{token}");
+            println!();
+            println!("# Give the token above to Prometheus (authorization.credentials);");
+            println!("# put this line under [auth] (only its hash is stored):");
+            println!(
+                "metrics_token_sha256 = \"{}\"",
+                tasq::auth::digest_hex(&token)
+            );
             Ok(())
         }
         Some(Command::Store(c)) => tasq::cli::store::run(c),
@@ -166,7 +185,9 @@ fn main() {
         }
     };
     if let Err(e) = result {
-        eprintln!("tasq: {e}");
+        if let Some(line) = e.line() {
+            eprintln!("{line}");
+        }
         std::process::exit(e.exit_code());
     }
 }

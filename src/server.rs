@@ -73,11 +73,7 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
         let _ = tokio::task::spawn_blocking(move || cluster.serving_at(addr, tls)).await;
     }
     let server = server.run();
-    log::info!(
-        "serving on {addr}, store in {}, durability {:?}",
-        config.data_dir.display(),
-        config.durability
-    );
+    log_setup(&config, addr, scheme);
     println!("tasq listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
 
@@ -122,6 +118,45 @@ async fn exit_when_storage_fails(tasq: Tasq) {
     );
     let _ = std::io::stderr().flush();
     std::process::exit(EXIT_STORAGE_FAILED);
+}
+
+/// One line of what this server runs with (address, TLS, store, durability, auth), and a
+/// warning for a setup that refuses every request (auth on without a key).
+fn log_setup(config: &Config, addr: SocketAddr, scheme: &str) {
+    let store = match config.storage.backend {
+        crate::config::Backend::Sled => format!("sled in {}", config.data_dir.display()),
+        crate::config::Backend::Postgres => "PostgreSQL".to_string(),
+    };
+    let auth = &config.auth;
+    let auth_line = if auth.enabled {
+        format!(
+            "auth on, {} API key{}, /metrics {}",
+            auth.keys.len(),
+            if auth.keys.len() == 1 { "" } else { "s" },
+            if auth.metrics_token_sha256.is_empty() {
+                "open"
+            } else {
+                "behind its token"
+            }
+        )
+    } else {
+        "auth off".to_string()
+    };
+    let tls = if config.tls.enabled() {
+        "TLS on"
+    } else {
+        "TLS off"
+    };
+    log::info!(
+        "serving on {scheme}://{addr} ({tls}), store: {store}, durability {:?}, {auth_line}",
+        config.durability
+    );
+    if auth.enabled && auth.keys.is_empty() {
+        log::warn!(
+            "auth is on but no API key is configured: every API request will be refused \
+             (401); add one under [[auth.keys]] (tasq key new prints it)"
+        );
+    }
 }
 
 /// Loads the PEM certificate chain and key for HTTPS and WSS.

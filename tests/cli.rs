@@ -268,8 +268,10 @@ fn task_get_shows_status_and_waits() {
             "300ms",
             "--json",
         ],
-    )
-    .ok();
+    );
+    // Exit 5: still waiting when --timeout passed; nothing on stderr.
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
     assert_eq!(out.json()["state"], json!("pending"));
 
     // --wait until the task ends.
@@ -296,6 +298,36 @@ fn task_get_shows_status_and_waits() {
 
     let out = tasq(&s, &["task", "get", "cli-get", "nope"]).failed(1, "not_found");
     assert!(out.stderr.contains("nope"), "{}", out.stderr);
+
+    // The final state is the exit status: 3 for a dead letter, 4 for a cancelled task.
+    add_task(&s, &qp, json!({"task_type": "t", "task_id": "g-dead"}));
+    let task = poll_one(&s, &qp, "cli-test", 5000).expect("task");
+    assert_eq!(
+        fail(&s, &lease_of(&task), json!({"non_retryable": true})).0,
+        200
+    );
+    let out = tasq(&s, &["task", "get", "cli-get", "g-dead", "--wait"]);
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    add_task(
+        &s,
+        &qp,
+        json!({"task_type": "t", "task_id": "g-off", "delay_ms": 600000}),
+    );
+    tasq(&s, &["task", "cancel", "cli-get", "g-off"]).ok();
+    assert_eq!(
+        tasq(&s, &["task", "get", "cli-get", "g-off", "--wait"]).code,
+        4
+    );
+    // Without --wait the state is shown and the exit status is 0.
+    tasq(&s, &["task", "get", "cli-get", "g-off"]).ok();
+    // A server address without a scheme is plain http.
+    let bare = s.base().trim_start_matches("http://").to_string();
+    let out = finish(
+        command(&["task", "--server", &bare, "get", "cli-get", "g-off"])
+            .output()
+            .expect("run tasq"),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
 /// Waits (bounded) for a child started with piped output.

@@ -64,6 +64,9 @@ fn unknown_config_key_exits_2_naming_the_key() {
 fn bad_config_value_exits_2_naming_the_key() {
     assert_config_rejected("max_payload_bytes = \"lots\"\n", "max_payload_bytes");
     assert_config_rejected("durability = \"sometimes\"\n", "durability");
+    // A misspelt level would start a server that logs nothing.
+    assert_config_rejected("log_level = \"verbose\"\n", "log_level");
+    assert_config_rejected("log_level = \"info,tasq=loud\"\n", "log_level");
     assert_config_rejected("queue_idle_timeout = \"whenever\"\n", "queue_idle_timeout");
     assert_config_rejected(
         "[metrics]\nmax_queue_series = \"many\"\n",
@@ -328,4 +331,69 @@ fn the_cluster_example_configs_are_valid() {
         ids.push(config.cluster.node_id(config.bind));
     }
     assert_eq!(ids, ["node1", "node2", "node3"]);
+}
+
+/// A key for a namespace no request can name is refused when made and when configured.
+#[test]
+fn keys_name_namespaces_a_request_can_match() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasq"))
+        .args(["key", "new", "--namespace", "bad ns", "--role", "worker"])
+        .output()
+        .expect("run tasq key new");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--namespace \"bad ns\""), "{stderr}");
+    assert!(out.stdout.is_empty(), "no key printed: {out:?}");
+    let digest = "0".repeat(64);
+    assert_config_rejected(
+        &format!(
+            "[auth]\nenabled = true\n[[auth.keys]]\nname = \"k\"\nsha256 = \"{digest}\"\n\
+             namespaces = [\"bad ns\"]\nroles = [\"worker\"]\n"
+        ),
+        "auth.keys[0].namespaces",
+    );
+}
+
+/// The server says at start what it runs with, and warns when auth is on without a key.
+#[test]
+fn the_start_line_tells_auth_tls_and_keys() {
+    let (_dir, path) = config_file("[auth]\nenabled = true\n");
+    let s = TestServer::start_with(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("RUST_LOG", "info")],
+    );
+    let log = s.stderr();
+    assert!(
+        log.contains("TLS off") && log.contains("auth on, 0 API keys"),
+        "{log}"
+    );
+    assert!(log.contains("no API key is configured"), "{log}");
+}
+
+/// `tasq key metrics-token` prints a token and the config line that makes /metrics take it.
+#[test]
+fn key_metrics_token_prints_a_token_and_its_config_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasq"))
+        .args(["key", "metrics-token"])
+        .output()
+        .expect("run tasq key metrics-token");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let token = text.lines().next().expect("the token").trim().to_string();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("metrics_token_sha256 = "))
+        .expect("the config line");
+    let (_dir, path) = config_file(&format!("[auth]\nenabled = true\n{line}\n"));
+    let s = TestServer::start_with(&["--config", path.to_str().expect("utf-8")], &[]);
+    let url = s.url("/metrics");
+    let with = ureq::get(&url)
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("/metrics with the token");
+    assert_eq!(with.status(), 200);
+    match ureq::get(&url).call() {
+        Err(ureq::Error::Status(401, _)) => {}
+        other => panic!("/metrics without the token: {other:?}"),
+    }
 }

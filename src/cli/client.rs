@@ -29,10 +29,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the server at `base` (`http://host:port`, a trailing `/` is fine).
+    /// A client for the server at `base` (`http://host:port`, a trailing `/` is fine; a bare
+    /// `host:port` means `http://host:port`).
     pub fn new(base: &str) -> Self {
+        let base = base.trim().trim_end_matches('/');
+        let base = if base.contains("://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
         Client {
-            base: base.trim_end_matches('/').to_string(),
+            base,
             agent: ureq::AgentBuilder::new()
                 .timeout_connect(Duration::from_secs(10))
                 .redirects(0)
@@ -181,7 +188,14 @@ fn error_from(status: u16, retry_after: Option<&str>, text: &str) -> Error {
             };
             let body = one_line(text);
             let body: String = body.chars().take(200).collect();
-            (code.to_string(), format!("HTTP {status}: {body}"))
+            let message = if body.trim().is_empty() {
+                format!(
+                    "HTTP {status} with no tasq error in the answer (is --server a tasq server?)"
+                )
+            } else {
+                format!("HTTP {status}, not a tasq answer (is --server a tasq server?): {body}")
+            };
+            (code.to_string(), message)
         }
     };
     match code.as_str() {
@@ -254,5 +268,17 @@ mod tests {
             }
         ));
         assert_eq!(error_from(502, None, "<html>").code(), "internal");
+        // Not a tasq answer: the message says so rather than ending in an empty body.
+        let e = error_from(404, None, "");
+        assert!(e.to_string().contains("is --server a tasq server"), "{e}");
+    }
+
+    #[test]
+    fn a_server_without_a_scheme_is_plain_http() {
+        assert_eq!(
+            Client::new("127.0.0.1:7280").base(),
+            "http://127.0.0.1:7280"
+        );
+        assert_eq!(Client::new("https://h:1/").base(), "https://h:1");
     }
 }

@@ -148,6 +148,9 @@ pub enum CliError {
     Local(Error),
     /// The server refused, or could not be reached (exit 1).
     Remote(Error),
+    /// The command did its work, and its exit status tells how it came out (`tasq task get
+    /// --wait`: the task's final state); nothing more is printed.
+    Outcome(i32),
 }
 
 impl CliError {
@@ -161,14 +164,27 @@ impl CliError {
         match self {
             CliError::Local(_) => 2,
             CliError::Remote(_) => 1,
+            CliError::Outcome(code) => *code,
+        }
+    }
+
+    /// The error's line for standard error (`None`: an outcome, already shown).
+    pub fn line(&self) -> Option<String> {
+        match self {
+            CliError::Outcome(_) => None,
+            e => Some(format!("tasq: {e}")),
         }
     }
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (CliError::Local(e) | CliError::Remote(e)) = self;
-        write!(f, "{}: {}", e.code(), one_line(&e.to_string()))
+        match self {
+            CliError::Local(e) | CliError::Remote(e) => {
+                write!(f, "{}: {}", e.code(), one_line(&e.to_string()))
+            }
+            CliError::Outcome(code) => write!(f, "exit status {code}"),
+        }
     }
 }
 

@@ -71,7 +71,9 @@ pub struct GetArgs {
     queue: QueueArg,
     /// Task id.
     id: String,
-    /// Wait until the task is completed, failed, timed out or cancelled.
+    /// Wait until the task is completed, failed, timed out or cancelled; the exit status
+    /// then says which: 0 completed, 3 failed or timed out, 4 cancelled, 5 still waiting or
+    /// running when --timeout passed.
     #[arg(long)]
     wait: bool,
     /// With `--wait`: give up after this long and show the status then (default: no limit).
@@ -209,7 +211,25 @@ fn get(args: &ClientArgs, a: GetArgs) -> CliResult {
         }
     };
     print_status(args, &status);
+    if a.wait {
+        return match wait_outcome(&status["state"]) {
+            0 => Ok(()),
+            code => Err(CliError::Outcome(code)),
+        };
+    }
     Ok(())
+}
+
+/// The exit status of `tasq task get --wait` for the state it ended with: 0 completed, 3
+/// failed or timed out (a dead letter), 4 cancelled, 5 still pending or running (`--timeout`
+/// passed first).
+pub fn wait_outcome(state: &Value) -> i32 {
+    match state.as_str() {
+        Some("completed") => 0,
+        Some("failed" | "timed_out") => 3,
+        Some("cancelled") => 4,
+        _ => 5,
+    }
 }
 
 fn cancel(args: &ClientArgs, a: CancelArgs) -> CliResult {

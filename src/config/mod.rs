@@ -142,6 +142,28 @@ impl TlsConfig {
     }
 }
 
+/// Checks a log filter as env_logger reads it, stricter: each comma-separated directive is
+/// `LEVEL` or `MODULE=LEVEL` (env_logger takes a bare unknown word for a module name, so a
+/// misspelt level would start a server that logs nothing).
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let directives = filter.split('/').next().unwrap_or_default();
+    for d in directives.split(',').map(str::trim) {
+        let level = match d.split_once('=') {
+            Some((module, level)) if !module.trim().is_empty() => level.trim(),
+            Some(_) => return Err(format!("{d:?} names no module before `=`")),
+            None => d,
+        };
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!(
+                "{level:?} is not a level: use off, error, warn, info, debug or trace, \
+                 optionally per module (`info,tasq=debug`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every setting of the server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -298,6 +320,9 @@ impl Config {
         }
         if self.queue_idle_timeout.is_zero() {
             return bad("queue_idle_timeout", "must be more than 0");
+        }
+        if let Err(why) = check_log_filter(&self.log_level) {
+            return bad("log_level", &why);
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");

@@ -17,9 +17,10 @@ pub struct RateLimit {
 pub const MAX_BURST: u64 = 1_000_000;
 
 impl RateLimit {
-    /// The default burst for a rate: one second's worth, at least 1.
+    /// The default burst for a rate: one second's worth, at least 1, at most [`MAX_BURST`]
+    /// (what an explicit `burst` may be).
     pub fn default_burst(rate: f64) -> u32 {
-        (rate.ceil() as u32).max(1)
+        (rate.ceil().min(MAX_BURST as f64) as u32).max(1)
     }
 
     /// The limit a client asked for (`PUT {q}/config`, or an embedder): `None` removes the
@@ -44,5 +45,19 @@ impl RateLimit {
                 burst: burst.map_or_else(|| RateLimit::default_burst(r), |b| b as u32),
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_burst_stays_in_the_range_an_explicit_one_may_take() {
+        assert_eq!(RateLimit::default_burst(0.0), 1);
+        assert_eq!(RateLimit::default_burst(2.5), 3);
+        assert_eq!(RateLimit::default_burst(1e9), MAX_BURST as u32);
+        let fast = RateLimit::requested(Some(1e9), None).unwrap().unwrap();
+        assert_eq!(u64::from(fast.burst), MAX_BURST);
     }
 }

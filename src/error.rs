@@ -54,6 +54,26 @@ impl Error {
         serde_json::json!({"code": self.code(), "message": self.to_string()})
     }
 
+    /// The same error (same code, same `Retry-After`) with another message.
+    pub fn with_message(&self, message: String) -> Error {
+        match self {
+            Error::InvalidArgument(_) => Error::InvalidArgument(message),
+            Error::Unauthenticated(_) => Error::Unauthenticated(message),
+            Error::PermissionDenied(_) => Error::PermissionDenied(message),
+            Error::NotFound(_) => Error::NotFound(message),
+            Error::LeaseLost(_) => Error::LeaseLost(message),
+            Error::PayloadTooLarge(_) => Error::PayloadTooLarge(message),
+            Error::ResourceExhausted {
+                retry_after_secs, ..
+            } => Error::ResourceExhausted {
+                message,
+                retry_after_secs: *retry_after_secs,
+            },
+            Error::Unavailable(_) => Error::Unavailable(message),
+            Error::Internal(_) => Error::Internal(message),
+        }
+    }
+
     /// The stable code of the contract, e.g. `invalid_argument`.
     pub fn code(&self) -> &'static str {
         match self {

@@ -9,13 +9,16 @@ use serde_json::{json, Map, Value};
 use super::client::{queue_path, task_path};
 use super::table::{clip, text, Table};
 use super::{millis, parse_duration, print_json, CliError, CliResult, ClientArgs, QueueArg};
-use crate::model::MAX_STATUS_WAIT_MS;
+use crate::model::{MAX_BATCH, MAX_STATUS_WAIT_MS};
 
 /// `tasq task …`.
 #[derive(Subcommand, Debug, Clone)]
 pub enum TaskCommand {
     /// Add a task.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
+    /// Add many tasks from a JSON Lines file (`-`: standard input), one task per line as the
+    /// API's add body, sent 1,000 at a time.
+    AddMany(AddManyArgs),
     /// Show a task's status (optionally waiting until it ends).
     Get(GetArgs),
     /// Cancel a task: a pending one is never dispatched; a running one is asked to stop.
@@ -56,12 +59,41 @@ pub struct AddArgs {
     /// Attempts in all (0 = unlimited, the default).
     #[arg(long)]
     max_attempts: Option<u32>,
+    /// First retry's backoff (default 1s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    retry_initial: Option<Duration>,
+    /// Each retry's backoff is the last one times this (default 2.0).
+    #[arg(long, value_name = "FACTOR")]
+    retry_backoff: Option<f64>,
+    /// Longest backoff between attempts (default 100s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    retry_max_interval: Option<Duration>,
     /// Fairness key (tenant).
     #[arg(long)]
     fairness_key: Option<String>,
+    /// The key's weight among the queue's fairness keys (0.001–1000, default 1).
+    #[arg(long, value_name = "WEIGHT")]
+    fairness_weight: Option<f64>,
+    /// Give the task only to the worker with this identity…
+    #[arg(long, value_name = "IDENTITY")]
+    route_to: Option<String>,
+    /// …until this long after it is ready, then to any worker (`never`: no fallback;
+    /// default 5s).
+    #[arg(long, value_name = "DURATION|never", requires = "route_to")]
+    route_fallback: Option<String>,
     /// Header `NAME=VALUE`, delivered to the worker; repeatable.
     #[arg(long = "header", value_name = "NAME=VALUE")]
     headers: Vec<String>,
+}
+
+/// `tasq task add-many QUEUE FILE.jsonl`.
+#[derive(Args, Debug, Clone)]
+pub struct AddManyArgs {
+    #[command(flatten)]
+    queue: QueueArg,
+    /// A JSON Lines file, each line a task (`{"task_type": …, "payload": …}`); `-` reads
+    /// standard input. Blank lines are skipped.
+    file: String,
 }
 
 /// `tasq task get QUEUE ID [--wait]`.
@@ -93,7 +125,8 @@ pub struct CancelArgs {
 /// Runs a `tasq task` subcommand.
 pub fn run(args: &ClientArgs, cmd: TaskCommand) -> CliResult {
     match cmd {
-        TaskCommand::Add(a) => add(args, a),
+        TaskCommand::Add(a) => add(args, *a),
+        TaskCommand::AddMany(a) => add_many(args, a),
         TaskCommand::Get(a) => get(args, a),
         TaskCommand::Cancel(a) => cancel(args, a),
         TaskCommand::List(a) => super::task_inspect::list(args, a),
@@ -146,11 +179,37 @@ fn add(args: &ClientArgs, a: AddArgs) -> CliResult {
         "schedule_to_start_timeout_ms",
         a.schedule_to_start.map(|d| json!(millis(d))),
     );
-    opt(
-        "retry",
-        a.max_attempts.map(|n| json!({ "max_attempts": n })),
+    let mut retry = Map::new();
+    let mut retry_opt = |name: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            retry.insert(name.into(), v);
+        }
+    };
+    retry_opt("max_attempts", a.max_attempts.map(Value::from));
+    retry_opt(
+        "initial_interval_ms",
+        a.retry_initial.map(|d| json!(millis(d))),
     );
+    retry_opt("backoff_coefficient", a.retry_backoff.map(Value::from));
+    retry_opt(
+        "maximum_interval_ms",
+        a.retry_max_interval.map(|d| json!(millis(d))),
+    );
+    opt("retry", (!retry.is_empty()).then_some(Value::Object(retry)));
     opt("fairness_key", a.fairness_key.map(Value::from));
+    opt("fairness_weight", a.fairness_weight.map(Value::from));
+    if let Some(identity) = a.route_to {
+        let fallback = match a.route_fallback.as_deref() {
+            None => None,
+            Some("never") => Some(Value::Null),
+            Some(d) => Some(json!(millis(parse_duration(d).map_err(CliError::usage)?))),
+        };
+        let mut route = json!({ "identity": identity });
+        if let Some(f) = fallback {
+            route["fallback_after_ms"] = f;
+        }
+        opt("route_to", Some(route));
+    }
     if !a.headers.is_empty() {
         let mut headers = Map::new();
         for h in &a.headers {
@@ -230,6 +289,67 @@ pub fn wait_outcome(state: &Value) -> i32 {
         Some("cancelled") => 4,
         _ => 5,
     }
+}
+
+/// Adds the tasks of a JSON Lines file in batches of [`MAX_BATCH`]; each batch is all or
+/// nothing, so a bad task names its line and the batches before it stay added.
+fn add_many(args: &ClientArgs, a: AddManyArgs) -> CliResult {
+    let key = args.key(&a.queue.queue, a.queue.kind)?;
+    let text = if a.file == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|e| CliError::usage(format!("cannot read standard input: {e}")))?;
+        buf
+    } else {
+        std::fs::read_to_string(&a.file)
+            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", a.file)))?
+    };
+    // Every line is read before anything is sent: a file that is not JSON Lines adds nothing.
+    let mut tasks: Vec<(usize, Value)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let task: Value = serde_json::from_str(line)
+            .map_err(|e| CliError::usage(format!("{} line {}: not JSON: {e}", a.file, i + 1)))?;
+        tasks.push((i + 1, task));
+    }
+    if tasks.is_empty() {
+        return Err(CliError::usage(format!("{}: no task in it", a.file)));
+    }
+    let path = format!("{}/tasks/batch", queue_path(&key));
+    let client = args.client();
+    let (mut added, mut duplicates) = (0, 0);
+    for chunk in tasks.chunks(MAX_BATCH) {
+        let body = json!({ "tasks": chunk.iter().map(|(_, t)| t).collect::<Vec<_>>() });
+        let answer = client.post(&path, &body, Duration::ZERO).map_err(|e| {
+            let at = e.to_string();
+            // `tasks[i]: …` from the server: name the file's line instead.
+            let line = at
+                .strip_prefix("tasks[")
+                .and_then(|r| r.split_once(']'))
+                .and_then(|(i, rest)| Some((chunk.get(i.parse::<usize>().ok()?)?.0, rest)));
+            let e = match line {
+                Some((n, rest)) => e.with_message(format!("{} line {n}{rest}", a.file)),
+                None => e,
+            };
+            CliError::Remote(e.with_message(format!("{e} ({added} tasks added before this batch)")))
+        })?;
+        for r in answer["results"].as_array().into_iter().flatten() {
+            if r["duplicate"] == json!(true) {
+                duplicates += 1;
+            } else {
+                added += 1;
+            }
+        }
+    }
+    if args.json {
+        print_json(&json!({"added": added, "duplicates": duplicates}));
+    } else {
+        println!("added {added} tasks to {key} ({duplicates} existed already)");
+    }
+    Ok(())
 }
 
 fn cancel(args: &ClientArgs, a: CancelArgs) -> CliResult {

@@ -1,7 +1,8 @@
 //! The HTTP layer's own refusals, over raw TCP: a request head that is too large (431) or not
 //! HTTP (400) answers the contract's JSON error body; a declared body over the bound answers
 //! 413 at once, before anything of it is sent; a body that trickles in answers 400 once
-//! `limits.body_timeout` passes. The server goes on serving after each.
+//! `limits.body_timeout` passes. The server goes on serving after each. A value of the wrong
+//! type is told in the API's words, not Rust's.
 
 mod common;
 
@@ -134,4 +135,41 @@ fn a_body_that_trickles_in_answers_400_after_the_body_timeout() {
         "answered after {took:?}"
     );
     assert_still_serving(&s);
+}
+
+/// Wrong types in a body or a query are named in the API's words (an object, an integer, an
+/// array), never Rust's (`struct TaskError`, `u32`, `a sequence`), with where they are.
+#[test]
+fn wrong_types_are_told_in_the_apis_words() {
+    let s = TestServer::start();
+    let qp = q(NS, "words", "activity");
+    let leases = s.url("/api/v1/leases/abc/fail");
+    for (url, body, place) in [
+        (
+            s.url(&format!("{qp}/tasks")),
+            serde_json::json!({"task_type": "t", "priority": "high"}),
+            "priority",
+        ),
+        (leases, serde_json::json!({"error": "boom"}), "error"),
+        (
+            s.url(&format!("{qp}/tasks")),
+            serde_json::json!({"task_type": "t", "retry": {"max_attempts": 1.5}}),
+            "retry.max_attempts",
+        ),
+        (
+            s.url("/api/v1/leases/settle"),
+            serde_json::json!({"settles": {"lease": "x"}}),
+            "settles",
+        ),
+    ] {
+        let (code, answer) = post(&url, &body);
+        let message = assert_error(code, &answer, 400, "invalid_argument");
+        assert!(message.contains(place), "{body}: {message}");
+        for rust in ["struct", "u32", "i64", "f64", "sequence", "TaskError"] {
+            assert!(!message.contains(rust), "{body}: {message}");
+        }
+    }
+    let (code, answer) = get(&s.url(&format!("{qp}/dead-letters?limit=x")));
+    let message = assert_error(code, &answer, 400, "invalid_argument");
+    assert!(!message.contains("Query deserialize"), "{message}");
 }

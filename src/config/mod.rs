@@ -287,7 +287,7 @@ impl Config {
             let key = e.path().to_string();
             ConfigError(format!(
                 "config key `{key}`: {}",
-                one_line(&e.into_inner().to_string())
+                crate::model::json::plain_words(&one_line(&e.into_inner().to_string()))
             ))
         })?;
         if let Some(bind) = overrides.bind {

@@ -95,10 +95,15 @@ pub fn configure(tasq: Tasq) -> impl FnOnce(&mut web::ServiceConfig) {
                 web::PathConfig::default()
                     .error_handler(|e, _| Error::invalid(format!("bad path: {e}")).into()),
             )
-            .app_data(
-                web::QueryConfig::default()
-                    .error_handler(|e, _| Error::invalid(format!("bad query string: {e}")).into()),
-            );
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                let e = e.to_string();
+                let e = e.strip_prefix("Query deserialize error: ").unwrap_or(&e);
+                Error::invalid(format!(
+                    "bad query string: {}",
+                    crate::model::json::plain_words(e)
+                ))
+                .into()
+            }));
         // Every method of one path must sit in one resource: actix picks the resource by path.
         let mut by_path: Vec<(String, Vec<RouteSpec>)> = Vec::new();
         for route in routes() {

@@ -211,6 +211,9 @@ fn serve(args: ServeArgs) -> CliResult {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&config.log_level))
         .init();
+    for name in tasq::config::unknown_env(std::env::vars()) {
+        log::warn!("environment variable {name} names no tasq setting; it is ignored");
+    }
     if let Err(e) = actix_rt::System::new().block_on(tasq::server::run(config, source)) {
         eprintln!("tasq: {e}");
         let bad_setting = e.kind() == std::io::ErrorKind::InvalidInput;

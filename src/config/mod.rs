@@ -235,6 +235,37 @@ impl Default for Config {
     }
 }
 
+/// The `TASQ_*` variables in `env` that name no setting (a typo is otherwise ignored in
+/// silence), leaving out the client's own (`TASQ_SERVER`, `TASQ_NAMESPACE`, `TASQ_API_KEY`,
+/// `TASQ_CA_CERT`), those the shell worker gives its commands (`TASQ_TASK_*`, `TASQ_QUEUE*`,
+/// `TASQ_ATTEMPT`, `TASQ_PRIORITY`, `TASQ_LEASE*`) and the test harness's (`TASQ_TEST_*`).
+pub fn unknown_env(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    const CLIENT: [&str; 6] = [
+        "SERVER",
+        "NAMESPACE",
+        "API_KEY",
+        "CA_CERT",
+        "ATTEMPT",
+        "PRIORITY",
+    ];
+    const PREFIXES: [&str; 4] = ["TEST_", "TASK_", "QUEUE", "LEASE"];
+    let Ok(defaults) = toml::Value::try_from(Config::default()) else {
+        return Vec::new();
+    };
+    let mut unknown: Vec<String> = env
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let rest = name.strip_prefix("TASQ_")?;
+            let known = CLIENT.contains(&rest)
+                || PREFIXES.iter().any(|p| rest.starts_with(p))
+                || find_key(&defaults, &rest.to_ascii_lowercase()).is_some();
+            (!known).then_some(name)
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 /// A bad config file, variable or value; the message is one line naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -615,5 +646,19 @@ mod tests {
             e.contains("backlog_window") && e.contains("TASQ_BACKLOG_WINDOW"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn unknown_tasq_variables_are_found_and_the_clients_are_not() {
+        let found = unknown_env(env(&[
+            ("TASQ_CLUSTER_CA_CERTX", "x"),
+            ("TASQ_CLUSTER_CA_CERT", "x"),
+            ("TASQ_BIND", "x"),
+            ("TASQ_SERVER", "x"),
+            ("TASQ_TEST_POSTGRES_URL", "x"),
+            ("TASQ_TASK_ID", "x"),
+            ("PATH", "x"),
+        ]));
+        assert_eq!(found, ["TASQ_CLUSTER_CA_CERTX"]);
     }
 }

@@ -354,15 +354,21 @@ fn keys_name_namespaces_a_request_can_match() {
     );
 }
 
-/// The server says at start what it runs with, and warns when auth is on without a key.
+/// The server says at start what it runs with, and warns when auth is on without a key and
+/// of a `TASQ_*` variable that names no setting.
 #[test]
 fn the_start_line_tells_auth_tls_and_keys() {
     let (_dir, path) = config_file("[auth]\nenabled = true\n");
     let s = TestServer::start_with(
         &["--config", path.to_str().expect("utf-8")],
-        &[("RUST_LOG", "info")],
+        &[("RUST_LOG", "info"), ("TASQ_AUTH_ENABLD", "true")],
     );
     let log = s.stderr();
+    // A misspelt variable is named, not ignored in silence.
+    assert!(
+        log.contains("TASQ_AUTH_ENABLD names no tasq setting"),
+        "{log}"
+    );
     assert!(
         log.contains("TLS off") && log.contains("auth on, 0 API keys"),
         "{log}"

@@ -6,7 +6,7 @@
 //! tasq serve &                                            # or any reachable server
 //! tasq task add emails echo '{"hello": "world"}'
 //! tasq task add emails sum '[1, 2, 3]'
-//! TASQ_SERVER=http://127.0.0.1:7280 cargo run --example worker -- emails
+//! TASQ_SERVER=http://127.0.0.1:7280 cargo run --example worker -- emails   # TASQ_API_KEY with auth on
 //! ```
 //!
 //! Task types: `echo` answers its payload, `sum` adds up an array of numbers (anything else
@@ -40,7 +40,8 @@ pub fn run(
     queue: &str,
     max_tasks: Option<usize>,
 ) -> Result<usize, tasq::Error> {
-    let client = Client::new(server);
+    // With auth on, the key the command line uses too.
+    let client = Client::new(server).with_api_key(std::env::var("TASQ_API_KEY").ok());
     let key = QueueKey::new(namespace, queue, QueueType::Activity)?;
     let identity = format!("example-worker@{}", std::process::id());
     let wait = Duration::from_secs(10);

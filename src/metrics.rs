@@ -355,6 +355,11 @@ impl Metrics {
         series.contains(key) || (series.len() < self.max_queue_series && series.insert(key.clone()))
     }
 
+    /// True when `key` has per-queue series of its own (taking one if the bound allows).
+    pub fn has_own_series(&self, key: &QueueKey) -> bool {
+        self.own_series(key)
+    }
+
     /// Sets the gauges of a queue no actor holds (after a restart, or once it went idle), so
     /// its backlog and dead letters show before anyone touches it. Queues past the series
     /// bound are left out: the shared `_other` series sums what loaded actors report.

@@ -12,7 +12,7 @@
 //! has offered its thread (during start-up, or for an embedder that serves no HTTP), and with
 //! `queue_threads = N`, actors run on the registry's own threads: one per core, or N.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -67,8 +67,12 @@ pub struct Registry {
     next_arbiter: usize,
     generation: u64,
     /// Queues no actor holds that have tasks or dead letters, whose gauges the registry keeps
-    /// current ([`Registry::report_resting`]).
+    /// current ([`Registry::report_resting`]); only those with series of their own (at most
+    /// `metrics.max_queue_series`), the others having nothing to report.
     resting: HashSet<QueueKey>,
+    /// Queues no actor holds, by when their first delayed task falls due: the registry loads
+    /// each then ([`Registry::wake_due`]), so the task becomes ready on time.
+    wakeups: BTreeSet<(u64, QueueKey)>,
 }
 
 impl Registry {
@@ -85,6 +89,7 @@ impl Registry {
                 HashSet::new()
             }
         };
+        let wakeups = first_dues(&*shared.store);
         let mut registry = Registry {
             map,
             shared,
@@ -93,6 +98,7 @@ impl Registry {
             next_arbiter: 0,
             generation: 0,
             resting,
+            wakeups,
         };
         registry.report_resting();
         registry
@@ -183,6 +189,19 @@ impl Registry {
         loaded
     }
 
+    /// Loads the queues whose first delayed task is due (their actor makes it ready at once);
+    /// a queue loaded meanwhile by a request needs nothing more.
+    fn wake_due(&mut self, ctx: &mut Context<Self>) {
+        let now = self.shared.clock.now_ms();
+        while let Some((due, key)) = self.wakeups.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.wakeups.pop_first();
+            self.get_or_spawn(key, ctx);
+        }
+    }
+
     /// Hands passed schedule-to-start deadlines to their queues, loading a queue if needed,
     /// so a task times out without a poll to notice it.
     fn sweep_waiting(&mut self, ctx: &mut Context<Self>) {
@@ -214,7 +233,10 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        ctx.run_interval(WAITING_SWEEP, |act, ctx| act.sweep_waiting(ctx));
+        ctx.run_interval(WAITING_SWEEP, |act, ctx| {
+            act.sweep_waiting(ctx);
+            act.wake_due(ctx);
+        });
         ctx.run_interval(RESTING_REPORT, |act, _| act.report_resting());
         // Stopped queue actors and closed connections free their memory, but glibc keeps it
         // in its arenas; hand it back to the OS now and then so RSS falls after a burst. (The
@@ -265,6 +287,29 @@ impl Handler<Spawn> for Registry {
     }
 }
 
+/// When the first delayed task of each queue that has one falls due (at start: no actor
+/// holds any queue yet).
+fn first_dues(store: &dyn Store) -> BTreeSet<(u64, QueueKey)> {
+    let queues = match store.queues_holding_tasks(usize::MAX) {
+        Ok(q) => q,
+        Err(e) => {
+            log::error!("cannot list the queues holding delayed tasks: {e}");
+            return BTreeSet::new();
+        }
+    };
+    let mut dues = BTreeSet::new();
+    for (key, _) in queues.into_iter().filter(|(_, m)| m.delayed > 0) {
+        match store.due_delayed(&key, 0, 0) {
+            Ok((_, Some(first))) => {
+                dues.insert((first, key));
+            }
+            Ok((_, None)) => {}
+            Err(e) => log::error!("cannot read the delayed tasks of {key}: {e}"),
+        }
+    }
+    dues
+}
+
 impl Handler<QueueStopped> for Registry {
     type Result = ();
 
@@ -275,8 +320,14 @@ impl Handler<QueueStopped> for Registry {
             .is_some_and(|l| l.generation == msg.generation)
         {
             map.remove(&msg.key);
-            // Its backlog and dead letters stay on disk: keep their gauges current.
-            self.resting.insert(msg.key.clone());
+            // Its backlog and dead letters stay on disk: keep their gauges current (queues
+            // past the series bound have none of their own to keep).
+            if self.shared.metrics.has_own_series(&msg.key) {
+                self.resting.insert(msg.key.clone());
+            }
+            if let Some(due) = msg.next_due {
+                self.wakeups.insert((due, msg.key.clone()));
+            }
             // A map never gives back the room of a burst of queues by itself; a rehash when
             // it is three quarters empty costs O(n) once per such fall.
             if map.capacity() > 1024 && map.len() < map.capacity() / 4 {

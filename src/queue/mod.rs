@@ -8,8 +8,10 @@
 //!   promise durability (add, settle, cancel) wait for the group commit.
 //! - One timer per actor, armed for the next lease deadline, delayed task or idle check.
 //!
-//! The actor stops itself after `queue_idle_timeout` with no parked polls, nothing in flight,
-//! no backlog and nothing due; its state is on disk and the next request reloads it.
+//! The actor stops itself after `queue_idle_timeout` with no parked polls, no sockets,
+//! nothing in flight and no delayed task due within that time, backlog or not: its state is
+//! on disk, the next request reloads it, and the registry reloads it when its first delayed
+//! task falls due.
 //!
 //! This file holds the actor's state and what every concern shares (loading, the one write
 //! of a change, starting a lease); its methods live one file per concern: `add`, `dispatch`,
@@ -93,6 +95,9 @@ pub struct QueueStopped {
     pub key: QueueKey,
     /// Which incarnation stopped (a newer one may already run).
     pub generation: u64,
+    /// When its first delayed task falls due, if it has one: the registry loads the queue
+    /// again then, so the task becomes ready on time with no actor waiting for it meanwhile.
+    pub next_due: Option<u64>,
 }
 
 /// A failed attempt, as reported by a worker or made by the server for a timeout.
@@ -435,6 +440,7 @@ impl Actor for QueueActor {
         self.on_stop.do_send(QueueStopped {
             key: self.key.clone(),
             generation: self.generation,
+            next_due: self.next_delayed,
         });
     }
 }

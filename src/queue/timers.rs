@@ -93,12 +93,13 @@ impl QueueActor {
         Ok(())
     }
 
+    /// Nobody waits on the queue and nothing of it runs: its backlog, if any, is on disk, and
+    /// a delayed task falling due later wakes it through the registry (`QueueStopped`).
     pub(super) fn is_idle(&self, now: u64) -> bool {
         let idle_ms = self.shared.config.queue_idle_timeout.as_millis() as u64;
         self.waiters.is_empty()
             && self.sockets.is_empty()
             && self.leases.is_empty()
-            && self.meta.ready == 0
             && self.watchers.is_empty()
             && self
                 .next_delayed

@@ -68,7 +68,8 @@ fn queues_nobody_touched_since_a_restart_are_in_metrics_and_the_list() {
     };
     assert_eq!(backlog(ready_q), Some(3), "{body}");
     assert_eq!(backlog(delayed_q), Some(1), "{body}");
-    // The metrics follow within a report interval, still with no actor loaded.
+    // The metrics follow. The only actor loaded is the delayed task's queue, woken when the
+    // task fell due so that it became ready on time; the others stay unloaded.
     let ok = wait_until(Duration::from_secs(30), || {
         gauge(&metrics_text(&s), "tasq_backlog_tasks", delayed_q) == 1.0
     });
@@ -76,8 +77,5 @@ fn queues_nobody_touched_since_a_restart_are_in_metrics_and_the_list() {
         ok,
         "the due delayed task never showed in tasq_backlog_tasks"
     );
-    assert_eq!(
-        metric_sum(&metrics_text(&s), "tasq_loaded_task_queues", &[]),
-        0.0
-    );
+    assert!(metric_sum(&metrics_text(&s), "tasq_loaded_task_queues", &[]) <= 1.0);
 }

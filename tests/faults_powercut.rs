@@ -40,11 +40,36 @@ impl PowerCut {
         );
     }
 
+    /// Mounts LazyFS over `dir`. LazyFS itself has been seen to abort as it starts (once in
+    /// a CI run, the first mount of the suite; never again on the same machine): a mount
+    /// that fails is tried again, twice, before the test fails with LazyFS's own log.
     fn mount(dir: &Path) -> PowerCut {
-        Self::run("mount", dir);
-        PowerCut {
-            dir: dir.to_path_buf(),
+        for attempt in 1..=3 {
+            let out = Command::new(Self::tool())
+                .arg("mount")
+                .arg(dir)
+                .output()
+                .expect("run tools/lazyfs/powercut");
+            if out.status.success() {
+                return PowerCut {
+                    dir: dir.to_path_buf(),
+                };
+            }
+            let log = std::fs::read_to_string(dir.with_extension("lazyfs.log")).unwrap_or_default();
+            let _ = Command::new("fusermount3").arg("-uz").arg(dir).status();
+            assert!(
+                attempt < 3,
+                "powercut mount {dir:?} failed 3 times: {}{}\nLazyFS log:\n{log}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprintln!(
+                "powercut mount {dir:?} failed (attempt {attempt}), trying again: {}\nLazyFS log:\n{log}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
         }
+        unreachable!("the last attempt asserts")
     }
 
     /// Drops every write not yet synced.

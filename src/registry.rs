@@ -28,7 +28,7 @@ use crate::queue::messages::{
     Settlement, Shutdown, TakeAdds, TakePolls, TakeSettles,
 };
 use crate::queue::{QueueActor, QueueStopped, Shared};
-use crate::storage::Store;
+use crate::storage::{QueueMeta, Store};
 
 /// The running actors by queue. Entries are shared (`Arc`): every request looks its queue up,
 /// and cloning an `Addr` allocates (actix gives each sender clone its own parking state).
@@ -79,17 +79,21 @@ impl Registry {
     /// A registry over the shared store; before it returns, every queue that holds tasks or dead
     /// letters is in the metrics (up to `metrics.max_queue_series`), loaded or not.
     fn new(map: Map, shared: Arc<Shared>) -> Self {
-        let resting = match shared
-            .store
-            .queues_holding_tasks(shared.config.metrics.max_queue_series)
-        {
-            Ok(queues) => queues.into_iter().map(|(key, _)| key).collect(),
+        // One read of the queues that hold tasks serves both: the gauges of the first
+        // `max_queue_series`, and the wakeups of those with delayed tasks.
+        let holding = match shared.store.queues_holding_tasks(usize::MAX) {
+            Ok(queues) => queues,
             Err(e) => {
-                log::error!("cannot list the queues holding tasks for the metrics: {e}");
-                HashSet::new()
+                log::error!("cannot list the queues holding tasks: {e}");
+                Vec::new()
             }
         };
-        let wakeups = first_dues(&*shared.store);
+        let resting = holding
+            .iter()
+            .take(shared.config.metrics.max_queue_series)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let wakeups = first_dues(&*shared.store, holding);
         let mut registry = Registry {
             map,
             shared,
@@ -287,16 +291,9 @@ impl Handler<Spawn> for Registry {
     }
 }
 
-/// When the first delayed task of each queue that has one falls due (at start: no actor
-/// holds any queue yet).
-fn first_dues(store: &dyn Store) -> BTreeSet<(u64, QueueKey)> {
-    let queues = match store.queues_holding_tasks(usize::MAX) {
-        Ok(q) => q,
-        Err(e) => {
-            log::error!("cannot list the queues holding delayed tasks: {e}");
-            return BTreeSet::new();
-        }
-    };
+/// When the first delayed task of each of `queues` that has one falls due (at start: no
+/// actor holds any queue yet).
+fn first_dues(store: &dyn Store, queues: Vec<(QueueKey, QueueMeta)>) -> BTreeSet<(u64, QueueKey)> {
     let mut dues = BTreeSet::new();
     for (key, _) in queues.into_iter().filter(|(_, m)| m.delayed > 0) {
         match store.due_delayed(&key, 0, 0) {

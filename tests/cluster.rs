@@ -55,16 +55,7 @@ fn every_node_serves_every_queue() {
     }
     assert!(owners.len() > 1, "12 queues all on one node: {owners:?}");
     // The nodes' own accounts agree: forwarded requests counted, queues owned reported.
-    let forwarded: f64 = nodes
-        .iter()
-        .map(|n| {
-            metric_sum(
-                &metrics_text(n),
-                "tasq_cluster_forwarded_requests_total",
-                &[],
-            )
-        })
-        .sum();
+    let forwarded = common::cluster::sum_over(&nodes, "tasq_cluster_forwarded_requests_total", &[]);
     assert!(forwarded > 0.0, "no request was forwarded");
     let (code, body) = get(&nodes[0].url("/api/v1/cluster"));
     assert_eq!(code, 200);

@@ -66,16 +66,11 @@ fn one_settle_many_through_any_node_settles_every_owners_leases() {
         states,
         BTreeSet::from(["completed".into(), "failed".into()])
     );
-    let forwarded: f64 = nodes
-        .iter()
-        .map(|n| {
-            metric_sum(
-                &metrics_text(n),
-                "tasq_cluster_forwarded_requests_total",
-                &[("route", "/api/v1/leases/settle")],
-            )
-        })
-        .sum();
+    let forwarded = common::cluster::sum_over(
+        &nodes,
+        "tasq_cluster_forwarded_requests_total",
+        &[("route", "/api/v1/leases/settle")],
+    );
     assert!(forwarded >= 1.0, "no settle went to another owner");
 
     // `next` through a node that does not own the queue: the settle and its poll happen on

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{get, wait_until, TestServer};
+use super::{get, metric_sum, metrics_text, wait_until, TestServer};
 
 /// The secret every test node shares.
 pub const SECRET: &str = "a-cluster-secret-for-tests";
@@ -52,4 +52,12 @@ pub fn three_nodes() -> (String, Vec<TestServer>) {
         assert!(all_alive, "{}", get(&n.url("/api/v1/cluster")).1);
     }
     (url, nodes)
+}
+
+/// A metric summed over every node (each node counts its own share).
+pub fn sum_over(nodes: &[TestServer], name: &str, labels: &[(&str, &str)]) -> f64 {
+    nodes
+        .iter()
+        .map(|n| metric_sum(&metrics_text(n), name, labels))
+        .sum()
 }

@@ -31,44 +31,36 @@ pub struct HttpWorker {
     pub shared: Arc<Shared>,
 }
 
-/// What the worker holds: a poll's answer, or a complete's whose `next` holds the tasks.
-enum Held {
-    Poll(Answer),
-    Next(Answer),
-    Nothing,
-}
-
 impl HttpWorker {
     /// Runs until the run is done; answers the receipt histogram.
     pub async fn run(mut self) -> BenchResult<Histogram<u64>> {
         let mut hist = histogram();
         let mut done = self.shared.done();
-        let mut held = Held::Nothing;
+        // A complete's answer whose `next` holds the next tasks, when the last settle had one.
+        let mut next: Option<Answer> = None;
         loop {
             if self.shared.is_done() {
                 return Ok(hist);
             }
-            let answer = match held {
-                Held::Nothing => {
+            let (answer, from_next) = match next.take() {
+                Some(a) => (a, true),
+                None => {
                     let poll = self
                         .conn
                         .poll(&self.poll_path, self.poll_body.clone(), self.wait);
                     tokio::select! {
                         biased;
                         _ = done.wait_for(|d| *d) => return Ok(hist),
-                        a = poll => Held::Poll(a?),
+                        a = poll => (a?, false),
                     }
                 }
-                other => other,
             };
-            let tasks: PollAnswer<'_> = match &answer {
-                Held::Poll(a) => parse_poll(&a.body)?,
-                Held::Next(a) => {
-                    serde_json::from_slice::<NextAnswer<'_>>(&a.body)
-                        .map_err(|e| BenchError::new(format!("complete with next: {e}")))?
-                        .next
-                }
-                Held::Nothing => unreachable!("polled above"),
+            let tasks: PollAnswer<'_> = if from_next {
+                serde_json::from_slice::<NextAnswer<'_>>(&answer.body)
+                    .map_err(|e| BenchError::new(format!("complete with next: {e}")))?
+                    .next
+            } else {
+                parse_poll(&answer.body)?
             };
             let now = self.shared.now_ns();
             for task in &tasks.tasks {
@@ -76,18 +68,19 @@ impl HttpWorker {
             }
             let leases: Vec<String> = tasks.tasks.iter().map(|t| t.lease.to_string()).collect();
             drop(tasks);
-            held = self.settle(&leases, &mut done).await?;
+            next = self.settle(&leases, &mut done).await?;
         }
     }
 
-    /// Settles `leases`; with `next`, the last one's complete brings the next tasks.
+    /// Settles `leases`; with `next`, the last one's complete brings the next tasks (its
+    /// answer is returned).
     async fn settle(
         &mut self,
         leases: &[String],
         done: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> BenchResult<Held> {
+    ) -> BenchResult<Option<Answer>> {
         let Some((last, rest)) = leases.split_last() else {
-            return Ok(Held::Nothing);
+            return Ok(None);
         };
         let mode = match self.settle {
             SettleMode::Next if self.shared.all_received() => SettleMode::Batch,
@@ -99,13 +92,13 @@ impl HttpWorker {
                     let ok = self.conn.complete(lease).await?;
                     self.count(u64::from(ok), u64::from(!ok));
                 }
-                Ok(Held::Nothing)
+                Ok(None)
             }
             SettleMode::Batch => {
                 let refs: Vec<&str> = leases.iter().map(String::as_str).collect();
                 let (ok, lost) = self.conn.settle_all(&refs).await?;
                 self.count(ok, lost);
-                Ok(Held::Nothing)
+                Ok(None)
             }
             SettleMode::Next => {
                 if !rest.is_empty() {
@@ -120,17 +113,17 @@ impl HttpWorker {
                     biased;
                     // The run ended while the complete's poll waits: the task was settled
                     // (or will be) all the same; nothing more is counted.
-                    _ = done.wait_for(|d| *d) => return Ok(Held::Nothing),
+                    _ = done.wait_for(|d| *d) => return Ok(None),
                     a = complete => a?,
                 };
                 match answer {
                     Some(a) => {
                         self.count(1, 0);
-                        Ok(Held::Next(a))
+                        Ok(Some(a))
                     }
                     None => {
                         self.count(0, 1);
-                        Ok(Held::Nothing)
+                        Ok(None)
                     }
                 }
             }

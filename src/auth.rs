@@ -1,7 +1,7 @@
 //! API keys per namespace and role (`[auth]` in the config).
 //!
 //! The config holds only the SHA-256 of each key, with the namespaces it may use (a list, or
-//! `*`) and its roles (`producer`, `worker`, `admin`). A request's bearer key is hashed and
+//! `*`) and its roles (`producer`, `worker`, `admin`, `viewer`). A request's bearer key is hashed and
 //! compared with every stored digest in constant time. Keys can be replaced while serving
 //! (SIGHUP re-reads the config) without dropping connections.
 
@@ -26,7 +26,7 @@ pub struct KeyConfig {
     pub sha256: String,
     /// Namespaces the key may act on; `"*"` = all.
     pub namespaces: Vec<String>,
-    /// Roles: `producer`, `worker`, `admin`.
+    /// Roles: `producer`, `worker`, `admin`, `viewer`.
     pub roles: Vec<Role>,
 }
 
@@ -65,13 +65,16 @@ impl AuthConfig {
                 ));
             }
             if k.roles.is_empty()
-                || k.roles
-                    .iter()
-                    .any(|r| !matches!(r, Role::Producer | Role::Worker | Role::Admin))
+                || k.roles.iter().any(|r| {
+                    !matches!(
+                        r,
+                        Role::Producer | Role::Worker | Role::Admin | Role::Viewer
+                    )
+                })
             {
                 return Err((
                     format!("auth.keys[{i}].roles"),
-                    "must be some of producer, worker, admin",
+                    "must be some of producer, worker, admin, viewer",
                 ));
             }
         }
@@ -134,23 +137,48 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// True when the key holds `role` (in some namespace).
-    pub fn has_role(&self, role: Role) -> bool {
+    /// The key's roles, in a fixed order (for `GET /api/v1/whoami`).
+    pub fn roles(&self) -> Vec<Role> {
+        let mut roles: Vec<Role> = self.roles.iter().copied().collect();
+        roles.sort_by_key(|r| *r as u8);
+        roles
+    }
+
+    /// The namespaces the key may act on; `None` = all.
+    pub fn namespaces(&self) -> Option<Vec<String>> {
+        let mut out: Vec<String> = self.namespaces.as_ref()?.iter().cloned().collect();
+        out.sort();
+        Some(out)
+    }
+
+    /// True when the key may see `namespace` at all.
+    pub fn covers(&self, namespace: &str) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|ns| ns.contains(namespace))
+    }
+
+    /// True when the key holds `role`, or the route only reads (`read`) and the key is an
+    /// `admin` or a `viewer`: both see everything, only `admin` changes queues.
+    pub fn may(&self, role: Role, read: bool) -> bool {
         self.roles.contains(&role)
+            || (read && (self.roles.contains(&Role::Admin) || self.roles.contains(&Role::Viewer)))
     }
 
     /// Checks that the key may act in `role` on `namespace`.
     pub fn allows(&self, role: Role, namespace: &str) -> Result<(), Error> {
-        if !self.roles.contains(&role) {
+        self.allows_route(role, false, namespace)
+    }
+
+    /// Checks that the key may call a route of `role` on `namespace`; `read` for a route that
+    /// changes nothing (a GET other than a worker's), which `admin` and `viewer` keys may call.
+    pub fn allows_route(&self, role: Role, read: bool, namespace: &str) -> Result<(), Error> {
+        if !self.may(role, read) {
             return Err(Error::PermissionDenied(format!(
                 "this key does not have the {role} role"
             )));
         }
-        if self
-            .namespaces
-            .as_ref()
-            .is_some_and(|ns| !ns.contains(namespace))
-        {
+        if !self.covers(namespace) {
             return Err(Error::PermissionDenied(format!(
                 "this key may not act on namespace {namespace:?}"
             )));
@@ -278,8 +306,10 @@ pub enum Role {
     Producer,
     /// Poll, connect, settle.
     Worker,
-    /// Config, dead letters, describe, list.
+    /// Config, dead letters, describe, list; and every read.
     Admin,
+    /// Every read (describe, list, status, dead letters, the console), no change.
+    Viewer,
 }
 
 impl std::fmt::Display for Role {
@@ -290,6 +320,7 @@ impl std::fmt::Display for Role {
             Role::Producer => "producer",
             Role::Worker => "worker",
             Role::Admin => "admin",
+            Role::Viewer => "viewer",
         })
     }
 }

@@ -95,8 +95,8 @@ enum KeyCommand {
         /// Namespace the key may act on (repeat for several; `*` for all).
         #[arg(long = "namespace", required = true)]
         namespaces: Vec<String>,
-        /// Role: producer, worker or admin (repeat for several).
-        #[arg(long = "role", required = true, value_parser = ["producer", "worker", "admin"])]
+        /// Role: producer, worker, admin or viewer (read-only; repeat for several).
+        #[arg(long = "role", required = true, value_parser = ["producer", "worker", "admin", "viewer"])]
         roles: Vec<String>,
         /// A label for the key.
         #[arg(long)]

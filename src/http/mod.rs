@@ -6,6 +6,7 @@
 
 #[cfg(feature = "postgres")]
 pub mod cluster;
+pub mod console;
 #[cfg(feature = "postgres")]
 pub mod forward;
 pub mod leases;
@@ -192,6 +193,7 @@ pub fn routes() -> Vec<RouteSpec> {
         settle_many::routes(),
         queues::routes(),
         ws::routes(),
+        console::routes(),
         #[cfg(feature = "postgres")]
         cluster::routes(),
     ]
@@ -387,11 +389,13 @@ fn authorize(state: &Tasq, req: &ServiceRequest) -> Result<()> {
         Some(Role::Metrics) => state.auth().check_metrics(header),
         Some(role) if state.auth().enabled() => {
             let grant = state.auth().authenticate(header)?;
+            // A GET changes nothing, but for a worker's (the WebSocket upgrade).
+            let read = req.method() == Method::GET && role != Role::Worker;
             match namespace_of(req.path()) {
-                Some(ns) => grant.allows(role, &ns)?,
+                Some(ns) => grant.allows_route(role, read, &ns)?,
                 // An undecodable lease is answered lease_lost by its handler; the key must
                 // still hold the role.
-                None if grant.has_role(role) => {}
+                None if grant.may(role, read) => {}
                 None => {
                     return Err(Error::PermissionDenied(format!(
                         "this key may not act as {role}"

@@ -1,6 +1,6 @@
 //! Queues: describe (both types of a name) and list (paged).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -27,6 +27,9 @@ pub fn routes() -> Vec<RouteSpec> {
             Role::Admin,
             || web::get().to(list),
         ),
+        RouteSpec::new(Method::GET, "/api/v1/namespaces", Role::Admin, || {
+            web::get().to(namespaces)
+        }),
         RouteSpec::new(
             Method::PUT,
             format!("{QUEUE_PATH}/config"),
@@ -88,6 +91,21 @@ impl PageQuery {
     fn limit(&self) -> usize {
         self.limit.unwrap_or(100)
     }
+}
+
+/// The namespaces holding queues that the caller's key covers.
+async fn namespaces(
+    tasq: web::Data<Tasq>,
+    query: web::Query<PageQuery>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse> {
+    let mut page = tasq
+        .namespaces(query.page_token.as_deref(), query.limit())
+        .await?;
+    if let Some(grant) = req.extensions().get::<crate::auth::Grant>() {
+        page.namespaces.retain(|ns| grant.covers(ns));
+    }
+    Ok(HttpResponse::Ok().json(page))
 }
 
 async fn dead_letters(

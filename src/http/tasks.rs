@@ -105,6 +105,8 @@ async fn add_batch(
 #[serde(deny_unknown_fields)]
 struct StatusQuery {
     wait_ms: Option<u64>,
+    /// `full`: everything known of the task (payload, headers, policy), not only its status.
+    view: Option<String>,
 }
 
 fn task_path(path: TaskPath) -> Result<(QueueKey, String)> {
@@ -124,13 +126,28 @@ async fn status(
             "wait_ms must be 0–{MAX_STATUS_WAIT_MS}, got {wait_ms}"
         )));
     }
-    let info = if wait_ms > 0 {
-        tasq.wait(&key, &task_id, Duration::from_millis(wait_ms))
-            .await?
-    } else {
-        tasq.status(&key, &task_id).await?
+    let full = match query.view.as_deref() {
+        None | Some("status") => false,
+        Some("full") => true,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "view must be status or full, got {other:?}"
+            )))
+        }
     };
-    Ok(HttpResponse::Ok().json(info))
+    if wait_ms > 0 {
+        let info = tasq
+            .wait(&key, &task_id, Duration::from_millis(wait_ms))
+            .await?;
+        if !full {
+            return Ok(HttpResponse::Ok().json(info));
+        }
+    }
+    Ok(if full {
+        HttpResponse::Ok().json(tasq.task_detail(&key, &task_id).await?)
+    } else {
+        HttpResponse::Ok().json(tasq.status(&key, &task_id).await?)
+    })
 }
 
 async fn cancel(tasq: web::Data<Tasq>, path: TaskPath) -> Result<HttpResponse> {

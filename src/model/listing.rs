@@ -4,7 +4,9 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{validate_name, Queued, TaskRecord, TaskState};
+use std::collections::BTreeMap;
+
+use super::{validate_name, Queued, RetryPolicy, RouteTo, TaskError, TaskRecord, TaskState};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 
@@ -164,4 +166,111 @@ pub struct TaskPage {
     pub tasks: Vec<ListedTask>,
     /// Where the next page starts; `None` at the end.
     pub next_page_token: Option<String>,
+}
+
+/// Everything known of one task (`GET {q}/tasks/{id}?view=full`, the console's task page):
+/// what a listing shows, and its headers, policy, result and errors.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskDetail {
+    /// The task as a listing shows it.
+    #[serde(flatten)]
+    pub listed: ListedFields,
+    /// The payload, as added.
+    pub payload: Box<RawValue>,
+    /// The headers, as added.
+    pub headers: BTreeMap<String, String>,
+    /// Weight of its fairness key.
+    pub fairness_weight: f64,
+    /// Longest wait in the queue before it times out.
+    pub schedule_to_start_timeout_ms: Option<u64>,
+    /// Lease length of each attempt.
+    pub start_to_close_timeout_ms: u64,
+    /// A lease also ends this long after the last heartbeat.
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Its retry policy.
+    pub retry: RetryPolicy,
+    /// Its routing to one worker, if any.
+    pub route_to: Option<RouteTo>,
+    /// The result of a completed task.
+    pub result: Option<Box<RawValue>>,
+    /// The error of the last failed attempt.
+    pub last_error: Option<TaskError>,
+    /// The details of the last heartbeat of a running task.
+    pub heartbeat_details: Option<Box<RawValue>>,
+    /// A running task asked to stop (answered on its next heartbeat).
+    pub cancel_requested: bool,
+}
+
+/// The fields of a [`ListedTask`] but its payload (a `RawValue` cannot be flattened).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedFields {
+    /// The task id.
+    pub task_id: String,
+    /// The task type.
+    pub task_type: String,
+    /// Where the task is in its life.
+    pub state: TaskState,
+    /// Attempts dispatched so far.
+    pub attempt: u32,
+    /// 1 (first) … 5.
+    pub priority: u8,
+    /// Its fairness key.
+    pub fairness_key: Option<String>,
+    /// When it was added (RFC 3339).
+    pub added_at: String,
+    /// Its last change (RFC 3339).
+    pub updated_at: String,
+    /// When a delayed task falls due.
+    pub due_at: Option<String>,
+    /// When a running task's lease ends.
+    pub lease_expires_at: Option<String>,
+    /// Who runs it.
+    pub identity: Option<String>,
+}
+
+impl From<TaskRecord> for TaskDetail {
+    fn from(rec: TaskRecord) -> Self {
+        let headers = rec.headers.clone();
+        let (fairness_weight, retry, route_to) =
+            (rec.fairness_weight, rec.retry.clone(), rec.route_to.clone());
+        let (schedule_to_start_timeout_ms, start_to_close_timeout_ms, heartbeat_timeout_ms) = (
+            rec.schedule_to_start_timeout_ms,
+            rec.start_to_close_timeout_ms,
+            rec.heartbeat_timeout_ms,
+        );
+        let (result, last_error, heartbeat_details, cancel_requested) = (
+            rec.result.clone(),
+            rec.last_error.clone(),
+            rec.heartbeat_details.clone(),
+            rec.cancel_requested,
+        );
+        let l = ListedTask::from(rec);
+        TaskDetail {
+            listed: ListedFields {
+                task_id: l.task_id,
+                task_type: l.task_type,
+                state: l.state,
+                attempt: l.attempt,
+                priority: l.priority,
+                fairness_key: l.fairness_key,
+                added_at: l.added_at,
+                updated_at: l.updated_at,
+                due_at: l.due_at,
+                lease_expires_at: l.lease_expires_at,
+                identity: l.identity,
+            },
+            payload: l.payload,
+            headers,
+            fairness_weight,
+            schedule_to_start_timeout_ms,
+            start_to_close_timeout_ms,
+            heartbeat_timeout_ms,
+            retry,
+            route_to,
+            result,
+            last_error,
+            heartbeat_details,
+            cancel_requested,
+        }
+    }
 }

@@ -26,6 +26,21 @@ pub struct ListedQueue {
     pub in_flight_count: u64,
     /// Pollers seen lately (0 for a queue no actor holds).
     pub pollers: usize,
+    /// Age of the oldest ready task in ms (0 if none).
+    pub backlog_age_ms: u64,
+    /// Tasks not yet due (delayed, or in retry backoff).
+    pub delayed_count: u64,
+    /// Dead letters.
+    pub dead_letter_count: u64,
+}
+
+/// A page of the namespaces that hold queues.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamespacePage {
+    /// The namespaces, in name order.
+    pub namespaces: Vec<String>,
+    /// The token of the next page, if there is one.
+    pub next_page_token: Option<String>,
 }
 
 /// A page of a namespace's queues.
@@ -61,25 +76,64 @@ impl Tasq {
             .list_queues(namespace, after.as_deref(), limit)?;
         let mut out = Vec::with_capacity(page.len());
         for (key, meta) in page {
-            let (backlog_count, in_flight_count, pollers) = if queues.is_loaded(&key) {
+            let listed = if queues.is_loaded(&key) {
                 let s = queues.call(&key, Describe).await??;
-                (s.backlog_count, s.in_flight_count, s.pollers.len())
+                ListedQueue {
+                    name: key.name().to_string(),
+                    kind: key.queue_type(),
+                    backlog_count: s.backlog_count,
+                    in_flight_count: s.in_flight_count,
+                    pollers: s.pollers.len(),
+                    backlog_age_ms: s.backlog_age_ms,
+                    delayed_count: s.delayed_count,
+                    dead_letter_count: s.dead_letter_count,
+                }
             } else {
                 let now = self.inner.clock.now_ms();
-                let resting = self.store().resting(&key, &meta, now, false)?;
-                (resting.backlog, meta.in_flight, 0)
+                let resting = self.store().resting(&key, &meta, now, true)?;
+                let due = resting.backlog.saturating_sub(meta.ready);
+                ListedQueue {
+                    name: key.name().to_string(),
+                    kind: key.queue_type(),
+                    backlog_count: resting.backlog,
+                    in_flight_count: meta.in_flight,
+                    pollers: 0,
+                    backlog_age_ms: resting
+                        .oldest_ready_at
+                        .map_or(0, |at| now.saturating_sub(at)),
+                    delayed_count: meta.delayed.saturating_sub(due),
+                    dead_letter_count: meta.dead,
+                }
             };
-            out.push(ListedQueue {
-                name: key.name().to_string(),
-                kind: key.queue_type(),
-                backlog_count,
-                in_flight_count,
-                pollers,
-            });
+            out.push(listed);
         }
         Ok(QueuePage {
             task_queues: out,
             next_page_token: next.map(|k| URL_SAFE_NO_PAD.encode(k)),
+        })
+    }
+
+    /// The namespaces that hold queues, in name order, `limit` (1–1000) per page after the
+    /// page `page_token`.
+    pub async fn namespaces(
+        &self,
+        page_token: Option<&str>,
+        limit: usize,
+    ) -> Result<NamespacePage> {
+        check_limit(limit)?;
+        let after = decode_token(page_token)?
+            .map(String::from_utf8)
+            .transpose()
+            .map_err(|_| Error::invalid("page_token is not one this server gave"))?;
+        self.serving_queues()?;
+        let mut namespaces = self.store().namespaces(after.as_deref(), limit + 1)?;
+        let next = (namespaces.len() > limit).then(|| {
+            namespaces.truncate(limit);
+            URL_SAFE_NO_PAD.encode(namespaces[limit - 1].as_bytes())
+        });
+        Ok(NamespacePage {
+            namespaces,
+            next_page_token: next,
         })
     }
 

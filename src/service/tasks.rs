@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::Tasq;
 use crate::error::{Error, Result};
+use crate::model::listing::TaskDetail;
 use crate::model::{check_batch_len, validate_name, QueueKey, TaskInfo, TaskRecord, TaskSpec};
 use crate::queue::messages::{AddResult, Cancel, Watch, WatchTask};
 
@@ -69,6 +70,17 @@ impl Tasq {
         self.read_status(queue, task_id)
     }
 
+    /// Everything known of a task: payload, headers, policy, result and errors; an unknown
+    /// id is [`Error::NotFound`].
+    pub async fn task_detail(&self, queue: &QueueKey, task_id: &str) -> Result<TaskDetail> {
+        self.serving_queues()?;
+        validate_name("task_id", task_id)?;
+        match self.store().task(queue, task_id)? {
+            Some(rec) => Ok(TaskDetail::from(rec)),
+            None => Err(no_task(queue, task_id)),
+        }
+    }
+
     fn read_status(&self, queue: &QueueKey, task_id: &str) -> Result<TaskInfo> {
         status_of(queue, task_id, self.store().task(queue, task_id)?)
     }
@@ -89,6 +101,10 @@ impl Tasq {
 fn status_of(queue: &QueueKey, task_id: &str, rec: Option<TaskRecord>) -> Result<TaskInfo> {
     match rec {
         Some(rec) => Ok(TaskInfo::from(&rec)),
-        None => Err(Error::NotFound(format!("no task {task_id:?} in {queue}"))),
+        None => Err(no_task(queue, task_id)),
     }
+}
+
+fn no_task(queue: &QueueKey, task_id: &str) -> Error {
+    Error::NotFound(format!("no task {task_id:?} in {queue}"))
 }

@@ -252,6 +252,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Page<(QueueKey, QueueMeta)>>;
 
+    /// The namespaces that hold a queue, in name order: `limit` of them after `after`.
+    fn namespaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
     /// Up to `limit` queues, of every namespace, that hold ready, delayed, leased or dead
     /// tasks, with their counters.
     fn queues_holding_tasks(&self, limit: usize) -> Result<Vec<(QueueKey, QueueMeta)>>;

@@ -554,6 +554,26 @@ impl Store for PgStore {
         Ok((page, next))
     }
 
+    fn namespaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        self.settled()?;
+        let (after, limit) = (after.unwrap_or("").to_string(), i64_of(limit as u64));
+        let rows = self.pool.run(move |c| {
+            c.query(
+                // A skip scan of the primary key: one index probe per namespace.
+                "WITH RECURSIVE ns(namespace) AS ( \
+                   (SELECT namespace FROM tasq_queues WHERE namespace > $1 \
+                    ORDER BY namespace LIMIT 1) \
+                   UNION ALL \
+                   SELECT (SELECT t.namespace FROM tasq_queues t \
+                           WHERE t.namespace > ns.namespace ORDER BY t.namespace LIMIT 1) \
+                   FROM ns WHERE ns.namespace IS NOT NULL) \
+                 SELECT namespace FROM ns WHERE namespace IS NOT NULL LIMIT $2",
+                &[&after, &limit],
+            )
+        })?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     fn queues_holding_tasks(&self, limit: usize) -> Result<Vec<(QueueKey, QueueMeta)>> {
         self.settled()?;
         let limit = i64_of(limit as u64);

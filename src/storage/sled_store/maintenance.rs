@@ -45,6 +45,32 @@ impl SledStore {
         Ok((out, None))
     }
 
+    /// The namespaces of the queues tree, after `after`: one seek per namespace (past the
+    /// last key of the one before), not a read of every queue.
+    pub(super) fn namespace_names(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let mut from = match after {
+            Some(ns) => prefix_end(&keys::namespace_prefix(ns)),
+            None => Vec::new(),
+        };
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some((k, _)) = self
+                .queues
+                .range((Bound::Included(from.clone()), Bound::Unbounded))
+                .next()
+                .transpose()?
+            else {
+                break;
+            };
+            let Some((queue, _)) = keys::split_queue(&k) else {
+                break;
+            };
+            from = prefix_end(&keys::namespace_prefix(queue.namespace()));
+            out.push(queue.namespace().to_string());
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` queues, of every namespace, that hold ready, delayed, leased or dead
     /// tasks, with their counters: what `/metrics` shows from the moment the server is ready.
     pub(super) fn queues_with_tasks(&self, limit: usize) -> Result<Vec<(QueueKey, QueueMeta)>> {

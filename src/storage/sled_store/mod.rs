@@ -424,6 +424,10 @@ impl Store for SledStore {
         self.queues_page(namespace, after, limit)
     }
 
+    fn namespaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        self.namespace_names(after, limit)
+    }
+
     fn queues_holding_tasks(&self, limit: usize) -> Result<Vec<(QueueKey, QueueMeta)>> {
         self.queues_with_tasks(limit)
     }

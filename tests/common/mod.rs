@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
+pub mod auth;
 pub mod cluster;
 pub mod faults;
 pub mod postgres;

@@ -210,7 +210,8 @@ function homeView(main) {
     ];
     fill(out, table(cols, shown, {
       sortKey: sort.key, desc: sort.desc, empty: 'No queue holds tasks yet.',
-      onSort: (k) => { sort.desc = sort.key === k ? !sort.desc : true; sort.key = k; draw(); },
+      // Names sort A→Z first, numbers largest first.
+      onSort: (k) => { sort.desc = sort.key === k ? !sort.desc : typeof (rows[0] || {})[k] === 'number'; sort.key = k; draw(); },
     }), h('p', { class: 'muted' }, `${shown.length} of ${rows.length} queues`));
   };
   filter.addEventListener('input', draw);
@@ -549,11 +550,27 @@ async function route() {
   await refresh();
 }
 
+/** What identifies a focused control across a re-render: its tag and link, label or text. */
+function focusKey(el) {
+  if (!el || el === document.body || !document.getElementById('main').contains(el)) return null;
+  return [el.tagName, el.getAttribute('href'), el.getAttribute('aria-label'), el.id, el.textContent].join('\u0000');
+}
+
+/** Puts the keyboard focus back where it was when a refresh redrew the element that held it. */
+function restoreFocus(key) {
+  if (!key || focusKey(document.activeElement) === key) return;
+  const tag = key.split('\u0000')[0].toLowerCase();
+  const same = [...document.getElementById('main').querySelectorAll(tag)].find((el) => focusKey(el) === key);
+  if (same) same.focus({ preventScroll: true });
+}
+
 async function refresh() {
   if (!app.view || app.busy) return;
   app.busy = true;
+  const focused = focusKey(document.activeElement);
   try {
     await app.view();
+    restoreFocus(focused);
   } catch (e) {
     if (e.status === 401) { sessionStorage.removeItem(KEY); app.who = null; loginView(document.getElementById('main'), 'The API key is no longer valid.'); app.view = null; } else banner(e.message);
   } finally {

@@ -9,7 +9,7 @@ const HISTORY = 150; // samples kept per chart: five minutes at one every 2 s
 const TYPES = ['activity', 'workflow'];
 const STATES = ['pending', 'delayed', 'running', 'dead', 'completed', 'cancelled'];
 
-const app = { who: null, view: null, busy: false, history: new Map(), selected: new Set() };
+const app = { who: null, view: null, busy: false, history: new Map(), selected: new Set(), cost: 0, last: 0 };
 
 // ---- DOM and API helpers -------------------------------------------------------------------
 
@@ -568,9 +568,11 @@ async function refresh() {
   if (!app.view || app.busy) return;
   app.busy = true;
   const focused = focusKey(document.activeElement);
+  const started = Date.now();
   try {
     await app.view();
     restoreFocus(focused);
+    app.cost = Date.now() - started;
   } catch (e) {
     if (e.status === 401) { sessionStorage.removeItem(KEY); app.who = null; loginView(document.getElementById('main'), 'The API key is no longer valid.'); app.view = null; } else banner(e.message);
   } finally {
@@ -579,5 +581,12 @@ async function refresh() {
 }
 
 window.addEventListener('hashchange', route);
-setInterval(() => { if (document.visibilityState === 'visible') refresh(); }, REFRESH_MS);
+// A view that takes long to read (thousands of queues) is read less often: at most a fifth
+// of the time goes to refreshing.
+setInterval(() => {
+  if (document.visibilityState !== 'visible') return;
+  if (Date.now() - (app.last || 0) < 5 * (app.cost || 0)) return;
+  app.last = Date.now();
+  refresh();
+}, REFRESH_MS);
 route();

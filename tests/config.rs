@@ -5,25 +5,14 @@
 
 mod common;
 
+use common::auth::config_file;
 use common::*;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
-use tempfile::TempDir;
 
 const A: &str = "activity";
-
-/// Writes `text` as a config file in a fresh temp dir (kept alive by the returned TempDir).
-fn config_file(text: &str) -> (TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("tasq-config-")
-        .tempdir()
-        .expect("temp dir");
-    let path = dir.path().join("tasq.toml");
-    std::fs::write(&path, text).expect("write config");
-    (dir, path)
-}
 
 /// Runs the server with `config` and expects it to refuse: exit code 2, stderr naming `key`.
 fn assert_config_rejected(config: &str, key: &str) {

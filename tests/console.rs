@@ -35,59 +35,32 @@ fn start_keyed() -> (TestServer, Keys, tempfile::TempDir) {
     (s, keys, dir)
 }
 
+/// POSTs `body` to `path` with `key`; the answer's body, once its status is `want`.
+fn post_as(s: &TestServer, key: &str, path: &str, body: Value, want: u16) -> Value {
+    let (st, b) = call_keyed("POST", &s.url(path), Some(key), Some(&body));
+    assert_eq!(st, want, "POST {path}: {b}");
+    b
+}
+
 /// In `ns/jobs`: `dead-1` a dead letter (failed, one attempt allowed), `live-1` completed,
 /// `pending-1` pending.
 fn dead_and_pending(s: &TestServer, k: &Keys, ns: &str) -> String {
     let qa = q(ns, "jobs", A);
-    for (id, retry) in [
-        ("dead-1", json!({"max_attempts": 1})),
-        ("live-1", json!({})),
-    ] {
-        let body = json!({"task_type": "t", "task_id": id, "retry": retry, "payload": {"n": 1}});
-        let (st, b) = call_keyed(
-            "POST",
-            &s.url(&format!("{qa}/tasks")),
-            Some(&k.producer),
-            Some(&body),
-        );
-        assert_eq!(st, 201, "{b}");
-    }
+    let add = |body: Value| post_as(s, &k.producer, &format!("{qa}/tasks"), body, 201);
+    add(json!({"task_type": "t", "task_id": "dead-1", "retry": {"max_attempts": 1}}));
+    add(json!({"task_type": "t", "task_id": "live-1"}));
     let poll = json!({"identity": "w", "max_tasks": 2, "wait_ms": 0});
-    let (st, b) = call_keyed(
-        "POST",
-        &s.url(&format!("{qa}/poll")),
-        Some(&k.worker),
-        Some(&poll),
-    );
-    assert_eq!(st, 200, "{b}");
+    let b = post_as(s, &k.worker, &format!("{qa}/poll"), poll, 200);
     for t in b["tasks"].as_array().expect("tasks") {
-        let lease = lease_of(t);
-        let fail = json!({"error": {"message": "no"}});
-        let (st, b) = if t["task_id"] == json!("dead-1") {
-            call_keyed(
-                "POST",
-                &s.url(&format!("/api/v1/leases/{lease}/fail")),
-                Some(&k.worker),
-                Some(&fail),
-            )
+        let (verb, body) = if t["task_id"] == json!("dead-1") {
+            ("fail", json!({"error": {"message": "no"}}))
         } else {
-            call_keyed(
-                "POST",
-                &s.url(&format!("/api/v1/leases/{lease}/complete")),
-                Some(&k.worker),
-                Some(&json!({"result": {"ok": true}})),
-            )
+            ("complete", json!({"result": {"ok": true}}))
         };
-        assert_eq!(st, 200, "{b}");
+        let path = format!("/api/v1/leases/{}/{verb}", lease_of(t));
+        post_as(s, &k.worker, &path, body, 200);
     }
-    let body = json!({"task_type": "t", "task_id": "pending-1"});
-    let (st, b) = call_keyed(
-        "POST",
-        &s.url(&format!("{qa}/tasks")),
-        Some(&k.producer),
-        Some(&body),
-    );
-    assert_eq!(st, 201, "{b}");
+    add(json!({"task_type": "t", "task_id": "pending-1"}));
     qa
 }
 

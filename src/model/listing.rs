@@ -106,6 +106,16 @@ impl TaskFilter {
 /// A task as `GET {q}/tasks` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListedTask {
+    /// Everything but the payload.
+    #[serde(flatten)]
+    pub fields: ListedFields,
+    /// The payload, as added.
+    pub payload: Box<RawValue>,
+}
+
+/// The fields of a [`ListedTask`] but its payload (serde cannot flatten a `RawValue`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedFields {
     /// The task id.
     pub task_id: String,
     /// The task type.
@@ -128,12 +138,10 @@ pub struct ListedTask {
     pub lease_expires_at: Option<String>,
     /// The worker a running task is leased to.
     pub identity: Option<String>,
-    /// The payload, as added.
-    pub payload: Box<RawValue>,
 }
 
-impl From<TaskRecord> for ListedTask {
-    fn from(rec: TaskRecord) -> Self {
+impl From<&TaskRecord> for ListedFields {
+    fn from(rec: &TaskRecord) -> Self {
         let due_at = match rec.queued {
             Some(Queued::Delayed { due }) if rec.state == TaskState::Pending => Some(rfc3339(due)),
             _ => None,
@@ -142,18 +150,26 @@ impl From<TaskRecord> for ListedTask {
             .lease
             .as_ref()
             .filter(|_| rec.state == TaskState::Running);
-        ListedTask {
+        ListedFields {
             due_at,
             lease_expires_at: lease.map(|l| rfc3339(l.expires_at())),
             identity: lease.map(|l| l.identity.clone()),
-            task_id: rec.task_id,
-            task_type: rec.task_type,
+            task_id: rec.task_id.clone(),
+            task_type: rec.task_type.clone(),
             state: rec.state,
             attempt: rec.attempt,
             priority: rec.priority,
-            fairness_key: rec.fairness_key,
+            fairness_key: rec.fairness_key.clone(),
             added_at: rfc3339(rec.added_at),
             updated_at: rfc3339(rec.updated_at),
+        }
+    }
+}
+
+impl From<TaskRecord> for ListedTask {
+    fn from(rec: TaskRecord) -> Self {
+        ListedTask {
+            fields: ListedFields::from(&rec),
             payload: rec.payload,
         }
     }
@@ -201,76 +217,22 @@ pub struct TaskDetail {
     pub cancel_requested: bool,
 }
 
-/// The fields of a [`ListedTask`] but its payload (a `RawValue` cannot be flattened).
-#[derive(Debug, Clone, Serialize)]
-pub struct ListedFields {
-    /// The task id.
-    pub task_id: String,
-    /// The task type.
-    pub task_type: String,
-    /// Where the task is in its life.
-    pub state: TaskState,
-    /// Attempts dispatched so far.
-    pub attempt: u32,
-    /// 1 (first) … 5.
-    pub priority: u8,
-    /// Its fairness key.
-    pub fairness_key: Option<String>,
-    /// When it was added (RFC 3339).
-    pub added_at: String,
-    /// Its last change (RFC 3339).
-    pub updated_at: String,
-    /// When a delayed task falls due.
-    pub due_at: Option<String>,
-    /// When a running task's lease ends.
-    pub lease_expires_at: Option<String>,
-    /// Who runs it.
-    pub identity: Option<String>,
-}
-
 impl From<TaskRecord> for TaskDetail {
     fn from(rec: TaskRecord) -> Self {
-        let headers = rec.headers.clone();
-        let (fairness_weight, retry, route_to) =
-            (rec.fairness_weight, rec.retry.clone(), rec.route_to.clone());
-        let (schedule_to_start_timeout_ms, start_to_close_timeout_ms, heartbeat_timeout_ms) = (
-            rec.schedule_to_start_timeout_ms,
-            rec.start_to_close_timeout_ms,
-            rec.heartbeat_timeout_ms,
-        );
-        let (result, last_error, heartbeat_details, cancel_requested) = (
-            rec.result.clone(),
-            rec.last_error.clone(),
-            rec.heartbeat_details.clone(),
-            rec.cancel_requested,
-        );
-        let l = ListedTask::from(rec);
         TaskDetail {
-            listed: ListedFields {
-                task_id: l.task_id,
-                task_type: l.task_type,
-                state: l.state,
-                attempt: l.attempt,
-                priority: l.priority,
-                fairness_key: l.fairness_key,
-                added_at: l.added_at,
-                updated_at: l.updated_at,
-                due_at: l.due_at,
-                lease_expires_at: l.lease_expires_at,
-                identity: l.identity,
-            },
-            payload: l.payload,
-            headers,
-            fairness_weight,
-            schedule_to_start_timeout_ms,
-            start_to_close_timeout_ms,
-            heartbeat_timeout_ms,
-            retry,
-            route_to,
-            result,
-            last_error,
-            heartbeat_details,
-            cancel_requested,
+            listed: ListedFields::from(&rec),
+            payload: rec.payload,
+            headers: rec.headers,
+            fairness_weight: rec.fairness_weight,
+            schedule_to_start_timeout_ms: rec.schedule_to_start_timeout_ms,
+            start_to_close_timeout_ms: rec.start_to_close_timeout_ms,
+            heartbeat_timeout_ms: rec.heartbeat_timeout_ms,
+            retry: rec.retry,
+            route_to: rec.route_to,
+            result: rec.result,
+            last_error: rec.last_error,
+            heartbeat_details: rec.heartbeat_details,
+            cancel_requested: rec.cancel_requested,
         }
     }
 }

@@ -643,7 +643,11 @@ fn list_explain_and_settle_many_in_process() {
             .list_tasks(&q, TaskFilter::default(), None, 2)
             .await
             .unwrap();
-        let ids: Vec<&str> = page.tasks.iter().map(|x| x.task_id.as_str()).collect();
+        let ids: Vec<&str> = page
+            .tasks
+            .iter()
+            .map(|x| x.fields.task_id.as_str())
+            .collect();
         assert_eq!(ids, ["a", "b"]);
         let rest = t
             .list_tasks(
@@ -654,7 +658,7 @@ fn list_explain_and_settle_many_in_process() {
             )
             .await
             .unwrap();
-        assert_eq!(rest.tasks[0].task_id, "c");
+        assert_eq!(rest.tasks[0].fields.task_id, "c");
         let why = t.explain(&q, "c").await.unwrap();
         let codes: Vec<&str> = why.reasons.iter().map(|r| r.code).collect();
         assert_eq!(codes, ["no_poller", "waiting_behind"]);

@@ -263,6 +263,16 @@ impl Auth {
         found.ok_or_else(|| Error::Unauthenticated("the API key is not valid".into()))
     }
 
+    /// The grant of the key named `name` in the config (the SQS endpoint's access keys act
+    /// with one).
+    pub fn named(&self, name: &str) -> Option<Grant> {
+        self.keys()
+            .entries
+            .iter()
+            .find(|(_, g)| g.name == name)
+            .map(|(_, g)| g.clone())
+    }
+
     /// Checks the `/metrics` token, when one is configured.
     pub fn check_metrics(&self, header: Option<&str>) -> Result<(), Error> {
         let Some(want) = self.keys().metrics else {

@@ -34,6 +34,9 @@
 //!   TLS and signals. `cli` (feature `cli`): the command-line client (`tasq
 //!   task|queue|dead-letters|store`) and the shell worker. `soak` (feature `bench`): a server
 //!   child restarted twice under churn, then an exactly-once check.
+//! - `sqs` (feature `sqs`): the SQS-compatible endpoint (`[sqs] enabled`), an edge beside
+//!   [`http`] on its own listener: both SQS protocols, Signature V4, SQS's queues and messages
+//!   as tasq's.
 //! - `bench` (feature `bench`): `tasq bench`, the load generator; see `docs/benchmarks.md`.
 //!
 //! `default-features = false, features = ["embed"]` builds everything down to [`http`] and
@@ -63,6 +66,8 @@ pub mod server;
 pub mod service;
 #[cfg(feature = "bench")]
 pub mod soak;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 pub mod storage;
 
 pub use config::Config;

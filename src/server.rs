@@ -75,9 +75,21 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     let server = server.run();
     log_setup(&config, addr, scheme);
     println!("tasq listening on {scheme}://{addr}");
+    #[cfg(feature = "sqs")]
+    let sqs = if config.sqs.enabled {
+        Some(sqs_server(&tasq, &config)?)
+    } else {
+        None
+    };
     let _ = std::io::stdout().flush();
 
     let handle = server.handle();
+    #[cfg(feature = "sqs")]
+    let sqs_handle = sqs.as_ref().map(|s| s.handle());
+    #[cfg(feature = "sqs")]
+    if let Some(s) = sqs {
+        actix_rt::spawn(s);
+    }
     let stopping = tasq.clone();
     actix_rt::spawn(async move {
         wait_for_signal().await;
@@ -87,6 +99,10 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
         if let Err(e) = stopping.shutdown().await {
             log::error!("flushing the store on shutdown failed: {e}");
         }
+        #[cfg(feature = "sqs")]
+        if let Some(h) = sqs_handle {
+            h.stop(true).await;
+        }
         handle.stop(true).await;
     });
     server.await?;
@@ -94,6 +110,38 @@ pub async fn run(config: Config, source: ConfigSource) -> std::io::Result<()> {
     tasq.flush().await.map_err(std::io::Error::other)?;
     log::info!("stopped; store flushed");
     Ok(())
+}
+
+/// Starts the SQS endpoint on `[sqs] bind` (with the API's TLS, when on) and prints the
+/// line that says where.
+#[cfg(feature = "sqs")]
+fn sqs_server(tasq: &Tasq, config: &Config) -> std::io::Result<actix_web::dev::Server> {
+    let state = crate::sqs::State::new(tasq.clone(), config.sqs.clone());
+    let server = HttpServer::new(move || {
+        actix_web::App::new().configure(crate::sqs::configure(state.clone()))
+    })
+    .workers(config.http_threads())
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.as_secs().max(1));
+    let (server, scheme) = if config.tls.enabled() {
+        let tls = tls_config(&config.tls)?;
+        (server.bind_rustls_0_23(config.sqs.bind, tls)?, "https")
+    } else {
+        (server.bind(config.sqs.bind)?, "http")
+    };
+    let addr = server.addrs().first().copied().unwrap_or(config.sqs.bind);
+    log::info!(
+        "SQS endpoint on {scheme}://{addr}: queues in namespace {:?}, account {}, signatures {}",
+        config.sqs.namespace,
+        config.sqs.account_id,
+        if config.auth.enabled {
+            "checked"
+        } else {
+            "not checked (auth off)"
+        }
+    );
+    println!("tasq SQS endpoint listening on {scheme}://{addr}");
+    Ok(server.run())
 }
 
 /// The exit status after a failed write or sync (`EX_IOERR`).

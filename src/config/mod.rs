@@ -14,7 +14,9 @@ use crate::auth::AuthConfig;
 
 mod cluster;
 pub mod pem;
+mod sqs;
 pub use cluster::ClusterConfig;
+pub use sqs::{SqsConfig, SqsCredential};
 
 /// `fsync` or `relaxed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +210,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Cluster mode.
     pub cluster: ClusterConfig,
+    /// `[sqs]`: the SQS-compatible endpoint.
+    pub sqs: SqsConfig,
 }
 
 impl Default for Config {
@@ -231,6 +235,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             cluster: ClusterConfig::default(),
+            sqs: SqsConfig::default(),
         }
     }
 }
@@ -335,6 +340,18 @@ impl Config {
                 config.bind
             )));
         }
+        let sqs = &config.sqs;
+        if sqs.enabled
+            && !config.auth.enabled
+            && !sqs.bind.ip().is_loopback()
+            && !overrides.insecure
+        {
+            return Err(ConfigError(format!(
+                "config key `sqs.bind`: refusing to serve SQS on {} with auth off (signatures \
+                 are not checked); turn auth on, bind a loopback address, or pass --insecure",
+                sqs.bind
+            )));
+        }
         Ok(config)
     }
 
@@ -376,6 +393,9 @@ impl Config {
         }
         if let Err((key, why)) = self.cluster.validate(st.backend == Backend::Postgres) {
             return bad(key, &why);
+        }
+        if let Err((key, why)) = self.sqs.validate(&self.auth, self.cluster.enabled) {
+            return bad(&key, &why);
         }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return bad("tls.cert", "tls.cert and tls.key must be set together");

@@ -198,6 +198,21 @@ impl Handler<SetConfig> for QueueActor {
     }
 }
 
+impl Handler<SetAttributes> for QueueActor {
+    type Result = Result<Durable<()>>;
+
+    fn handle(&mut self, msg: SetAttributes, ctx: &mut Self::Context) -> Self::Result {
+        let mut txn = Txn::default();
+        txn.push(crate::storage::txn::Write::Attributes(
+            self.key.clone(),
+            msg.attributes,
+        ));
+        let result = self.commit(txn, self.meta);
+        self.after_change(ctx);
+        result.map(|r| Durable::applied(r, &self.key, self.store()))
+    }
+}
+
 impl Handler<Redrive> for QueueActor {
     type Result = Result<Durable<usize>>;
 

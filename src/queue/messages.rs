@@ -258,6 +258,9 @@ pub struct Heartbeat {
     pub lease_id: u64,
     /// Progress details, kept with the task.
     pub details: Option<Box<RawValue>>,
+    /// Ends the lease this long from now instead of at its start-to-close deadline (an SQS
+    /// visibility timeout; 0 hands the task back at once).
+    pub lease_for_ms: Option<u64>,
 }
 
 /// The answer to a heartbeat.
@@ -374,6 +377,15 @@ pub struct RateLimitView {
 pub struct SetConfig {
     /// The limit.
     pub rate_limit: Option<super::throttle::RateLimit>,
+}
+
+/// Set (or with `None` remove) the attributes a front end keeps for the queue (JSON text).
+/// Answered once durable.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Durable<()>>")]
+pub struct SetAttributes {
+    /// The attributes.
+    pub attributes: Option<String>,
 }
 
 /// Put dead letters back as pending, attempts reset. Answered with how many, once durable.

@@ -294,6 +294,9 @@ impl QueueActor {
         if let Some(h) = hb_timeout {
             lease.heartbeat_deadline = Some(now.saturating_add(h));
         }
+        if let Some(ms) = msg.lease_for_ms {
+            lease.close_deadline = now.saturating_add(ms);
+        }
         let expires_at = lease.expires_at();
         if let Some(details) = &msg.details {
             rec.heartbeat_details = Some(details.clone());

@@ -51,6 +51,7 @@
 //! ```
 
 mod admin;
+mod attributes;
 #[cfg(feature = "postgres")]
 mod cluster;
 mod inspect;

@@ -2,6 +2,7 @@
 //! heartbeats, and streaming workers' sockets.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::Addr;
 use serde_json::value::RawValue;
@@ -167,6 +168,22 @@ impl Tasq {
             task_id: token.task_id,
             lease_id: token.lease_id,
             details,
+            lease_for_ms: None,
+        };
+        self.inner.queues.call(&token.queue, msg).await?
+    }
+
+    /// Ends the lease `lease_for` from now instead of at its own deadline (an SQS visibility
+    /// timeout): zero hands the task back to the queue at once, as if the lease had expired
+    /// (the attempt counts). A lease that ended already is [`Error::LeaseLost`].
+    pub async fn set_lease_end(&self, lease: &str, lease_for: Duration) -> Result<HeartbeatAnswer> {
+        self.serving_queues()?;
+        let token = LeaseToken::decode(lease)?;
+        let msg = Heartbeat {
+            task_id: token.task_id,
+            lease_id: token.lease_id,
+            details: None,
+            lease_for_ms: Some(u64::try_from(lease_for.as_millis()).unwrap_or(u64::MAX)),
         };
         self.inner.queues.call(&token.queue, msg).await?
     }

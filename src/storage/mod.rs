@@ -252,6 +252,18 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Page<(QueueKey, QueueMeta)>>;
 
+    /// The attributes a front end keeps for `queue` (JSON text), if any.
+    fn attributes(&self, queue: &QueueKey) -> Result<Option<String>>;
+
+    /// The queues of `namespace` that have attributes, with them, in order (name, then
+    /// type): `limit` of them after the queue named `after`.
+    fn attributed_queues(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(QueueKey, String)>>;
+
     /// The namespaces that hold a queue, in name order: `limit` of them after `after`.
     fn namespaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
 

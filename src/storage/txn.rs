@@ -68,6 +68,9 @@ pub enum Write {
     DeleteWaiting(u64, QueueKey, String),
     /// Stores a queue's counters and settings.
     Meta(QueueKey, QueueMeta),
+    /// Stores the attributes a protocol front end keeps for a queue (the SQS endpoint's
+    /// queue attributes), as JSON text; `None` deletes them.
+    Attributes(QueueKey, Option<String>),
 }
 
 impl Write {
@@ -86,7 +89,8 @@ impl Write {
             | Write::DeleteInFlight(queue, ..)
             | Write::Dead(queue, ..)
             | Write::DeleteDead(queue, ..)
-            | Write::Meta(queue, ..) => queue,
+            | Write::Meta(queue, ..)
+            | Write::Attributes(queue, ..) => queue,
             Write::Expiry(_, queue, _)
             | Write::DeleteExpiry(_, queue, _)
             | Write::Waiting(_, queue, _)

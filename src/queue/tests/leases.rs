@@ -66,6 +66,7 @@ async fn heartbeats_keep_a_lease_until_they_stop() {
             task_id: id.clone(),
             lease_id,
             details: None,
+            lease_for_ms: None,
         };
         h.queues
             .call(&h.key, beat)

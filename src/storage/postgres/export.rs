@@ -23,6 +23,10 @@ fn queue(r: &Row, at: usize) -> Option<crate::model::QueueKey> {
 
 const TABLES: &[Table] = &[
     Table {
+        sql: "SELECT namespace, queue, queue_type, attributes FROM tasq_queue_attributes",
+        write: |r| Some(Write::Attributes(queue(r, 0)?, Some(r.get(3)))),
+    },
+    Table {
         sql: "SELECT namespace, queue, queue_type, task_id, record FROM tasq_tasks",
         write: |r| {
             Some(Write::Task {

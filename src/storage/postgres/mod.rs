@@ -554,6 +554,45 @@ impl Store for PgStore {
         Ok((page, next))
     }
 
+    fn attributes(&self, queue: &QueueKey) -> Result<Option<String>> {
+        self.settled()?;
+        let q = Q::of(queue);
+        let row = self.pool.run(move |c| {
+            c.query_opt(
+                "SELECT attributes FROM tasq_queue_attributes \
+                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3",
+                &[&q.0, &q.1, &q.2],
+            )
+        })?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn attributed_queues(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(QueueKey, String)>> {
+        self.settled()?;
+        let (ns, after, limit) = (
+            namespace.to_string(),
+            after.map(str::to_string),
+            i64_of(limit as u64),
+        );
+        let rows = self.pool.run(move |c| {
+            c.query(
+                "SELECT namespace, queue, queue_type, attributes FROM tasq_queue_attributes \
+                 WHERE namespace = $1 AND ($2::text IS NULL OR queue > $2) \
+                 ORDER BY queue, queue_type LIMIT $3",
+                &[&ns, &after, &limit],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((Q(r.get(0), r.get(1), r.get(2)).key()?, r.get(3))))
+            .collect())
+    }
+
     fn namespaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         self.settled()?;
         let (after, limit) = (after.unwrap_or("").to_string(), i64_of(limit as u64));

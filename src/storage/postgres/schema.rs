@@ -11,6 +11,9 @@
 //! clock, so the nodes' own clocks do not matter), `tasq_owners` each queue's owner and fence
 //! number, and `tasq_check_fences` fails a write (SQLSTATE `TQ001`) for a queue whose fence
 //! moved on since the writer took it.
+//!
+//! Version 3: `tasq_queue_attributes`, the attributes a front end keeps per queue (the SQS
+//! endpoint's queue attributes, as JSON text).
 
 use postgres::Client;
 
@@ -138,6 +141,15 @@ BEGIN
     RETURN held;
 END
 $$;
+"#,
+    r#"
+CREATE TABLE tasq_queue_attributes (
+    namespace text COLLATE "C" NOT NULL,
+    queue text COLLATE "C" NOT NULL,
+    queue_type smallint NOT NULL,
+    attributes text NOT NULL,
+    PRIMARY KEY (namespace, queue, queue_type)
+);
 "#,
 ];
 

@@ -24,6 +24,7 @@ pub struct Rows {
     expiry: HashMap<(i64, Q, String), bool>,
     waiting: HashMap<(i64, Q, String), bool>,
     queues: HashMap<Q, QueueMeta>,
+    attributes: HashMap<Q, Option<String>>,
 }
 
 impl Rows {
@@ -113,6 +114,9 @@ impl Rows {
                 }
                 Write::Meta(queue, meta) => {
                     r.queues.insert(q(queue), *meta);
+                }
+                Write::Attributes(queue, text) => {
+                    r.attributes.insert(q(queue), text.clone());
                 }
             }
         }
@@ -276,6 +280,18 @@ impl Rows {
             }
             work.push((format!("DELETE FROM {table} t USING unnest($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[]) AS d(a, n, q, k, id) WHERE (t.{}, t.namespace, t.queue, t.queue_type, t.task_id) = (d.a, d.n, d.q, d.k, d.id)", if table == "tasq_expiry" { "expires_at" } else { "deadline" }), c));
         }
+
+        let (put, del) = split(self.attributes);
+        let mut c = Columns::default();
+        for (queue, text) in put {
+            c.row().queue(&queue).text(text);
+        }
+        work.push(("INSERT INTO tasq_queue_attributes SELECT * FROM unnest($1::text[], $2::text[], $3::int2[], $4::text[]) ON CONFLICT (namespace, queue, queue_type) DO UPDATE SET attributes = EXCLUDED.attributes".to_string(), c));
+        let mut c = Columns::default();
+        for queue in del {
+            c.row().queue(&queue);
+        }
+        work.push(("DELETE FROM tasq_queue_attributes t USING unnest($1::text[], $2::text[], $3::int2[]) AS d(n, q, k) WHERE (t.namespace, t.queue, t.queue_type) = (d.n, d.q, d.k)".to_string(), c));
 
         let mut c = Columns::default();
         for (queue, m) in self.queues {

@@ -83,6 +83,14 @@ pub(super) fn of(txn: Txn) -> Result<(Batch, u64)> {
             Write::DeleteWaiting(at, queue, task_id) => {
                 b.remove(Prefix::Waiting, &keys::expiry_key(at, &queue, &task_id))
             }
+            Write::Attributes(queue, Some(text)) => b.insert(
+                Prefix::Attributes,
+                &keys::queue_prefix(&queue),
+                text.into_bytes(),
+            ),
+            Write::Attributes(queue, None) => {
+                b.remove(Prefix::Attributes, &keys::queue_prefix(&queue))
+            }
             Write::Meta(queue, meta) => {
                 let raw = serde_json::to_vec(&meta).map_err(|e| {
                     Error::Internal(format!("cannot encode the counters of {queue}: {e}"))

@@ -45,6 +45,40 @@ impl SledStore {
         Ok((out, None))
     }
 
+    /// The queues of `namespace` with attributes, after the queue named `after`.
+    pub(super) fn attributes_page(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(QueueKey, String)>> {
+        let prefix = keys::namespace_prefix(namespace);
+        let start = match after {
+            // Past every type of the queue named `after`.
+            Some(name) => {
+                let mut k = prefix.clone();
+                k.extend_from_slice(name.as_bytes());
+                k.push(1);
+                Bound::Included(k)
+            }
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::new();
+        for item in self
+            .attributes
+            .range((start, Bound::Excluded(prefix_end(&prefix))))
+        {
+            let (k, v) = item?;
+            if out.len() >= limit {
+                break;
+            }
+            if let Some((queue, _)) = keys::split_queue(&k) {
+                out.push((queue, String::from_utf8_lossy(&v).into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The namespaces of the queues tree, after `after`: one seek per namespace (past the
     /// last key of the one before), not a read of every queue.
     pub(super) fn namespace_names(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
@@ -228,6 +262,10 @@ fn writes_of(space: u8, key: &[u8], value: &[u8]) -> Result<Vec<Write>> {
         s if s == Prefix::Waiting as u8 => {
             let (at, queue, id) = keys::decode_expiry(key).ok_or_else(damaged)?;
             vec![Write::Waiting(at, queue, id)]
+        }
+        s if s == Prefix::Attributes as u8 => {
+            let (queue, _) = queue_and(key)?;
+            vec![Write::Attributes(queue, Some(text(value)?))]
         }
         s if s == Prefix::Queues as u8 => {
             let (queue, _) = queue_and(key)?;

@@ -48,6 +48,8 @@ pub struct SledStore {
     queues: Space,
     waiting: Space,
     payloads: Space,
+    /// Front ends' queue attributes (the SQS endpoint's), by queue.
+    attributes: Space,
     ready: Space,
     commit: GroupCommit,
     disk: Arc<DiskSpace>,
@@ -67,6 +69,7 @@ enum Prefix {
     Queues = b'q',
     Waiting = b'w',
     Payloads = b'p',
+    Attributes = b'a',
 }
 
 /// One key space: the keys of one prefix in the shared tree, read without the prefix.
@@ -142,6 +145,7 @@ impl SledStore {
             queues: space(Prefix::Queues),
             waiting: space(Prefix::Waiting),
             payloads: space(Prefix::Payloads),
+            attributes: space(Prefix::Attributes),
             commit: GroupCommit::start(opts.fsync, metrics, sync),
             disk: DiskSpace::new(opts.max_bytes, opts.reserve_bytes),
             health,
@@ -422,6 +426,20 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Page<(QueueKey, QueueMeta)>> {
         self.queues_page(namespace, after, limit)
+    }
+
+    fn attributes(&self, queue: &QueueKey) -> Result<Option<String>> {
+        let raw = self.attributes.get(&keys::queue_prefix(queue))?;
+        Ok(raw.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn attributed_queues(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(QueueKey, String)>> {
+        self.attributes_page(namespace, after, limit)
     }
 
     fn namespaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -44,6 +44,8 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     /// How many processes were started so far (names the stderr log files).
     starts: usize,
+    /// The current process's first lines of stdout (the listening lines among them).
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -96,7 +98,7 @@ impl TestServer {
             env.push(("TASQ_STORAGE_BACKEND".into(), "postgres".into()));
             env.push(("TASQ_STORAGE_POSTGRES_URL".into(), postgres::new_database()));
         }
-        let (child, base) = spawn_server(dir.path(), &args, &env, 0);
+        let (child, base, stdout) = spawn_server(dir.path(), &args, &env, 0);
         TestServer {
             dir,
             child,
@@ -104,6 +106,7 @@ impl TestServer {
             args,
             env,
             starts: 1,
+            stdout,
         }
     }
 
@@ -115,6 +118,29 @@ impl TestServer {
     /// Full URL of `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The base URL of the SQS endpoint (`[sqs] enabled`), from the line the server prints.
+    pub fn sqs_base(&self) -> String {
+        const LINE: &str = "SQS endpoint listening on ";
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let found = self
+                .stdout
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find_map(|l| l.split_once(LINE).map(|(_, url)| url.trim().to_string()));
+            if let Some(url) = found {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server printed no '{LINE}' line; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The data directory passed with `--data-dir`.
@@ -192,7 +218,9 @@ impl TestServer {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let (child, base) = spawn_server(self.dir.path(), &self.args, &self.env, self.starts);
+        let (child, base, stdout) =
+            spawn_server(self.dir.path(), &self.args, &self.env, self.starts);
+        self.stdout = stdout;
         self.starts += 1;
         self.child = child;
         self.base = base;
@@ -265,13 +293,14 @@ fn default_bind<S: AsRef<str>>(cmd: &mut Command, args: &[S]) {
     }
 }
 
-/// Spawns `tasq serve`, waits for the "listening on" line and returns the child and base URL.
+/// Spawns `tasq serve`, waits for the "listening on" line and returns the child, the base
+/// URL and the first lines of its stdout (filled as they come).
 fn spawn_server(
     dir: &Path,
     args: &[String],
     env: &[(String, String)],
     n: usize,
-) -> (Child, String) {
+) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     let data = dir.join("data");
     let log_path = dir.join(format!("stderr-{n}.log"));
     let log = File::create(&log_path).expect("create stderr log");
@@ -286,6 +315,8 @@ fn spawn_server(
     let mut child = cmd.spawn().expect("spawn tasq binary");
     let stdout = child.stdout.take().expect("child stdout");
     let (tx, rx) = mpsc::channel::<String>();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
     // Reads stdout until the ready line, then keeps draining so the pipe never blocks.
     thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -297,9 +328,14 @@ fn spawn_server(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
+            let line = String::from_utf8_lossy(&buf);
+            let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() < 100 {
+                kept.push(line.to_string());
+            }
             if !sent {
-                let line = String::from_utf8_lossy(&buf);
-                if let Some(i) = line.find("listening on ") {
+                if let Some(i) = line.find("tasq listening on ") {
+                    let i = i + "tasq ".len();
                     let url = line[i + "listening on ".len()..].trim().to_string();
                     let _ = tx.send(url);
                     sent = true;
@@ -317,7 +353,7 @@ fn spawn_server(
                 base.starts_with("http://") || base.starts_with("https://"),
                 "unexpected listening URL {base:?}"
             );
-            (child, base)
+            (child, base, lines)
         }
         Err(_) => {
             let exited = child.try_wait().ok().flatten();

@@ -295,6 +295,8 @@ impl Params {
         let items = match self.0.get("Entries") {
             None | Some(Value::Null) => return Err(SqsError::missing("Entries")),
             Some(Value::Array(items)) => items,
+            // The query protocol sends an empty list as `Entries=`.
+            Some(Value::String(s)) if s.is_empty() => return Err(SqsError::empty_batch()),
             Some(_) => return Err(SqsError::invalid("Entries must be a list")),
         };
         if items.is_empty() {

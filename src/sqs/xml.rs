@@ -10,17 +10,32 @@ use serde_json::Value;
 /// The namespace of every SQS answer.
 const XMLNS: &str = "http://queue.amazonaws.com/doc/2012-11-05/";
 
+/// The actions whose answer carries nothing but its request id.
+const NO_RESULT: [&str; 9] = [
+    "DeleteMessage",
+    "ChangeMessageVisibility",
+    "SetQueueAttributes",
+    "DeleteQueue",
+    "PurgeQueue",
+    "TagQueue",
+    "UntagQueue",
+    "AddPermission",
+    "RemovePermission",
+];
+
 /// `<{Action}Response><{Action}Result>…</…><ResponseMetadata>…</…></{Action}Response>`.
 pub fn response(action: &str, result: &Value, request_id: &str) -> String {
     let mut out = format!(r#"<?xml version="1.0"?><{action}Response xmlns="{XMLNS}">"#);
-    if let Value::Object(m) = result {
-        if !m.is_empty() {
-            out.push_str(&format!("<{action}Result>"));
+    // Actions with an answer always have its element, empty or not (a receive that found
+    // nothing is `<ReceiveMessageResult/>`); the others have none.
+    if !NO_RESULT.contains(&action) {
+        out.push_str(&format!("<{action}Result>"));
+        if let Value::Object(m) = result {
             for (k, v) in m {
                 member(&mut out, action, k, v);
             }
-            out.push_str(&format!("</{action}Result>"));
         }
+        out.push_str(&format!("</{action}Result>"));
     }
     out.push_str(&format!(
         "<ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></{action}Response>",
@@ -172,6 +187,11 @@ mod tests {
         );
         let empty = response("DeleteMessage", &json!({}), "r");
         assert!(!empty.contains("DeleteMessageResult"), "{empty}");
+        let none = response("ReceiveMessage", &json!({}), "r");
+        assert!(
+            none.contains("<ReceiveMessageResult></ReceiveMessageResult>"),
+            "{none}"
+        );
         assert!(error("C", "Sender", "m<", "r").contains("<Message>m&lt;</Message>"));
     }
 }

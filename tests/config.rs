@@ -301,6 +301,33 @@ fn cluster_settings_are_checked() {
     assert_config_rejected("[cluster]\nsurprise = 1\n", "cluster.surprise");
 }
 
+/// `[sqs]` settings: a 12-digit account, a namespace name, credentials that name a key, no
+/// cluster yet, and a non-loopback listener only with auth on or `--insecure`.
+#[test]
+fn sqs_settings_are_checked() {
+    let on = "[sqs]\nenabled = true\n";
+    assert_config_rejected(&format!("{on}account_id = \"12\"\n"), "sqs.account_id");
+    assert_config_rejected(&format!("{on}namespace = \"a b\"\n"), "sqs.namespace");
+    assert_config_rejected(
+        &format!("{on}advertise = \"sqs.example.com\"\n"),
+        "sqs.advertise",
+    );
+    assert_config_rejected(
+        &format!(
+            "[auth]\nenabled = true\n{on}\n[[sqs.credentials]]\naccess_key_id = \"AKIA0000000000000001\"\n\
+             secret_access_key = \"0123456789abcdef\"\nkey = \"nobody\"\n"
+        ),
+        "sqs.credentials[0].key",
+    );
+    assert_config_rejected(&format!("{on}bind = \"0.0.0.0:9324\"\n"), "sqs.bind");
+    let pg = "[storage]\nbackend = \"postgres\"\npostgres_url = \"postgres://127.0.0.1:1/x\"\n";
+    assert_config_rejected(
+        &format!("{pg}[cluster]\nenabled = true\nsecret = \"0123456789abcdef\"\n{on}"),
+        "sqs.enabled",
+    );
+    assert_config_rejected(&format!("{on}surprise = 1\n"), "sqs.surprise");
+}
+
 /// The three node configs of `config/cluster-example/` load and validate, and differ only
 /// in where each node listens and what it is called.
 #[test]

@@ -96,6 +96,7 @@ fn entry(i: u64, task_type: &str) -> Entry {
         task_id: format!("{i:08x}-9d4a-4b7e-8f1c-2a6d5e9b0c47").into(),
         ready_at: 1_750_000_000_000 + i,
         route: None,
+        serial_key: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn entry(routed: bool) -> Entry {
                 fallback_at: Some(1_750_000_030_000),
             })
         }),
+        serial_key: None,
     }
 }
 

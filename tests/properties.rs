@@ -251,12 +251,14 @@ proptest! {
 
     #[test]
     fn entries_round_trip(
-        priority in any::<u8>(),
+        // Priorities are 1–5 (the byte's top bit flags a serial key).
+        priority in 1u8..=5,
         task_type in name(),
         task_id in name(),
         ready_at in any::<u64>(),
         // `u64::MAX` is the encoding of "never fall back", so a real instant stays below it.
         route in proptest::option::of((identity(), proptest::option::of(0..u64::MAX))),
+        serial_key in proptest::option::of(proptest::option::of(name())),
     ) {
         let entry = Entry {
             priority,
@@ -264,6 +266,8 @@ proptest! {
             task_id: task_id.into(),
             ready_at,
             route: route.map(|(identity, fallback_at)| Box::new(EntryRoute { identity, fallback_at })),
+            // A serial task's key, or "" for one without a fairness key.
+            serial_key: serial_key.map(|k| k.unwrap_or_default().into()),
         };
         prop_assert_eq!(Entry::decode(&entry.encode()), Some(entry));
     }

@@ -690,3 +690,69 @@ fn with_auth_on_an_unsigned_request_is_refused() {
     let code = forged.query_error.unwrap_or_default();
     assert!(code.starts_with("SignatureDoesNotMatch"), "{code}");
 }
+
+#[test]
+fn a_fifo_group_gives_one_message_at_a_time_in_order() {
+    let (_s, sqs) = start();
+    let url = create(
+        &sqs,
+        "serial.fifo",
+        json!({"FifoQueue": "true", "ContentBasedDeduplication": "true"}),
+    );
+    for (group, body) in [("g1", "a1"), ("g1", "a2"), ("g1", "a3"), ("g2", "b1")] {
+        call(
+            &sqs,
+            "SendMessage",
+            json!({"QueueUrl": url, "MessageBody": body, "MessageGroupId": group}),
+        )
+        .ok();
+    }
+    let bodies = |msgs: &[Value]| {
+        let mut b: Vec<String> = msgs
+            .iter()
+            .map(|m| m["Body"].as_str().unwrap_or_default().to_string())
+            .collect();
+        b.sort();
+        b
+    };
+    // One of each group, the first of each: g1's a2 waits while a1 is in flight.
+    let first = receive(&sqs, &url, 10, 1);
+    assert_eq!(bodies(&first), ["a1", "b1"]);
+    assert!(
+        receive(&sqs, &url, 10, 0).is_empty(),
+        "g1 is held while a1 runs"
+    );
+    let a1 = first
+        .iter()
+        .find(|m| m["Body"] == json!("a1"))
+        .expect("a1")
+        .clone();
+    // a1 made visible again: it comes back before a2, its count 2.
+    call(
+        &sqs,
+        "ChangeMessageVisibility",
+        json!({"QueueUrl": url, "ReceiptHandle": a1["ReceiptHandle"], "VisibilityTimeout": 0}),
+    )
+    .ok();
+    let again = receive(&sqs, &url, 10, 10);
+    assert_eq!(bodies(&again), ["a1"]);
+    assert_eq!(
+        again[0]["Attributes"]["ApproximateReceiveCount"],
+        json!("2")
+    );
+    call(
+        &sqs,
+        "DeleteMessage",
+        json!({"QueueUrl": url, "ReceiptHandle": again[0]["ReceiptHandle"]}),
+    )
+    .ok();
+    let next = receive(&sqs, &url, 10, 5);
+    assert_eq!(bodies(&next), ["a2"], "after a1 is deleted, a2 and only a2");
+    call(
+        &sqs,
+        "DeleteMessage",
+        json!({"QueueUrl": url, "ReceiptHandle": next[0]["ReceiptHandle"]}),
+    )
+    .ok();
+    assert_eq!(bodies(&receive(&sqs, &url, 10, 5)), ["a3"]);
+}

@@ -334,17 +334,7 @@ fn is_name_byte(b: u8) -> bool {
 
 /// Percent-encodes a query value or a path segment (everything but RFC 3986 unreserved
 /// characters).
-pub fn encode_query(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::model::percent::encode as encode_query;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 
 pub mod json;
 pub mod listing;
+pub mod percent;
 pub mod rate;
 pub mod record;
 mod spec;

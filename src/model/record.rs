@@ -202,6 +202,9 @@ pub struct TaskRecord {
     /// Cancel was asked while running.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// Given one at a time per fairness key, in order ([`crate::model::TaskSpec::serial`]).
+    #[serde(default)]
+    pub serial: bool,
     /// The store keeps the payload under a key of its own, written once when the task is
     /// added, instead of in the record rewritten on every lease and settle (large payloads;
     /// see `storage::Txn::put_new_task`).
@@ -243,6 +246,7 @@ impl TaskRecord {
             last_error: None,
             heartbeat_details: None,
             cancel_requested: false,
+            serial: spec.serial,
             payload_apart: false,
         }
     }

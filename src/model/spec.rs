@@ -101,6 +101,9 @@ pub struct TaskSpec {
     retry: Option<RetryRequest>,
     route_to: Option<RouteRequest>,
     headers: Option<BTreeMap<String, String>>,
+    /// Not in the add body: set by the embedding API ([`TaskSpec::serial`]).
+    #[serde(skip)]
+    serial: bool,
 }
 
 /// A validated task to add, with every default applied.
@@ -135,6 +138,8 @@ pub struct NewTask {
     pub route_to: Option<RouteTo>,
     /// String headers, delivered as is.
     pub headers: BTreeMap<String, String>,
+    /// Given one at a time per fairness key, in order (see [`TaskSpec::serial`]).
+    pub serial: bool,
 }
 
 /// A v7 UUID: the time in milliseconds, then random bits from the thread's userspace generator
@@ -244,6 +249,7 @@ impl TaskSpec {
             retry: self.retry.unwrap_or_default().policy()?,
             route_to,
             headers: self.headers.unwrap_or_default(),
+            serial: self.serial,
         })
     }
 }
@@ -270,7 +276,17 @@ impl TaskSpec {
             retry: None,
             route_to: None,
             headers: None,
+            serial: false,
         }
+    }
+
+    /// Serial dispatch (an SQS FIFO queue's message groups): while a serial task of this
+    /// fairness key (or of no key) is leased, no other serial task of the same key is given
+    /// out, and one whose attempt fails or expires goes back to its place, before the key's
+    /// later tasks, with no backoff.
+    pub fn serial(mut self) -> Self {
+        self.serial = true;
+        self
     }
 
     /// Any JSON payload, delivered to the worker as is.

@@ -257,6 +257,7 @@ mod tests {
             task_id: format!("t{id}").into(),
             ready_at: id,
             route: None,
+            serial_key: None,
         }
     }
 

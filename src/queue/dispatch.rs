@@ -120,11 +120,30 @@ impl QueueActor {
             // A task leased earlier in this batch is still ready in the store until the batch
             // is written: a scan past the window must not find it again.
             let taken = &batch.task_ids;
-            let accepts =
-                |e: &Entry| eligible(types, identity, e, now) && !taken.contains(&*e.task_id);
+            // A serial key held by a running task, or by one leased earlier in this batch,
+            // gives nothing more until that task is done.
+            let batch_keys: Vec<&str> = batch
+                .leased
+                .iter()
+                .filter_map(|l| l.entry.serial_key.as_deref())
+                .collect();
+            let leases = &self.leases;
+            let free = |k: &str| !leases.busy(k) && !batch_keys.contains(&k);
+            let accepts = |e: &Entry| {
+                eligible(types, identity, e, now)
+                    && !taken.contains(&*e.task_id)
+                    && e.serial_key.as_deref().is_none_or(free)
+            };
+            // A scan that found nothing only because of held keys must not be remembered as
+            // finding nothing for these types.
+            let memo = if leases.any_busy() || !batch_keys.is_empty() {
+                None
+            } else {
+                types
+            };
             let Some((pos, entry)) =
                 self.backlog
-                    .take(&*self.shared.store, &self.key, accepts, types)?
+                    .take(&*self.shared.store, &self.key, accepts, memo)?
             else {
                 break;
             };
@@ -154,8 +173,12 @@ impl QueueActor {
             self.metrics
                 .schedule_to_start
                 .observe(l.at.saturating_sub(l.entry.ready_at) as f64 / 1000.0);
-            self.leases
-                .insert(l.lease_id, l.entry.task_id.into(), l.expires_at);
+            self.leases.insert(
+                l.lease_id,
+                l.entry.task_id.into(),
+                l.expires_at,
+                l.entry.serial_key,
+            );
         }
         Ok(())
     }

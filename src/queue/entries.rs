@@ -21,7 +21,14 @@ pub fn entry_of(rec: &TaskRecord, ready_at: u64) -> Entry {
                 fallback_at: r.fallback_after_ms.map(|f| ready_at.saturating_add(f)),
             })
         }),
+        serial_key: serial_key(rec),
     }
+}
+
+/// The serial key of a serial task: its fairness key, `""` without one.
+pub fn serial_key(rec: &TaskRecord) -> Option<Box<str>> {
+    rec.serial
+        .then(|| rec.fairness_key.as_deref().unwrap_or_default().into())
 }
 
 /// Makes a leased record pending again (crash recovery, a poller that never received it) at

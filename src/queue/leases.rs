@@ -1,5 +1,6 @@
 //! Leases of running tasks, by id and by deadline, so the actor finds what expired with one
-//! ordered read and arms a single timer for the next deadline.
+//! ordered read and arms a single timer for the next deadline; and the serial keys held by a
+//! running task (no second task of such a key is given out meanwhile).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -10,6 +11,8 @@ pub struct Lease {
     pub task_id: String,
     /// When the lease ends unless settled or heartbeated (ms).
     pub expires_at: u64,
+    /// The serial key it holds, if the task is serial.
+    pub serial_key: Option<Box<str>>,
 }
 
 /// The queue's running attempts.
@@ -17,6 +20,8 @@ pub struct Lease {
 pub struct Leases {
     by_id: HashMap<u64, Lease>,
     by_deadline: BTreeSet<(u64, u64)>,
+    /// Running serial tasks per serial key.
+    busy: HashMap<Box<str>, u32>,
 }
 
 impl Leases {
@@ -30,18 +35,49 @@ impl Leases {
         self.by_id.is_empty()
     }
 
-    /// Records a lease.
-    pub fn insert(&mut self, id: u64, task_id: String, expires_at: u64) {
-        if let Some(old) = self.by_id.insert(
-            id,
-            Lease {
-                task_id,
-                expires_at,
-            },
-        ) {
+    /// Records a lease (holding `serial_key`, for a serial task).
+    pub fn insert(
+        &mut self,
+        id: u64,
+        task_id: String,
+        expires_at: u64,
+        serial_key: Option<Box<str>>,
+    ) {
+        if let Some(k) = &serial_key {
+            *self.busy.entry(k.clone()).or_default() += 1;
+        }
+        let lease = Lease {
+            task_id,
+            expires_at,
+            serial_key,
+        };
+        if let Some(old) = self.by_id.insert(id, lease) {
             self.by_deadline.remove(&(old.expires_at, id));
+            self.release(old.serial_key.as_deref());
         }
         self.by_deadline.insert((expires_at, id));
+    }
+
+    fn release(&mut self, key: Option<&str>) {
+        let Some(k) = key else {
+            return;
+        };
+        if let Some(n) = self.busy.get_mut(k) {
+            *n -= 1;
+            if *n == 0 {
+                self.busy.remove(k);
+            }
+        }
+    }
+
+    /// True while a task of serial key `key` runs.
+    pub fn busy(&self, key: &str) -> bool {
+        self.busy.contains_key(key)
+    }
+
+    /// True while any serial task runs.
+    pub fn any_busy(&self) -> bool {
+        !self.busy.is_empty()
     }
 
     /// A lease by id.
@@ -53,6 +89,7 @@ impl Leases {
     pub fn remove(&mut self, id: u64) -> Option<Lease> {
         let lease = self.by_id.remove(&id)?;
         self.by_deadline.remove(&(lease.expires_at, id));
+        self.release(lease.serial_key.as_deref());
         Some(lease)
     }
 
@@ -86,8 +123,9 @@ mod tests {
     #[test]
     fn expiry_follows_deadlines_and_extensions() {
         let mut l = Leases::default();
-        l.insert(1, "a".into(), 100);
-        l.insert(2, "b".into(), 50);
+        l.insert(1, "a".into(), 100, None);
+        l.insert(2, "b".into(), 50, Some("g".into()));
+        assert!(l.busy("g") && !l.busy("h"));
         assert_eq!(l.next_deadline(), Some(50));
         assert_eq!(l.expired(60), vec![2]);
         l.extend(2, 200);
@@ -96,5 +134,8 @@ mod tests {
         assert_eq!(l.next_deadline(), Some(200));
         assert!(l.expired(199).is_empty());
         assert_eq!(l.len(), 1);
+        assert!(l.busy("g"), "a serial key is held until its lease ends");
+        l.remove(2);
+        assert!(!l.busy("g") && !l.any_busy());
     }
 }

@@ -317,9 +317,8 @@ impl QueueActor {
         }
         if self.meta.in_flight > 0 {
             for rec in self.shared.store.in_flight_records(&self.key)? {
-                if let (TaskState::Running, Some(l)) = (rec.state, &rec.lease) {
-                    self.leases
-                        .insert(l.id, rec.task_id.clone(), l.expires_at());
+                if rec.state == TaskState::Running {
+                    self.track_lease(&rec);
                 }
             }
             self.meta.in_flight = self.leases.len() as u64;
@@ -411,8 +410,12 @@ impl QueueActor {
 
     fn track_lease(&mut self, rec: &TaskRecord) {
         if let Some(l) = &rec.lease {
-            self.leases
-                .insert(l.id, rec.task_id.clone(), l.expires_at());
+            self.leases.insert(
+                l.id,
+                rec.task_id.clone(),
+                l.expires_at(),
+                entries::serial_key(rec),
+            );
         }
     }
 }

@@ -74,6 +74,8 @@ impl QueueActor {
             non_retryable,
             retry_after_ms,
         } = failure;
+        // A serial task goes back to its place, before its key's later tasks.
+        let place = rec.lease.as_ref().map(|l| (l.order, l.ready_since()));
         rec.last_error = Some(error);
         rec.lease = None;
         rec.updated_at = now;
@@ -91,6 +93,18 @@ impl QueueActor {
             return AfterFailure::Dead;
         }
         rec.state = TaskState::Pending;
+        if let (true, Some((order, ready_at))) = (rec.serial, place) {
+            rec.queued = Some(Queued::Ready { order });
+            let pos = ReadyPos {
+                priority: rec.priority,
+                order,
+                seq: rec.seq,
+            };
+            let entry = entry_of(rec, ready_at);
+            txn.put_ready(&self.key, pos, &entry);
+            meta.ready += 1;
+            return AfterFailure::Ready(pos, entry);
+        }
         let delay = retry_after_ms.unwrap_or_else(|| rec.retry.backoff_ms(rec.attempt));
         if delay == 0 {
             let (pos, entry) = self.enqueue_ready(rec, txn, meta, now);

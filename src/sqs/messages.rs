@@ -136,6 +136,10 @@ async fn send_entry(state: &State, queue: &SqsQueue, p: &Params) -> Result<Value
     if let Some(g) = group {
         spec = spec.fairness(fairness_key(g), 1.0).header(H_GROUP, g);
     }
+    if a.fifo {
+        // One message of a group at a time, in order, a message made visible again first.
+        spec = spec.serial();
+    }
     if let Some(d) = &dedup {
         // One message per deduplication id: the id names the task, so a second send is
         // answered as the first (tasq keeps the id while the task is kept, longer than the

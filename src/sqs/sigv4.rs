@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::error::SqsError;
 use crate::auth::{same_secret, Grant};
 use crate::config::SqsConfig;
+use crate::model::percent::encode;
 use crate::service::Tasq;
 
 /// How far a request's `X-Amz-Date` may be from now (SigV4's 15 minutes).
@@ -211,19 +212,6 @@ fn canonical_request(
         if path.is_empty() { "/" } else { path },
         signed.join(";")
     ))
-}
-
-/// RFC 3986 percent-encoding, as SigV4 wants it (unreserved characters kept).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {

@@ -39,19 +39,31 @@ pub struct Entry {
     /// in memory holds entries in its backlog window (a B-tree node of 11 of them at least),
     /// which an inline route would make 40 bytes wider each.
     pub route: Option<Box<EntryRoute>>,
+    /// A serial task's fairness key (`""` without one): no two tasks of the same serial key
+    /// are leased at once.
+    pub serial_key: Option<Box<str>>,
 }
 
+/// The priority byte's flag that a serial key follows the id (priorities are 1–5, so entries
+/// written before serial tasks never have it).
+const SERIAL: u8 = 0x80;
+
 impl Entry {
-    /// `priority | ready_at | type len | type | id len | id | [fallback_at | identity]`.
+    /// `priority | ready_at | type len | type | id len | id | [key len | key] |
+    /// [fallback_at | identity]`, the key there when the priority byte has [`SERIAL`].
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(11 + self.task_type.len() + self.task_id.len());
-        v.push(self.priority);
+        v.push(self.priority | if self.serial_key.is_some() { SERIAL } else { 0 });
         v.extend_from_slice(&self.ready_at.to_be_bytes());
         // Names are at most 200 bytes of ASCII, so one length byte is enough.
         v.push(self.task_type.len() as u8);
         v.extend_from_slice(self.task_type.as_bytes());
         v.push(self.task_id.len() as u8);
         v.extend_from_slice(self.task_id.as_bytes());
+        if let Some(k) = &self.serial_key {
+            v.push(k.len() as u8);
+            v.extend_from_slice(k.as_bytes());
+        }
         if let Some(r) = &self.route {
             v.extend_from_slice(&r.fallback_at.unwrap_or(u64::MAX).to_be_bytes());
             v.extend_from_slice(r.identity.as_bytes());
@@ -61,7 +73,8 @@ impl Entry {
 
     /// The inverse of [`Entry::encode`].
     pub fn decode(raw: &[u8]) -> Option<Self> {
-        let priority = *raw.first()?;
+        let first = *raw.first()?;
+        let priority = first & !SERIAL;
         let ready_at = u64::from_be_bytes(raw.get(1..9)?.try_into().ok()?);
         let type_len = *raw.get(9)? as usize;
         let task_type = std::str::from_utf8(raw.get(10..10 + type_len)?)
@@ -72,7 +85,15 @@ impl Entry {
         let task_id = std::str::from_utf8(raw.get(id_at + 1..id_at + 1 + id_len)?)
             .ok()?
             .into();
-        let rest = &raw[id_at + 1 + id_len..];
+        let mut rest = &raw[id_at + 1 + id_len..];
+        let serial_key = if first & SERIAL != 0 {
+            let n = *rest.first()? as usize;
+            let key = std::str::from_utf8(rest.get(1..1 + n)?).ok()?.into();
+            rest = &rest[1 + n..];
+            Some(key)
+        } else {
+            None
+        };
         let route = if rest.is_empty() {
             None
         } else {
@@ -88,6 +109,7 @@ impl Entry {
             task_id,
             ready_at,
             route,
+            serial_key,
         })
     }
 }
@@ -104,7 +126,10 @@ mod tests {
             task_id: "x".into(),
             ready_at: 7,
             route: None,
+            serial_key: None,
         };
+        assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        e.serial_key = Some("group-1".into());
         assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
         for fallback_at in [None, Some(99)] {
             e.route = Some(Box::new(EntryRoute {
@@ -112,6 +137,9 @@ mod tests {
                 fallback_at,
             }));
             assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+            e.serial_key = None;
+            assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+            e.serial_key = Some("".into());
         }
         assert_eq!(Entry::decode(&[1, 2]), None);
     }

@@ -104,7 +104,8 @@ pub fn encode(rec: &TaskRecord) -> Vec<u8> {
         rec.heartbeat_details.as_deref().map(RawValue::get),
         Writer::str,
     );
-    w.0.push(u8::from(rec.cancel_requested));
+    // Flags: bit 0 cancel requested, bit 1 serial (records before serial tasks hold 0 or 1).
+    w.0.push(u8::from(rec.cancel_requested) | (u8::from(rec.serial) << 1));
     w.0
 }
 
@@ -253,6 +254,7 @@ impl<'a> Reader<'a> {
         } else {
             self.json()?
         };
+        let flags;
         Ok(TaskRecord {
             task_id,
             task_type,
@@ -325,11 +327,15 @@ impl<'a> Reader<'a> {
                 })
             })?,
             heartbeat_details: self.opt(Self::json)?,
-            cancel_requested: match self.byte()? {
-                0 => false,
-                1 => true,
-                b => return Err(format!("bad flag {b}")),
+            // Fields are read in the order they are written: the flags byte comes last.
+            cancel_requested: {
+                flags = self.byte()?;
+                if flags > 3 {
+                    return Err(format!("bad flags {flags}"));
+                }
+                flags & 1 != 0
             },
+            serial: flags & 2 != 0,
         })
     }
 }
@@ -392,6 +398,7 @@ mod tests {
         });
         rec.heartbeat_details = Some(json("[1,2,3]"));
         rec.cancel_requested = true;
+        rec.serial = true;
         rec
     }
 

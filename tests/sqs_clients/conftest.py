@@ -12,9 +12,7 @@ import hashlib
 import json
 import os
 import secrets
-import subprocess
-import tempfile
-import time
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -23,8 +21,9 @@ import botocore.session
 import pytest
 from botocore.config import Config
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("TASQ_BIN", str(ROOT / "target" / "debug" / "tasq"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tasq_process import ROOT, Process  # noqa: E402
+
 QUERY_MODEL = os.environ.get("TASQ_SQS_QUERY_MODEL", str(ROOT / "target" / "sqs-query-model"))
 REGION = "us-east-1"
 
@@ -32,11 +31,9 @@ REGION = "us-east-1"
 class Tasq:
     """A running tasq: the base URLs of its API and of its SQS endpoint."""
 
-    def __init__(self, proc, api, sqs, work, credentials):
-        self.proc = proc
+    def __init__(self, api, sqs, credentials):
         self.api = api
         self.sqs = sqs
-        self.work = work
         self.credentials = credentials
 
     def get(self, path, key=None):
@@ -56,44 +53,20 @@ class Tasq:
             return json.loads(res.read())
 
 
-def start(config_text):
-    work = tempfile.TemporaryDirectory(prefix="tasq-sqs-")
-    cfg = Path(work.name) / "tasq.toml"
-    cfg.write_text(config_text)
-    log = open(Path(work.name) / "stderr.log", "w+")
-    proc = subprocess.Popen(
-        [BIN, "serve", "--config", str(cfg), "--bind", "127.0.0.1:0",
-         "--data-dir", str(Path(work.name) / "data")],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
-    api = sqs = None
-    deadline = time.time() + 30
-    while time.time() < deadline and not (api and sqs):
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("tasq listening on "):
-            api = line.split()[-1]
-        elif line.startswith("tasq SQS endpoint listening on "):
-            sqs = line.split()[-1]
-    assert api and sqs, f"tasq did not start:\n{Path(work.name, 'stderr.log').read_text()}"
-    return proc, api, sqs, work, log
+LISTENING = ("tasq listening on ", "tasq SQS endpoint listening on ")
 
 
-def stop(proc, work, log):
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
-    work.cleanup()
+def start(config_text, credentials=None):
+    process = Process(config_text, LISTENING)
+    return process, Tasq(process.urls[LISTENING[0]], process.urls[LISTENING[1]], credentials)
 
 
 @pytest.fixture(scope="session")
 def open_tasq():
     """tasq with the SQS endpoint and auth off."""
-    proc, api, sqs, work, log = start(
-        '[sqs]\nenabled = true\nbind = "127.0.0.1:0"\n')
-    yield Tasq(proc, api, sqs, work, None)
-    stop(proc, work, log)
+    process, tasq = start('[sqs]\nenabled = true\nbind = "127.0.0.1:0"\n')
+    yield tasq
+    process.stop()
 
 
 def access_key():
@@ -116,11 +89,11 @@ def signed_tasq():
                  f'namespaces = ["*"]\nroles = {roles}\n')
         sqs_creds += (f'\n[[sqs.credentials]]\naccess_key_id = "{akid}"\n'
                       f'secret_access_key = "{secret}"\nkey = "{name}"\n')
-    proc, api, sqs, work, log = start(
+    process, tasq = start(
         "[auth]\nenabled = true\n" + keys + '\n[sqs]\nenabled = true\nbind = "127.0.0.1:0"\n'
-        + sqs_creds)
-    yield Tasq(proc, api, sqs, work, creds)
-    stop(proc, work, log)
+        + sqs_creds, creds)
+    yield tasq
+    process.stop()
 
 
 def client(endpoint, protocol="json", key_id="anything", secret="anything"):

@@ -293,10 +293,16 @@ def test_fifo_queue_deduplicates_and_tells_group_and_sequence(sqs):
                          MessageDeduplicationId="explicit-1")
     assert a["MessageId"] == b["MessageId"] != c["MessageId"]
     assert len(a["SequenceNumber"]) == 20
+    # One message of the group at a time, in the order sent.
     got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
                               AttributeNames=["All"])["Messages"]
-    assert sorted(m["Body"] for m in got) == ["other", "same"]
-    explicit = next(m for m in got if m["Body"] == "other")["Attributes"]
+    assert [m["Body"] for m in got] == ["same"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5,
+                              AttributeNames=["All"])["Messages"]
+    assert [m["Body"] for m in got] == ["other"]
+    explicit = got[0]["Attributes"]
     assert explicit["MessageGroupId"] == "g"
     assert explicit["MessageDeduplicationId"] == "explicit-1"
     with pytest.raises(ClientError) as e:

@@ -10,9 +10,7 @@ import hashlib
 import json
 import os
 import secrets
-import subprocess
-import tempfile
-import time
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,8 +18,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tasq_process import Process  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("TASQ_BIN", str(ROOT / "target" / "debug" / "tasq"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("TASQ_SCREENSHOTS", ROOT / "target" / "console-screenshots"))
 # The console's operator holds admin and producer (redrive, pause, cancel); the viewer reads.
@@ -32,11 +32,9 @@ ROLES = {"admin": ["admin", "producer"], "viewer": ["viewer"], "producer": ["pro
 class Tasq:
     """A running tasq: its base URL and one key per role."""
 
-    def __init__(self, base, keys, proc, log):
+    def __init__(self, base, keys):
         self.base = base
         self.keys = keys
-        self.proc = proc
-        self.log = log
 
     def call(self, method, path, body=None, role="admin"):
         """The status and parsed body of one API call made with `role`'s key."""
@@ -64,35 +62,14 @@ def q(ns, name, kind="activity"):
 @pytest.fixture(scope="session")
 def tasq():
     keys = {role: "tq_" + secrets.token_urlsafe(32) for role in ROLES}
-    work = tempfile.TemporaryDirectory(prefix="tasq-console-")
-    config = Path(work.name) / "tasq.toml"
     entries = "".join(
         f'\n[[auth.keys]]\nname = "{role}-key"\nsha256 = "{hashlib.sha256(key.encode()).hexdigest()}"\n'
         f'namespaces = ["*"]\nroles = {json.dumps(ROLES[role])}\n'
         for role, key in keys.items()
     )
-    config.write_text("[auth]\nenabled = true\n" + entries)
-    log = open(Path(work.name) / "server.log", "w+")
-    proc = subprocess.Popen(
-        [BIN, "serve", "--config", str(config), "--bind", "127.0.0.1:0",
-         "--data-dir", str(Path(work.name) / "data")],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
-    base = None
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("tasq listening on "):
-            base = line.split()[-1]
-            break
-    assert base, f"tasq did not start; log:\n{Path(work.name, 'server.log').read_text()}"
-    yield Tasq(base, keys, proc, log)
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
-    work.cleanup()
+    process = Process("[auth]\nenabled = true\n" + entries)
+    yield Tasq(process.urls["tasq listening on "], keys)
+    process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -693,7 +693,7 @@ fn with_auth_on_an_unsigned_request_is_refused() {
 
 #[test]
 fn a_fifo_group_gives_one_message_at_a_time_in_order() {
-    let (_s, sqs) = start();
+    let (s, sqs) = start();
     let url = create(
         &sqs,
         "serial.fifo",
@@ -722,6 +722,16 @@ fn a_fifo_group_gives_one_message_at_a_time_in_order() {
         receive(&sqs, &url, 10, 0).is_empty(),
         "g1 is held while a1 runs"
     );
+    // Over tasq's API, a2 says why it waits.
+    let qp = q("default", "serial.fifo", "activity");
+    let (_, pending) = get(&s.url(&format!("{qp}/tasks")));
+    let a2 = pending["tasks"][0]["task_id"]
+        .as_str()
+        .expect("a2")
+        .to_string();
+    let (_, why) = get(&s.url(&format!("{qp}/tasks/{a2}/explain")));
+    assert_eq!(why["reasons"][0]["code"], json!("key_in_flight"), "{why}");
+    assert_eq!(why["reasons"][0]["key"], json!("g1"), "{why}");
     let a1 = first
         .iter()
         .find(|m| m["Body"] == json!("a1"))

@@ -94,6 +94,16 @@ impl QueueActor {
                 json!({ "task_type": rec.task_type }),
             ));
         }
+        if let Some(key) = entries::serial_key(rec).filter(|k| self.leases.busy(k)) {
+            reasons.push(reason(
+                "key_in_flight",
+                format!(
+                    "A task of its key {key:?} is running: tasks of a serial key (an SQS FIFO \
+                     message group) run one at a time, in order."
+                ),
+                json!({ "key": key }),
+            ));
+        }
         let (ahead, entry) = self.ahead_of(rec)?;
         if let Some(route) = entry.as_ref().and_then(|e| e.route.as_ref()) {
             if route.fallback_at.is_none_or(|at| at > now) {

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     /// Open WebSocket connections.
     pub websocket_connections: IntGauge,
+    /// SQS endpoint requests by action and answer (`ok` or the error's query code).
+    pub sqs_requests: IntCounterVec,
     /// Cluster mode.
     pub cluster: ClusterMetrics,
 }
@@ -283,6 +285,14 @@ impl Metrics {
                 "Open WebSocket connections.",
             )
             .expect("metric"),
+            sqs_requests: IntCounterVec::new(
+                opts(
+                    "tasq_sqs_requests_total",
+                    "Requests to the SQS endpoint, by action and answer (ok, or the query error code).",
+                ),
+                &["action", "code"],
+            )
+            .expect("metric"),
             cluster: ClusterMetrics::new(),
             registry,
         };
@@ -320,6 +330,7 @@ impl Metrics {
             Box::new(m.http_requests.clone()),
             Box::new(m.http_request_duration.clone()),
             Box::new(m.websocket_connections.clone()),
+            Box::new(m.sqs_requests.clone()),
             Box::new(m.cluster.queues_owned.clone()),
             Box::new(m.cluster.forwarded_requests.clone()),
             Box::new(m.cluster.takeovers.clone()),

@@ -225,6 +225,15 @@ fn json_protocol_messages_are_tasq_tasks_and_back() {
         call(&sqs, "ReceiveMessage", json!({"QueueUrl": url})).ok(),
         &json!({})
     );
+    // Operators see the endpoint's requests by action and answer.
+    call(&sqs, "GetQueueUrl", json!({"QueueName": "nope"}));
+    let metrics = get_text(&s.url("/metrics")).2;
+    for line in [
+        "tasq_sqs_requests_total{action=\"SendMessage\",code=\"ok\"} 1",
+        "tasq_sqs_requests_total{action=\"GetQueueUrl\",code=\"AWS.SimpleQueueService.NonExistentQueue\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
 }
 
 #[test]

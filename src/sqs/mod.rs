@@ -219,7 +219,21 @@ async fn entry(state: web::Data<State>, req: HttpRequest, body: web::Bytes) -> H
         Some(a) => format!("sqs@{}", a.ip()),
         None => "sqs".to_string(),
     };
-    match run(&state, &call, &base, &identity).await {
+    let answer = run(&state, &call, &base, &identity).await;
+    // The action as a label only when it is one SQS has (a bounded set of series).
+    let action = if ACTIONS.contains(&call.action.as_str()) {
+        call.action.as_str()
+    } else {
+        "other"
+    };
+    let code = answer.as_ref().map_or_else(|e| e.code, |_| "ok");
+    state
+        .tasq
+        .metrics()
+        .sqs_requests
+        .with_label_values(&[action, code])
+        .inc();
+    match answer {
         Ok(result) => protocol::respond(&call, &request_id, result),
         Err(e) => {
             if e.status >= 500 {
@@ -229,6 +243,30 @@ async fn entry(state: web::Data<State>, req: HttpRequest, body: web::Bytes) -> H
         }
     }
 }
+
+/// The actions served.
+const ACTIONS: [&str; 20] = [
+    "CreateQueue",
+    "GetQueueUrl",
+    "ListQueues",
+    "DeleteQueue",
+    "GetQueueAttributes",
+    "SetQueueAttributes",
+    "PurgeQueue",
+    "ListDeadLetterSourceQueues",
+    "StartMessageMoveTask",
+    "ListMessageMoveTasks",
+    "TagQueue",
+    "UntagQueue",
+    "ListQueueTags",
+    "SendMessage",
+    "SendMessageBatch",
+    "ReceiveMessage",
+    "DeleteMessage",
+    "DeleteMessageBatch",
+    "ChangeMessageVisibility",
+    "ChangeMessageVisibilityBatch",
+];
 
 /// Checks that the key a request was signed with may take `action` on the endpoint's
 /// namespace: sending is a producer's, receiving and settling a worker's, changing queues an

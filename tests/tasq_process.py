@@ -3,8 +3,10 @@ tests/sqs_clients): TASQ_BIN (default target/debug/tasq) on 127.0.0.1:0 with a c
 a data directory in a temporary folder, waiting for the lines it prints when it listens."""
 
 import os
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -15,13 +17,19 @@ BIN = os.environ.get("TASQ_BIN", str(ROOT / "target" / "debug" / "tasq"))
 class Process:
     """A running `tasq serve`: `urls[prefix]` is the URL of each awaited listening line."""
 
-    def __init__(self, config_text, listening=("tasq listening on ",)):
+    def __init__(self, config_text, listening=("tasq listening on ",), bind="127.0.0.1:0"):
         self.work = tempfile.TemporaryDirectory(prefix="tasq-py-")
+        self.listening = listening
+        self.bind = bind
+        (Path(self.work.name) / "tasq.toml").write_text(config_text)
+        self.log = open(Path(self.work.name) / "stderr.log", "a+")
+        self._spawn()
+
+    def _spawn(self):
         folder = Path(self.work.name)
-        (folder / "tasq.toml").write_text(config_text)
-        self.log = open(folder / "stderr.log", "w+")
+        listening = self.listening
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--config", str(folder / "tasq.toml"), "--bind", "127.0.0.1:0",
+            [BIN, "serve", "--config", str(folder / "tasq.toml"), "--bind", self.bind,
              "--data-dir", str(folder / "data")],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.urls = {}
@@ -34,8 +42,17 @@ class Process:
                 if line.startswith(prefix):
                     self.urls[prefix] = line.split()[-1]
         if len(self.urls) < len(listening):
+            log = (folder / "stderr.log").read_text()
             self.stop()
-            raise RuntimeError(f"tasq did not start:\n{(folder / 'stderr.log').read_text()}")
+            raise RuntimeError(f"tasq did not start:\n{log}")
+        # Keep reading stdout so the pipe never fills.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def restart(self):
+        """Kills the server (SIGKILL) and starts it again on the same address and data."""
+        self.proc.kill()
+        self.proc.wait()
+        self._spawn()
 
     def stop(self):
         self.proc.terminate()
@@ -46,3 +63,10 @@ class Process:
             self.proc.wait()
         self.log.close()
         self.work.cleanup()
+
+
+def free_address():
+    """A loopback address with a port nothing listens on (to restart a server on it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"

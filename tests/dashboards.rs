@@ -349,12 +349,21 @@ fn dashboards_follow_the_import_contract() {
             }
         }
     }
-    // The overview drills down into the queue dashboard.
+    // The overview drills down into the queue dashboard, and back, with links relative to
+    // the dashboard's own address (`/d/<uid>/<slug>`), so they hold under a Grafana served
+    // from a sub-path (`root_url = https://host/grafana/`).
     let overview = read(DASHBOARDS[0]);
     assert!(
-        overview.contains("/d/tasq-queue/"),
+        overview.contains("\"../tasq-queue/tasq-queue"),
         "the overview does not link to tasq-queue"
     );
+    for rel in DASHBOARDS {
+        let text = read(rel);
+        assert!(
+            !text.contains("\"/d/"),
+            "{rel}: a link starts at the server's root (\"/d/…\"), which breaks under a sub-path"
+        );
+    }
 }
 
 /// Drives the traffic the dashboards show, holds one poll parked, and returns `/metrics`.

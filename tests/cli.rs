@@ -228,9 +228,9 @@ fn task_add_rejects_bad_input_locally_and_remotely() {
     assert!(out.stderr.contains("quoted"), "{}", out.stderr);
     // A bad name never leaves the machine.
     tasq(&s, &["task", "add", "bad queue", "t"]).failed(2, "invalid_argument");
-    // Out of range: the server says so (exit 1), one line.
+    // Out of range: the server says so, one line; the same mistake, the same exit 2.
     let out =
-        tasq(&s, &["task", "add", "cli-bad", "t", "--priority", "9"]).failed(1, "invalid_argument");
+        tasq(&s, &["task", "add", "cli-bad", "t", "--priority", "9"]).failed(2, "invalid_argument");
     assert!(out.stderr.contains("priority"), "{}", out.stderr);
     // A human duration that is not one: clap's usage error, exit 2.
     let out = tasq(&s, &["task", "add", "cli-bad", "t", "--delay", "soon"]);
@@ -604,7 +604,7 @@ fn queue_config_sends_put_config() {
         &base,
         &["queue", "config", "orders", "--rps", "5", "--burst", "0"],
     )
-    .failed(1, "invalid_argument");
+    .failed(2, "invalid_argument");
     assert!(
         out.stderr.contains("burst must be at least 1"),
         "{}",

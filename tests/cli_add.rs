@@ -197,13 +197,13 @@ fn task_add_many_reads_json_lines() {
     );
     let (code, _) = get(&s.url(&format!("{qp}/tasks/z1")));
     assert_eq!(code, 404, "nothing was added");
-    // A task the server refuses: exit 1 naming its line, its batch not added.
+    // A task the server refuses: exit 2 (a wrong request) naming its line, its batch not added.
     let out = task(
         &s,
         &["add-many", "cli-many", "-"],
         "{\"task_type\": \"t\", \"task_id\": \"z2\"}\n{\"task_type\": \"t\", \"priority\": 9}\n",
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("- line 2"),
         "{}",

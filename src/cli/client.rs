@@ -48,6 +48,23 @@ impl Client {
         }
     }
 
+    /// Checks the server's certificate against the authorities of the PEM file `ca_cert`
+    /// (`--ca-cert`, `TASQ_CA_CERT`: a private CA) instead of the public web ones.
+    pub fn with_ca_cert(mut self, ca_cert: Option<&str>) -> Result<Self> {
+        let Some(path) = ca_cert.filter(|p| !p.is_empty()) else {
+            return Ok(self);
+        };
+        let roots = crate::config::pem::roots("--ca-cert", path, rustls::RootCertStore::empty)
+            .map_err(Error::InvalidArgument)?;
+        let tls = crate::config::pem::client_config(roots).map_err(Error::InvalidArgument)?;
+        self.agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .redirects(0)
+            .tls_config(tls)
+            .build();
+        Ok(self)
+    }
+
     /// Sends `key` as `Authorization: Bearer KEY` with every request (`None`: no header).
     pub fn with_api_key(mut self, key: Option<String>) -> Self {
         // A key is printable; control characters would break the header.

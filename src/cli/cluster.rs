@@ -26,7 +26,7 @@ pub enum ClusterCommand {
 pub fn run(args: &ClientArgs, cmd: ClusterCommand) -> CliResult {
     match cmd {
         ClusterCommand::Status => {
-            let answer = args.client().get("/api/v1/cluster", Duration::ZERO)?;
+            let answer = args.client()?.get("/api/v1/cluster", Duration::ZERO)?;
             if args.json {
                 print_json(&answer);
             } else {
@@ -39,7 +39,7 @@ pub fn run(args: &ClientArgs, cmd: ClusterCommand) -> CliResult {
                 "/api/v1/cluster/nodes/{}",
                 crate::client::encode_query(&node)
             );
-            let answer = args.client().delete(&path)?;
+            let answer = args.client()?.delete(&path)?;
             if args.json {
                 print_json(&answer);
             } else {

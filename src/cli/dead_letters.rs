@@ -60,7 +60,7 @@ fn list(args: &ClientArgs, a: ListArgs) -> CliResult {
         queue_path(&key),
         page_query(a.limit, a.page_token.as_deref())?
     );
-    let page = args.client().get(&path, Duration::ZERO)?;
+    let page = args.client()?.get(&path, Duration::ZERO)?;
     let headers = [
         "TASK ID",
         "TASK TYPE",
@@ -110,7 +110,7 @@ fn redrive(args: &ClientArgs, a: RedriveArgs) -> CliResult {
     } else {
         json!({ "task_ids": a.ids })
     };
-    let answer = args.client().post(
+    let answer = args.client()?.post(
         &format!("{}/dead-letters/redrive", queue_path(&key)),
         &body,
         Duration::ZERO,

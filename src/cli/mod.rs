@@ -53,12 +53,18 @@ pub struct ClientArgs {
     /// Print the server's JSON answers (one line each) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM file of the authority that signed an HTTPS server's certificate (a private CA).
+    #[arg(long, global = true, env = "TASQ_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<String>,
 }
 
 impl ClientArgs {
-    /// A client for `--server`, with `--api-key`.
-    pub fn client(&self) -> Client {
-        Client::new(&self.server).with_api_key(self.api_key.clone())
+    /// A client for `--server`, with `--api-key` and `--ca-cert`.
+    pub fn client(&self) -> Result<Client, CliError> {
+        Client::new(&self.server)
+            .with_api_key(self.api_key.clone())
+            .with_ca_cert(self.ca_cert.as_deref())
+            .map_err(CliError::Local)
     }
 
     /// The queue `name` of type `kind` in `--namespace`, names checked.
@@ -144,7 +150,7 @@ pub fn print_page(
 /// A failed command: what to print and the exit status.
 #[derive(Debug)]
 pub enum CliError {
-    /// The command line was wrong (exit 2).
+    /// The command line was wrong, as the client or the server found (exit 2).
     Local(Error),
     /// The server refused, or could not be reached (exit 1).
     Remote(Error),
@@ -191,8 +197,14 @@ impl fmt::Display for CliError {
 impl std::error::Error for CliError {}
 
 impl From<Error> for CliError {
+    /// A request the server found wrong is the command line's mistake as much as one the
+    /// client caught (exit 2 either way); anything else the server answered, or could not,
+    /// is exit 1.
     fn from(e: Error) -> Self {
-        CliError::Remote(e)
+        match e {
+            Error::InvalidArgument(_) | Error::PayloadTooLarge(_) => CliError::Local(e),
+            e => CliError::Remote(e),
+        }
     }
 }
 

@@ -68,7 +68,7 @@ pub fn run(args: &ClientArgs, cmd: QueueCommand) -> CliResult {
 fn describe(args: &ClientArgs, a: DescribeArgs) -> CliResult {
     validate_name("namespace", &args.namespace).map_err(CliError::Local)?;
     validate_name("task queue name", &a.queue).map_err(CliError::Local)?;
-    let answer = args.client().get(
+    let answer = args.client()?.get(
         &format!(
             "/api/v1/namespaces/{}/task-queues/{}",
             args.namespace, a.queue
@@ -180,7 +180,7 @@ pub fn render_describe(ns: &str, queue: &str, answer: &Value) -> String {
 
 fn list(args: &ClientArgs, a: ListArgs) -> CliResult {
     validate_name("namespace", &args.namespace).map_err(CliError::Local)?;
-    let client = args.client();
+    let client = args.client()?;
     let mut queues = Vec::new();
     let mut token: Option<String> = None;
     for _ in 0..MAX_PAGES {
@@ -233,7 +233,7 @@ fn config(args: &ClientArgs, a: ConfigArgs) -> CliResult {
         body["burst"] = json!(b);
     }
     let answer = args
-        .client()
+        .client()?
         .put(&format!("{}/config", queue_path(&key)), &body)?;
     if args.json {
         print_json(&answer);

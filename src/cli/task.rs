@@ -220,7 +220,7 @@ fn add(args: &ClientArgs, a: AddArgs) -> CliResult {
         }
         body.insert("headers".into(), Value::Object(headers));
     }
-    let answer = args.client().post(
+    let answer = args.client()?.post(
         &format!("{}/tasks", queue_path(&key)),
         &Value::Object(body),
         Duration::ZERO,
@@ -245,7 +245,7 @@ fn is_terminal(state: &Value) -> bool {
 fn get(args: &ClientArgs, a: GetArgs) -> CliResult {
     let key = args.key(&a.queue.queue, a.queue.kind)?;
     let path = task_path(&key, &a.id).map_err(CliError::Local)?;
-    let client = args.client();
+    let client = args.client()?;
     let deadline = a.timeout.map(|t| Instant::now() + t);
     let status = loop {
         let wait = if a.wait {
@@ -319,7 +319,7 @@ fn add_many(args: &ClientArgs, a: AddManyArgs) -> CliResult {
         return Err(CliError::usage(format!("{}: no task in it", a.file)));
     }
     let path = format!("{}/tasks/batch", queue_path(&key));
-    let client = args.client();
+    let client = args.client()?;
     let (mut added, mut duplicates) = (0, 0);
     for chunk in tasks.chunks(MAX_BATCH) {
         let body = json!({ "tasks": chunk.iter().map(|(_, t)| t).collect::<Vec<_>>() });
@@ -334,7 +334,7 @@ fn add_many(args: &ClientArgs, a: AddManyArgs) -> CliResult {
                 Some((n, rest)) => e.with_message(format!("{} line {n}{rest}", a.file)),
                 None => e,
             };
-            CliError::Remote(e.with_message(format!("{e} ({added} tasks added before this batch)")))
+            CliError::from(e.with_message(format!("{e} ({added} tasks added before this batch)")))
         })?;
         for r in answer["results"].as_array().into_iter().flatten() {
             if r["duplicate"] == json!(true) {
@@ -355,7 +355,7 @@ fn add_many(args: &ClientArgs, a: AddManyArgs) -> CliResult {
 fn cancel(args: &ClientArgs, a: CancelArgs) -> CliResult {
     let key = args.key(&a.queue.queue, a.queue.kind)?;
     let path = task_path(&key, &a.id).map_err(CliError::Local)?;
-    let status = args.client().delete(&path)?;
+    let status = args.client()?.delete(&path)?;
     if args.json {
         print_json(&status);
         return Ok(());

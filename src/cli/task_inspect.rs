@@ -68,7 +68,7 @@ pub fn list(args: &ClientArgs, a: ListArgs) -> CliResult {
     if let Some(p) = a.priority {
         path.push_str(&format!("&priority={p}"));
     }
-    let page = args.client().get(&path, Duration::ZERO)?;
+    let page = args.client()?.get(&path, Duration::ZERO)?;
     let headers = [
         "TASK ID",
         "TASK TYPE",
@@ -119,7 +119,7 @@ pub fn explain(args: &ClientArgs, a: ExplainArgs) -> CliResult {
         "{}/explain",
         task_path(&key, &a.id).map_err(CliError::Local)?
     );
-    let answer = args.client().get(&path, Duration::ZERO)?;
+    let answer = args.client()?.get(&path, Duration::ZERO)?;
     if args.json {
         print_json(&answer);
         return Ok(());

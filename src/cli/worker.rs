@@ -123,13 +123,6 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
         validate_name("build id", b).map_err(CliError::Local)?;
     }
     let server = args.server.trim_end_matches('/').to_string();
-    if server.starts_with("https://") {
-        return Err(CliError::usage(format!(
-            "--server {server}: tasq worker streams tasks over a WebSocket and has no TLS \
-             (wss://) support; give it a plain http:// address (e.g. a TLS-terminating proxy \
-             on the worker's host)"
-        )));
-    }
     let mut builder = crate::client::Worker::builder(&server, key.namespace(), key.name())
         .queue_type(key.queue_type().as_str())
         .identity(identity.clone())
@@ -137,6 +130,13 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
         .concurrency(w.concurrency);
     if let Some(b) = &w.build_id {
         builder = builder.build_id(b.clone());
+    }
+    if let Some(path) = args.ca_cert.as_deref().filter(|p| !p.is_empty()) {
+        let roots = crate::config::pem::roots("--ca-cert", path, rustls::RootCertStore::empty)
+            .map_err(|e| CliError::Local(crate::Error::InvalidArgument(e)))?;
+        let tls = crate::config::pem::client_config(roots)
+            .map_err(|e| CliError::Local(crate::Error::InvalidArgument(e)))?;
+        builder = builder.tls(tls);
     }
     if let Some(k) = &args.api_key {
         // A key is printable; control characters would break the header.

@@ -41,6 +41,8 @@ pub(crate) struct Settings {
     pub backoff_max: Duration,
     pub idle_timeout: Duration,
     pub max_frame_bytes: usize,
+    /// TLS settings for a `wss://` server.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What handler tasks tell the driver.
@@ -208,7 +210,15 @@ where
         }
         let mut attempt = pin!(tokio::time::timeout(
             CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(request, None, true),
+            tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                None,
+                true,
+                self.cfg
+                    .tls
+                    .clone()
+                    .map(tokio_tungstenite::Connector::Rustls),
+            ),
         ));
         loop {
             if self.stopped_offline() {

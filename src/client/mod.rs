@@ -104,9 +104,17 @@ pub struct WorkerBuilder {
     backoff_max: Duration,
     idle_timeout: Duration,
     max_frame_bytes: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl WorkerBuilder {
+    /// The TLS settings for an `https://` (`wss://`) server: the authorities its certificate
+    /// is checked against. Without them, the public web authorities (Mozilla's list).
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Which of the queue's two types to serve: `"activity"` (the default) or `"workflow"`.
     pub fn queue_type(mut self, queue_type: impl Into<String>) -> Self {
         self.queue_type = queue_type.into();
@@ -214,13 +222,15 @@ impl WorkerBuilder {
                 self.server
             ));
         };
-        if ws_base.starts_with("wss://") {
-            return bad(
-                "TLS (https:// or wss://) is not built into tasq::client; reach the server \
-                 over plain HTTP (e.g. a local TLS-terminating proxy)"
-                    .into(),
-            );
-        }
+        let tls = match (ws_base.starts_with("wss://"), self.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls),
+            (true, None) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                Some(crate::config::pem::client_config(roots).map_err(ClientError::InvalidConfig)?)
+            }
+        };
         let identity = self
             .identity
             .unwrap_or_else(|| format!("tasq-worker@{}", std::process::id()));
@@ -249,6 +259,7 @@ impl WorkerBuilder {
                 backoff_max: self.backoff_max,
                 idle_timeout: self.idle_timeout,
                 max_frame_bytes: self.max_frame_bytes,
+                tls,
             }),
         })
     }
@@ -283,6 +294,7 @@ impl Worker {
             backoff_max: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_frame_bytes: 1 << 20,
+            tls: None,
         }
     }
 

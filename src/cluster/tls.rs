@@ -10,22 +10,10 @@ use crate::config::pem;
 
 /// The TLS settings of this node's calls to the others (`ca_cert`: a PEM file, or empty).
 pub fn client_config(ca_cert: &str) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    if ca_cert.is_empty() {
+    let roots = pem::roots("cluster.ca_cert", ca_cert, || {
+        let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    } else {
-        for cert in pem::certificates("cluster.ca_cert", ca_cert)? {
-            roots
-                .add(cert)
-                .map_err(|e| pem::unloadable("cluster.ca_cert", ca_cert, &e))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+        roots
+    })?;
+    pem::client_config(roots)
 }

@@ -1,5 +1,8 @@
 //! The PEM files the configuration names: the server's certificate chain and key
-//! (`[tls]`), the certificate authorities nodes of a cluster trust (`cluster.ca_cert`).
+//! (`[tls]`), the certificate authorities nodes of a cluster trust (`cluster.ca_cert`), and
+//! those the command-line tools trust (`--ca-cert`).
+
+use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -24,6 +27,35 @@ pub fn private_key(key: &str, path: &str) -> Result<PrivateKeyDer<'static>, Stri
     ))
     .map_err(|e| unloadable(key, path, &e))?
     .ok_or_else(|| unloadable(key, path, &"no private key in the file"))
+}
+
+/// The authorities to check a server's certificate against: those of the PEM file at `path`
+/// (named by `key` in errors), or, when `path` is empty, `fallback`.
+pub fn roots(
+    key: &str,
+    path: &str,
+    fallback: impl FnOnce() -> rustls::RootCertStore,
+) -> Result<rustls::RootCertStore, String> {
+    if path.is_empty() {
+        return Ok(fallback());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(key, path)? {
+        roots.add(cert).map_err(|e| unloadable(key, path, &e))?;
+    }
+    Ok(roots)
+}
+
+/// TLS settings of a client that trusts `roots`.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// The one-line reason a file named by config `key` cannot be used.

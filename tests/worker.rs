@@ -456,3 +456,62 @@ fn a_worker_with_an_api_key_works_a_server_with_auth_on() {
     );
     assert_eq!(last["result"], json!("ok"));
 }
+
+/// The log says what came of each task as the server settled it: a failed attempt that runs
+/// again and the last one, which is a dead letter, are told apart; a command that succeeds
+/// has its stderr shown; a lost lease is one line.
+#[test]
+fn the_log_says_what_came_of_each_task() {
+    let s = TestServer::start();
+    let queue = "w-log";
+    let qp = q(NS, queue, A);
+    let exec = r#"case "$TASQ_TASK_ID" in
+        ok) echo note >&2; echo '{}' ;;
+        slow) sleep 5 ;;
+        *) echo boom >&2; exit 75 ;;
+    esac"#;
+    let w = Worker::start(&s, queue, "logger", exec, &["--concurrency", "3"]);
+    add_task(&s, &qp, json!({"task_type": "t", "task_id": "ok"}));
+    let once = json!({"max_attempts": 2, "initial_interval_ms": 1, "maximum_interval_ms": 1});
+    add_task(
+        &s,
+        &qp,
+        json!({"task_type": "t", "task_id": "bad", "retry": once}),
+    );
+    add_task(
+        &s,
+        &qp,
+        json!({"task_type": "t", "task_id": "slow", "start_to_close_timeout_ms": 500,
+               "heartbeat_timeout_ms": 400, "retry": {"max_attempts": 1}}),
+    );
+    wait_state(&s, &qp, "ok", "completed");
+    wait_state(&s, &qp, "bad", "failed");
+    wait_state(&s, &qp, "slow", "failed");
+    let told = wait_until(EVENTUALLY, || {
+        let log = w.log();
+        log.contains("dead letter now") && log.contains("lease was lost")
+    });
+    let log = w.log();
+    assert!(told, "{log}");
+    assert!(
+        log.contains("task ok (t, attempt 1): stderr: note"),
+        "{log}"
+    );
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in\n{log}"))
+            .to_string()
+    };
+    assert!(
+        line("task bad (t, attempt 1): failed (tempfail)").ends_with("; it will run again"),
+        "{log}"
+    );
+    assert!(
+        line("task bad (t, attempt 2): failed (tempfail)").ends_with("; it is a dead letter now"),
+        "{log}"
+    );
+    assert!(!log.contains("retryable"), "{log}");
+    let lost: Vec<&str> = log.lines().filter(|l| l.contains("task slow")).collect();
+    assert_eq!(lost.len(), 1, "one line for a lost lease:\n{log}");
+}

@@ -43,7 +43,7 @@
 // Without the `client` feature the command is there but refuses to run.
 #![cfg_attr(not(feature = "client"), allow(dead_code, unused_imports))]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
@@ -107,6 +107,21 @@ struct Exec {
     identity: String,
     /// Process ids (= process group ids) of the running commands.
     children: Mutex<HashSet<u32>>,
+    /// The line of each failed task, printed once the server says what the failure led to.
+    failures: Failures,
+}
+
+/// Lines of failed tasks by task id, waiting for their settled state.
+type Failures = Arc<Mutex<HashMap<String, String>>>;
+
+/// What a failed attempt led to, as the server settled it.
+fn after_failure(state: &str) -> &'static str {
+    match state {
+        "pending" => "; it will run again",
+        "failed" | "timed_out" => "; it is a dead letter now",
+        "cancelled" => "; it is cancelled",
+        _ => "",
+    }
 }
 
 #[cfg(feature = "client")]
@@ -147,6 +162,17 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
                 .collect::<String>(),
         );
     }
+    let failures: Failures = Arc::default();
+    let told = failures.clone();
+    builder = builder.on_settled(move |task_id, state| {
+        let line = told
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(task_id);
+        if let Some(line) = line {
+            eprintln!("{line}{}", after_failure(state));
+        }
+    });
     let worker = builder
         .build()
         .map_err(|e| CliError::usage(e.to_string()))?;
@@ -174,6 +200,7 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
         server,
         identity,
         children: Mutex::new(HashSet::new()),
+        failures,
     });
     let ended = rt.block_on(async {
         // Registered before connecting, so an early SIGTERM is never the default action.
@@ -338,7 +365,16 @@ impl Exec {
                 status,
                 stdout,
                 stderr,
-            }) => outcome_of(status, &stdout, &stderr),
+            }) => {
+                let outcome = outcome_of(status, &stdout, &stderr);
+                if matches!(outcome, Outcome::Complete(_)) {
+                    // A failure's stderr is its error message; a success's is shown here.
+                    for line in String::from_utf8_lossy(&stderr).lines() {
+                        eprintln!("tasq worker: {label}: stderr: {line}");
+                    }
+                }
+                outcome
+            }
         };
         let took = human_ms(started.elapsed().as_millis() as u64);
         match outcome {
@@ -351,12 +387,15 @@ impl Exec {
                 message,
                 non_retryable,
             } => {
-                let how = if non_retryable {
-                    "for good"
-                } else {
-                    "retryable"
-                };
-                eprintln!("tasq worker: {label}: failed ({kind}, {how}) in {took}");
+                // Whether it runs again is the server's to say (the task's retry policy): the
+                // line is printed once the settle answers.
+                self.failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        task.task_id.clone(),
+                        format!("tasq worker: {label}: failed ({kind}) in {took}"),
+                    );
                 let e = if non_retryable {
                     WorkerError::non_retryable(message)
                 } else {

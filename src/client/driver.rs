@@ -19,14 +19,13 @@ use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::frames::settle_frame;
 use super::{ClientError, WorkerError, WorkerTask};
 
 /// How long one connection attempt (TCP + upgrade) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a clean close waits for the server's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest error message sent in a `fail` frame (longer ones are cut).
-const MAX_ERROR_MESSAGE: usize = 8 * 1024;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -43,6 +42,22 @@ pub(crate) struct Settings {
     pub max_frame_bytes: usize,
     /// TLS settings for a `wss://` server.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Told each task's state once its settle is on disk.
+    pub on_settled: Option<SettledHook>,
+}
+
+/// Called with a task's id and its state once its settle is on disk (`completed`; `pending`:
+/// it will run again; `failed` or `timed_out`: a dead letter; `cancelled`).
+#[derive(Clone)]
+pub struct SettledHook(pub Arc<SettledFn>);
+
+/// The function of a [`SettledHook`]: task id, state.
+pub type SettledFn = dyn Fn(&str, &str) + Send + Sync;
+
+impl std::fmt::Debug for SettledHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SettledHook")
+    }
 }
 
 /// What handler tasks tell the driver.
@@ -58,6 +73,8 @@ enum Event {
 
 /// A task whose handler runs.
 struct Running {
+    /// The task.
+    task_id: String,
     /// The connection it came on.
     conn: u64,
     /// Shared with the handler's [`WorkerTask`].
@@ -86,6 +103,8 @@ pub(crate) struct Driver<H> {
     pending: VecDeque<(String, String)>,
     /// Settle frames sent on the current connection, not yet answered, by lease.
     unacked: HashMap<String, String>,
+    /// The task of each settle not answered yet, by lease (for [`Settings::on_settled`]).
+    settling: HashMap<String, String>,
     /// Counts connections; the current one's number.
     conn: u64,
     /// Credit given on the current connection (the server gives it back on each settle).
@@ -108,6 +127,7 @@ where
             running: HashMap::new(),
             pending: VecDeque::new(),
             unacked: HashMap::new(),
+            settling: HashMap::new(),
             conn: 0,
             credit: 0,
             shutting_down: false,
@@ -339,6 +359,13 @@ where
             Some("settled") => {
                 if let Some(lease) = lease {
                     self.unacked.remove(lease);
+                    let task_id = self.settling.remove(lease);
+                    let state = frame.get("state").and_then(Value::as_str);
+                    if let (Some(hook), Some(task_id), Some(state)) =
+                        (&self.cfg.on_settled, task_id, state)
+                    {
+                        (hook.0)(&task_id, state);
+                    }
                 }
             }
             Some("heartbeat") => {
@@ -353,10 +380,15 @@ where
                 let code = frame["error"]["code"].as_str().unwrap_or("?");
                 let message = frame["error"]["message"].as_str().unwrap_or("");
                 if let (Some(l), "lease_lost") = (lease, code) {
-                    // The answer to a heartbeat of a task whose lease ended.
+                    // The answer to a heartbeat of a task whose lease ended, or to the settle
+                    // of one: the handler says so (once); nothing more to log.
                     if let Some(r) = self.running.get(l) {
                         r.lost.store(true, Ordering::Relaxed);
                     }
+                    self.unacked.remove(l);
+                    self.settling.remove(l);
+                    log::debug!("tasq worker {}: lease {l}: {message}", self.cfg.identity);
+                    return;
                 }
                 match lease {
                     Some(l) if self.unacked.remove(l).is_some() => log::warn!(
@@ -412,6 +444,7 @@ where
         self.running.insert(
             lease.clone(),
             Running {
+                task_id: task_id.clone(),
                 conn: self.conn,
                 cancel: Arc::default(),
                 lost: Arc::default(),
@@ -459,6 +492,7 @@ where
         self.running.insert(
             task.lease.clone(),
             Running {
+                task_id: task.task_id.clone(),
                 conn: self.conn,
                 cancel: task.cancel.clone(),
                 lost: task.lost.clone(),
@@ -485,6 +519,7 @@ where
                     self.pending.push_back((lease, frame));
                     return Err(e);
                 }
+                self.settling.insert(lease.clone(), task.task_id.clone());
                 self.unacked.insert(lease, frame);
                 if task.conn != self.conn {
                     // The server gives back credit only for tasks of this connection.
@@ -578,86 +613,9 @@ where
     let _ = tx.send(Event::Done { lease, outcome });
 }
 
-/// The `complete` or `fail` frame for a finished handler. A `complete` too large for the
-/// server becomes a non-retryable `fail` that says so.
-fn settle_frame(lease: &str, outcome: Result<Value, WorkerError>, max: usize) -> String {
-    match outcome {
-        Ok(result) => {
-            let frame = json!({"op": "complete", "lease": lease, "result": result}).to_string();
-            if frame.len() <= max {
-                return frame;
-            }
-            let e = WorkerError::non_retryable(format!(
-                "the result is {} bytes as a frame, over the server's max_payload_bytes ({max})",
-                frame.len()
-            ))
-            .with_type("ResultTooLarge");
-            fail_frame(lease, &e, max)
-        }
-        Err(e) => fail_frame(lease, &e, max),
-    }
-}
-
-fn fail_frame(lease: &str, e: &WorkerError, max: usize) -> String {
-    // Leave room for the rest of the frame.
-    let limit = MAX_ERROR_MESSAGE.min(max.saturating_sub(lease.len() + 256));
-    let mut message = e.message().to_string();
-    if message.len() > limit {
-        let mut cut = limit;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-    }
-    let mut kind = e.kind().map(str::to_string);
-    if let Some(k) = &mut kind {
-        k.truncate(k.char_indices().nth(100).map_or(k.len(), |(i, _)| i));
-    }
-    json!({
-        "op": "fail",
-        "lease": lease,
-        "error": {"message": message, "type": kind},
-        "non_retryable": e.is_non_retryable(),
-        "retry_after_ms": e.retry_after_duration().map(|d| d.as_millis() as u64),
-    })
-    .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn settle_frames() {
-        let f: Value =
-            serde_json::from_str(&settle_frame("L", Ok(json!({"a": 1})), 1 << 20)).expect("json");
-        assert_eq!(
-            f,
-            json!({"op": "complete", "lease": "L", "result": {"a": 1}})
-        );
-
-        let e = WorkerError::non_retryable("no").with_type("Bad");
-        let f: Value = serde_json::from_str(&settle_frame("L", Err(e), 1 << 20)).expect("json");
-        assert_eq!(
-            f,
-            json!({"op": "fail", "lease": "L", "error": {"message": "no", "type": "Bad"},
-                   "non_retryable": true, "retry_after_ms": null})
-        );
-
-        let big = json!("x".repeat(2000));
-        let frame = settle_frame("L", Ok(big), 1000);
-        assert!(frame.len() <= 1000, "{}", frame.len());
-        let f: Value = serde_json::from_str(&frame).expect("json");
-        assert_eq!(f["op"], "fail");
-        assert_eq!(f["non_retryable"], true);
-        assert_eq!(f["error"]["type"], "ResultTooLarge");
-
-        let e = WorkerError::retryable("é".repeat(10_000)).retry_after(Duration::ZERO);
-        let frame = settle_frame("L", Err(e), 1 << 20);
-        let f: Value = serde_json::from_str(&frame).expect("json");
-        assert_eq!(f["retry_after_ms"], 0);
-        assert!(frame.len() < MAX_ERROR_MESSAGE + 200);
-    }
 
     #[test]
     fn jitter_stays_in_range() {

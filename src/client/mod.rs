@@ -59,6 +59,7 @@
 //! queue when the socket closes (attempt counted).
 
 mod driver;
+mod frames;
 mod task;
 
 use std::future::Future;
@@ -105,9 +106,18 @@ pub struct WorkerBuilder {
     idle_timeout: Duration,
     max_frame_bytes: usize,
     tls: Option<Arc<rustls::ClientConfig>>,
+    on_settled: Option<driver::SettledHook>,
 }
 
 impl WorkerBuilder {
+    /// Calls `hook(task_id, state)` once a task's settle is on disk: `completed`; `pending`
+    /// (a failed attempt that will run again); `failed` or `timed_out` (a dead letter now);
+    /// `cancelled`. Only the server knows which a failure leads to (the task's retry policy).
+    pub fn on_settled(mut self, hook: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
+        self.on_settled = Some(driver::SettledHook(Arc::new(hook)));
+        self
+    }
+
     /// The TLS settings for an `https://` (`wss://`) server: the authorities its certificate
     /// is checked against. Without them, the public web authorities (Mozilla's list).
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
@@ -260,6 +270,7 @@ impl WorkerBuilder {
                 idle_timeout: self.idle_timeout,
                 max_frame_bytes: self.max_frame_bytes,
                 tls,
+                on_settled: self.on_settled,
             }),
         })
     }
@@ -295,6 +306,7 @@ impl Worker {
             idle_timeout: Duration::from_secs(60),
             max_frame_bytes: 1 << 20,
             tls: None,
+            on_settled: None,
         }
     }
 

@@ -165,7 +165,7 @@ esac"#;
 
     let c = wait_state(&s, &qp, "c-1", "failed");
     assert_eq!(c["last_error"]["message"], json!("disk on fire"), "{c}");
-    assert_eq!(c["last_error"]["type"], json!("exit 3"), "{c}");
+    assert_eq!(c["last_error"]["type"], json!("Exit3"), "{c}");
     let r = wait_state(&s, &qp, "r-1", "failed");
     assert_eq!(r["attempt"], json!(1), "{r}");
     assert_eq!(
@@ -173,7 +173,7 @@ esac"#;
         json!("payload has no amount"),
         "{r}"
     );
-    assert_eq!(r["last_error"]["type"], json!("dataerr"), "{r}");
+    assert_eq!(r["last_error"]["type"], json!("DataErr"), "{r}");
 }
 
 #[test]
@@ -239,7 +239,7 @@ fn a_cancelled_task_stops_its_command() {
     let cancelled = wait_state(&s, &qp, "c-1", "cancelled");
     assert_eq!(
         cancelled["last_error"]["type"],
-        json!("cancelled"),
+        json!("Cancelled"),
         "{cancelled}"
     );
 }
@@ -504,11 +504,11 @@ fn the_log_says_what_came_of_each_task() {
             .to_string()
     };
     assert!(
-        line("task bad (t, attempt 1): failed (tempfail)").ends_with("; it will run again"),
+        line("task bad (t, attempt 1): failed (TempFail)").ends_with("; it will run again"),
         "{log}"
     );
     assert!(
-        line("task bad (t, attempt 2): failed (tempfail)").ends_with("; it is a dead letter now"),
+        line("task bad (t, attempt 2): failed (TempFail)").ends_with("; it is a dead letter now"),
         "{log}"
     );
     assert!(!log.contains("retryable"), "{log}");

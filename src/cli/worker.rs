@@ -15,12 +15,12 @@
 //! | the command | the task | error `type` |
 //! | --- | --- | --- |
 //! | exits 0 | completed; the result is stdout parsed as JSON, else stdout as a JSON string (empty stdout: `null`) | |
-//! | exits 75 (`EX_TEMPFAIL`) | failed, retryable: retried per the task's retry policy | `tempfail` |
-//! | exits 65 (`EX_DATAERR`: the input was bad, a retry cannot help) | failed, non-retryable: a dead letter now | `dataerr` |
-//! | exits with any other code | failed, retryable (the retry policy and `max_attempts` decide, as for an exception in a Temporal activity) | `exit N` |
-//! | is killed by a signal | failed, retryable | `signal N` |
+//! | exits 75 (`EX_TEMPFAIL`) | failed, retryable: retried per the task's retry policy | `TempFail` |
+//! | exits 65 (`EX_DATAERR`: the input was bad, a retry cannot help) | failed, non-retryable: a dead letter now | `DataErr` |
+//! | exits with any other code | failed, retryable (the retry policy and `max_attempts` decide, as for an exception in a Temporal activity) | `ExitN` (`Exit3`) |
+//! | is killed by a signal | failed, retryable | `SignalN` (`Signal9`) |
 //! | prints a result whose `complete` frame is over 1 MiB (the server's default `max_payload_bytes`) | failed, non-retryable | `ResultTooLarge` |
-//! | is stopped because the task was cancelled | failed, non-retryable | `cancelled` |
+//! | is stopped because the task was cancelled | failed, non-retryable | `Cancelled` |
 //!
 //! The error message is the end of the command's stderr (at most 8 KiB), or a line naming the
 //! exit status when stderr is empty.
@@ -219,7 +219,7 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
                     Err(e) => Err(WorkerError::retryable(format!(
                         "the thread running the command failed: {e}"
                     ))
-                    .with_type("spawn")),
+                    .with_type("Spawn")),
                 }
             }
         };
@@ -345,7 +345,7 @@ impl Exec {
         );
         let outcome = match self.run_command(task) {
             Err(e) => Outcome::Fail {
-                kind: "spawn".into(),
+                kind: "Spawn".into(),
                 message: format!("cannot run the command: {e}"),
                 non_retryable: false,
             },
@@ -353,11 +353,11 @@ impl Exec {
                 eprintln!("tasq worker: {label}: the lease was lost; the command was stopped and the task will run again");
                 return Err(
                     WorkerError::retryable("the lease was lost; the command was stopped")
-                        .with_type("lease_lost"),
+                        .with_type("LeaseLost"),
                 );
             }
             Ok(Ended::Cancelled) => Outcome::Fail {
-                kind: "cancelled".into(),
+                kind: "Cancelled".into(),
                 message: "the task was cancelled; the command was stopped".into(),
                 non_retryable: true,
             },
@@ -549,26 +549,26 @@ fn outcome_of(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Outcome {
     match (status.code(), status.signal()) {
         (Some(0), _) => Outcome::Complete(result_of(stdout)),
         (Some(EXIT_RETRY), _) => fail(
-            "tempfail".into(),
+            "TempFail".into(),
             format!("the command asked for a retry (exit {EXIT_RETRY})"),
             false,
         ),
         (Some(EXIT_NON_RETRYABLE), _) => fail(
-            "dataerr".into(),
+            "DataErr".into(),
             format!("the command rejected the task (exit {EXIT_NON_RETRYABLE})"),
             true,
         ),
         (Some(code), _) => fail(
-            format!("exit {code}"),
+            format!("Exit{code}"),
             format!("the command exited with status {code}"),
             false,
         ),
         (None, Some(sig)) => fail(
-            format!("signal {sig}"),
+            format!("Signal{sig}"),
             format!("the command was killed by signal {sig}"),
             false,
         ),
-        (None, None) => fail("exit".into(), "the command ended abnormally".into(), false),
+        (None, None) => fail("Exit".into(), "the command ended abnormally".into(), false),
     }
 }
 
@@ -647,7 +647,7 @@ mod tests {
         };
         assert_eq!(
             (kind.as_str(), message.as_str(), non_retryable),
-            ("tempfail", "busy", false)
+            ("TempFail", "busy", false)
         );
         assert!(matches!(
             outcome_of(exit(65), b"", b""),
@@ -664,7 +664,7 @@ mod tests {
         else {
             panic!("3 must fail");
         };
-        assert_eq!(kind, "exit 3");
+        assert_eq!(kind, "Exit3");
         assert!(message.contains("status 3"));
         assert!(!non_retryable);
         assert!(matches!(

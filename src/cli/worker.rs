@@ -669,7 +669,7 @@ mod tests {
         assert!(!non_retryable);
         assert!(matches!(
             outcome_of(ExitStatus::from_raw(9), b"", b""),
-            Outcome::Fail { non_retryable: false, ref kind, .. } if kind == "signal 9"
+            Outcome::Fail { non_retryable: false, ref kind, .. } if kind == "Signal9"
         ));
     }
 

@@ -373,17 +373,29 @@ fn store_copy_moves_a_sled_store_to_postgres_and_back() {
     let url = cluster.new_database();
     let name = "copied";
     let queue = q(NS, name, A);
-    let mut sled = TestServer::start_with(&[], &[("TASQ_STORAGE_BACKEND", "sled")]);
+    let sqs_on = [
+        ("TASQ_SQS_ENABLED", "true"),
+        ("TASQ_SQS_BIND", "127.0.0.1:0"),
+    ];
+    let mut sled = TestServer::start_with(
+        &[],
+        &[("TASQ_STORAGE_BACKEND", "sled"), sqs_on[0], sqs_on[1]],
+    );
     let big = fill(&sled, &queue);
+    // An SQS queue's attributes travel with the copy.
+    let made = json!({"QueueName": "copied-sqs", "Attributes": {"VisibilityTimeout": "77"}});
+    assert_eq!(sqs_json(&sled.sqs_base(), "CreateQueue", &made).0, 200);
     stop(&mut sled);
     let from = format!("sled:{}", sled.data_dir().display());
 
     let (code, out) = store_copy(&from, &url);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("copied 10 task records"), "{out}");
-    let env = on(&url);
+    let mut env = on(&url);
+    env.extend(sqs_on.iter().map(|(k, v)| (*k, v.to_string())));
     let mut pg = TestServer::start_with(&[], &env_of(&env));
     check_filled(&pg, &queue, name, &big);
+    check_sqs_queue(&pg);
     stop(&mut pg);
 
     // A target that holds anything is refused, and keeps what it had.
@@ -394,11 +406,29 @@ fn store_copy_moves_a_sled_store_to_postgres_and_back() {
     // And back, into the empty store of a new sled server. (The tasks leased by
     // check_filled's poll were in flight when the server stopped: they come back ready, as
     // after any restart.)
-    let mut sled_again = TestServer::start_with(&[], &[("TASQ_STORAGE_BACKEND", "sled")]);
+    let mut sled_again = TestServer::start_with(
+        &[],
+        &[("TASQ_STORAGE_BACKEND", "sled"), sqs_on[0], sqs_on[1]],
+    );
     stop(&mut sled_again);
     let to = format!("sled:{}", sled_again.data_dir().display());
     let (code, out) = store_copy(&url, &to);
     assert_eq!(code, 0, "{out}");
     sled_again.restart();
     check_filled(&sled_again, &queue, name, &big);
+    check_sqs_queue(&sled_again);
+}
+
+/// The SQS queue made before the copy is there with its attributes.
+fn check_sqs_queue(s: &TestServer) {
+    let sqs = s.sqs_base();
+    let url = format!("{sqs}/000000000000/copied-sqs");
+    let asked = json!({"QueueUrl": url, "AttributeNames": ["VisibilityTimeout"]});
+    let (code, body) = sqs_json(&sqs, "GetQueueAttributes", &asked);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["Attributes"]["VisibilityTimeout"],
+        json!("77"),
+        "{body}"
+    );
 }

@@ -438,6 +438,19 @@ fn agent() -> &'static ureq::Agent {
     })
 }
 
+/// An SQS call in the AWS JSON 1.0 protocol to the endpoint at `sqs` (see
+/// [`TestServer::sqs_base`]): status and body.
+pub fn sqs_json(sqs: &str, action: &str, body: &Value) -> (u16, Value) {
+    finish(
+        agent()
+            .post(&format!("{sqs}/"))
+            .set("X-Amz-Target", &format!("AmazonSQS.{action}"))
+            .set("Content-Type", "application/x-amz-json-1.0")
+            .send_string(&body.to_string()),
+    )
+    .unwrap_or_else(|e| panic!("SQS {action}: {e}"))
+}
+
 /// Parses a body as JSON: empty → Null, not JSON → the raw text as a JSON string.
 pub fn parse_body(text: &str) -> Value {
     if text.trim().is_empty() {

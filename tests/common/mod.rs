@@ -20,6 +20,7 @@ pub mod auth;
 pub mod cluster;
 pub mod faults;
 pub mod postgres;
+pub mod sqs;
 
 /// The namespace most tests use.
 pub const NS: &str = "default";

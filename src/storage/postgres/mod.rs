@@ -22,6 +22,7 @@
 //!   first once it is back; meanwhile every write answers 503 `unavailable`, `/readyz` 503 and
 //!   `tasq_storage_healthy` 0, and a watcher retries every second.
 
+mod catalog;
 mod cluster;
 mod conn;
 mod export;
@@ -556,15 +557,7 @@ impl Store for PgStore {
 
     fn attributes(&self, queue: &QueueKey) -> Result<Option<String>> {
         self.settled()?;
-        let q = Q::of(queue);
-        let row = self.pool.run(move |c| {
-            c.query_opt(
-                "SELECT attributes FROM tasq_queue_attributes \
-                 WHERE namespace = $1 AND queue = $2 AND queue_type = $3",
-                &[&q.0, &q.1, &q.2],
-            )
-        })?;
-        Ok(row.map(|r| r.get(0)))
+        catalog::attributes(&self.pool, queue)
     }
 
     fn attributed_queues(
@@ -574,43 +567,12 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<(QueueKey, String)>> {
         self.settled()?;
-        let (ns, after, limit) = (
-            namespace.to_string(),
-            after.map(str::to_string),
-            i64_of(limit as u64),
-        );
-        let rows = self.pool.run(move |c| {
-            c.query(
-                "SELECT namespace, queue, queue_type, attributes FROM tasq_queue_attributes \
-                 WHERE namespace = $1 AND ($2::text IS NULL OR queue > $2) \
-                 ORDER BY queue, queue_type LIMIT $3",
-                &[&ns, &after, &limit],
-            )
-        })?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| Some((Q(r.get(0), r.get(1), r.get(2)).key()?, r.get(3))))
-            .collect())
+        catalog::attributed_queues(&self.pool, namespace, after, limit)
     }
 
     fn namespaces(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         self.settled()?;
-        let (after, limit) = (after.unwrap_or("").to_string(), i64_of(limit as u64));
-        let rows = self.pool.run(move |c| {
-            c.query(
-                // A skip scan of the primary key: one index probe per namespace.
-                "WITH RECURSIVE ns(namespace) AS ( \
-                   (SELECT namespace FROM tasq_queues WHERE namespace > $1 \
-                    ORDER BY namespace LIMIT 1) \
-                   UNION ALL \
-                   SELECT (SELECT t.namespace FROM tasq_queues t \
-                           WHERE t.namespace > ns.namespace ORDER BY t.namespace LIMIT 1) \
-                   FROM ns WHERE ns.namespace IS NOT NULL) \
-                 SELECT namespace FROM ns WHERE namespace IS NOT NULL LIMIT $2",
-                &[&after, &limit],
-            )
-        })?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        catalog::namespaces(&self.pool, after, limit)
     }
 
     fn queues_holding_tasks(&self, limit: usize) -> Result<Vec<(QueueKey, QueueMeta)>> {

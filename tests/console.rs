@@ -257,6 +257,7 @@ fn the_console_is_served_from_the_binary_with_a_strict_policy() {
     let s = TestServer::start();
     for (path, kind) in [
         ("/ui", "text/html"),
+        ("/ui/", "text/html"),
         ("/ui/index.html", "text/html"),
         ("/ui/app.js", "text/javascript"),
         ("/ui/app.css", "text/css"),

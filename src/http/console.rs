@@ -47,9 +47,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub fn routes() -> Vec<RouteSpec> {
     vec![
         RouteSpec::new(Method::GET, "/ui", Role::Public, || web::get().to(index)),
-        RouteSpec::new(Method::GET, "/ui/{file}", Role::Public, || {
+        // `/ui/` (empty file) is the page too.
+        RouteSpec::new(Method::GET, "/ui/{file:.*}", Role::Public, || {
             web::get().to(asset)
-        }),
+        })
+        .in_contract_as("/ui/{file}"),
         RouteSpec::new(Method::GET, "/api/v1/whoami", Role::Public, || {
             web::get().to(whoami)
         }),

@@ -1380,10 +1380,13 @@ fn disk_bound_refuses_adds_while_dispatch_and_settle_go_on() {
     assert_eq!(seen, accepted, "every acknowledged task must drain");
     assert!(poll_one(&s, &qp, "drain", 0).is_none());
     for id in &accepted {
-        let st = status_of(&s, &qp, id);
+        // Finished, or already purged: under disk pressure finished records go before their
+        // completed_retention ends (README, "A full disk is a 429"); the drain above already
+        // saw every acknowledged task.
+        let (code, st) = get(&s.url(&format!("{qp}/tasks/{id}")));
         assert!(
-            st["state"] == json!("completed") || st["state"] == json!("failed"),
-            "{st}"
+            code == 404 || st["state"] == json!("completed") || st["state"] == json!("failed"),
+            "{code} {st}"
         );
     }
     // Dead letters can still be read (redrive is an add in all but name, not checked here).

@@ -50,7 +50,7 @@ const SERIAL: u8 = 0x80;
 
 impl Entry {
     /// `priority | ready_at | type len | type | id len | id | [key len | key] |
-    /// [fallback_at | identity]`, the key there when the priority byte has [`SERIAL`].
+    /// [fallback_at | identity]`, the key there when the priority byte has its top bit set.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(11 + self.task_type.len() + self.task_id.len());
         v.push(self.priority | if self.serial_key.is_some() { SERIAL } else { 0 });

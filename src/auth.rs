@@ -103,10 +103,12 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 
 /// Hex SHA-256 of a key, as the config stores it.
 pub fn digest_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// Lower-case hex of `bytes` (digests, signatures).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fresh random key (`tq_` + 32 random bytes, URL-safe base64).

@@ -5,12 +5,11 @@
 
 use md5::{Digest, Md5};
 
+use crate::auth::hex;
+
 /// Lower-case hex MD5 of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+pub fn digest_hex(bytes: &[u8]) -> String {
+    hex(&Md5::digest(bytes))
 }
 
 /// One message attribute's value.
@@ -43,7 +42,7 @@ pub fn of_attributes<'a>(
         buf.push(transport);
         put(&mut buf, bytes);
     }
-    hex(&buf)
+    digest_hex(&buf)
 }
 
 #[cfg(test)]
@@ -53,7 +52,7 @@ mod tests {
     #[test]
     fn digests_match_what_sqs_documents() {
         // The body digest is the plain MD5.
-        assert_eq!(hex(b"hello"), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(digest_hex(b"hello"), "5d41402abc4b2a76b9719d911017c592");
         // One string attribute, computed by hand from the documented encoding.
         let v = AttrValue::Text("v".into());
         let mut raw = Vec::new();
@@ -64,7 +63,7 @@ mod tests {
         raw.push(1);
         raw.extend_from_slice(&1u32.to_be_bytes());
         raw.extend_from_slice(b"v");
-        assert_eq!(of_attributes([("k", "String", &v)]), hex(&raw));
+        assert_eq!(of_attributes([("k", "String", &v)]), digest_hex(&raw));
         // Order does not matter.
         let b = AttrValue::Binary(vec![0, 1]);
         assert_eq!(

@@ -18,6 +18,7 @@ use super::error::SqsError;
 use super::md5::{self, AttrValue};
 use super::protocol::Params;
 use super::{SqsQueue, State};
+use crate::auth::hex;
 use crate::clock::parse_rfc3339;
 use crate::error::Error;
 use crate::model::{LeaseToken, RetryPolicy};
@@ -157,7 +158,7 @@ async fn send_entry(state: &State, queue: &SqsQueue, p: &Params) -> Result<Value
     out.insert("MessageId".into(), Value::String(added.task_id.clone()));
     out.insert(
         "MD5OfMessageBody".into(),
-        Value::String(md5::hex(body.as_bytes())),
+        Value::String(md5::digest_hex(body.as_bytes())),
     );
     if !attrs.is_empty() {
         out.insert(
@@ -222,10 +223,6 @@ fn sequence_number(task_id: &str) -> String {
     let d = Sha256::digest(task_id.as_bytes());
     let n = u64::from_be_bytes(d[..8].try_into().unwrap_or([0; 8]));
     format!("{:020}", n % 10u64.pow(19))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SQS's character set: tab, line feed, carriage return, and U+0020 up, but the surrogates
@@ -386,6 +383,7 @@ pub async fn receive(state: &State, p: &Params, identity: &str) -> Result<Value,
     let mut wanted = p.list("AttributeNames");
     wanted.extend(p.list("MessageSystemAttributeNames"));
     let attr_names = p.list("MessageAttributeNames");
+    let all_system = wanted.iter().any(|n| n == "All");
     let spec = PollSpec::new(identity)
         .max_tasks(max)
         .wait(Duration::from_secs(wait));
@@ -433,10 +431,9 @@ pub async fn receive(state: &State, p: &Params, identity: &str) -> Result<Value,
                 }
             }
         }
-        let all = wanted.iter().any(|n| n == "All");
         let shown: Map<String, Value> = system
             .into_iter()
-            .filter(|(k, _)| all || wanted.iter().any(|n| n == k))
+            .filter(|(k, _)| all_system || wanted.iter().any(|n| n == k))
             .map(|(k, v)| (k.to_string(), Value::String(v)))
             .collect();
         let attrs: Vec<Attr> = attributes_from(t.headers.get(H_ATTRIBUTES))
@@ -446,7 +443,10 @@ pub async fn receive(state: &State, p: &Params, identity: &str) -> Result<Value,
         let mut m = Map::new();
         m.insert("MessageId".into(), Value::String(t.task_id.clone()));
         m.insert("ReceiptHandle".into(), Value::String(t.lease.clone()));
-        m.insert("MD5OfBody".into(), Value::String(md5::hex(body.as_bytes())));
+        m.insert(
+            "MD5OfBody".into(),
+            Value::String(md5::digest_hex(body.as_bytes())),
+        );
         m.insert("Body".into(), Value::String(body));
         if !shown.is_empty() {
             m.insert("Attributes".into(), Value::Object(shown));

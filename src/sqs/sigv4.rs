@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::error::SqsError;
-use crate::auth::{same_secret, Grant};
+use crate::auth::{hex, same_secret, Grant};
 use crate::config::SqsConfig;
 use crate::model::percent::encode;
 use crate::service::Tasq;
@@ -226,10 +226,6 @@ fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8>
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, service.as_bytes());
     hmac(&k, b"aws4_request")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -68,10 +68,9 @@ pub fn run(
         builder = builder.api_key(key);
     }
     if let Ok(path) = std::env::var("TASQ_CA_CERT") {
-        let roots = tasq::config::pem::roots("TASQ_CA_CERT", &path, rustls::RootCertStore::empty)
-            .and_then(tasq::config::pem::client_config)
+        let tls = tasq::config::pem::trusting("TASQ_CA_CERT", &path)
             .map_err(ClientError::InvalidConfig)?;
-        builder = builder.tls(roots);
+        builder = builder.tls(tls);
     }
     let worker = builder.build()?;
     let runtime = tokio::runtime::Builder::new_current_thread()

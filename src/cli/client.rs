@@ -54,9 +54,8 @@ impl Client {
         let Some(path) = ca_cert.filter(|p| !p.is_empty()) else {
             return Ok(self);
         };
-        let roots = crate::config::pem::roots("--ca-cert", path, rustls::RootCertStore::empty)
-            .map_err(Error::InvalidArgument)?;
-        let tls = crate::config::pem::client_config(roots).map_err(Error::InvalidArgument)?;
+        let tls =
+            crate::config::pem::trusting("--ca-cert", path).map_err(Error::InvalidArgument)?;
         self.agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
             .redirects(0)

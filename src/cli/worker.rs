@@ -147,9 +147,7 @@ pub fn run(args: &ClientArgs, w: WorkerArgs) -> CliResult {
         builder = builder.build_id(b.clone());
     }
     if let Some(path) = args.ca_cert.as_deref().filter(|p| !p.is_empty()) {
-        let roots = crate::config::pem::roots("--ca-cert", path, rustls::RootCertStore::empty)
-            .map_err(|e| CliError::Local(crate::Error::InvalidArgument(e)))?;
-        let tls = crate::config::pem::client_config(roots)
+        let tls = crate::config::pem::trusting("--ca-cert", path)
             .map_err(|e| CliError::Local(crate::Error::InvalidArgument(e)))?;
         builder = builder.tls(tls);
     }

@@ -235,11 +235,7 @@ impl WorkerBuilder {
         let tls = match (ws_base.starts_with("wss://"), self.tls) {
             (false, _) => None,
             (true, Some(tls)) => Some(tls),
-            (true, None) => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-                Some(crate::config::pem::client_config(roots).map_err(ClientError::InvalidConfig)?)
-            }
+            (true, None) => Some(crate::config::pem::public().map_err(ClientError::InvalidConfig)?),
         };
         let identity = self
             .identity

@@ -29,25 +29,35 @@ pub fn private_key(key: &str, path: &str) -> Result<PrivateKeyDer<'static>, Stri
     .ok_or_else(|| unloadable(key, path, &"no private key in the file"))
 }
 
-/// The authorities to check a server's certificate against: those of the PEM file at `path`
-/// (named by `key` in errors), or, when `path` is empty, `fallback`.
-pub fn roots(
-    key: &str,
-    path: &str,
-    fallback: impl FnOnce() -> rustls::RootCertStore,
-) -> Result<rustls::RootCertStore, String> {
-    if path.is_empty() {
-        return Ok(fallback());
-    }
+/// TLS settings of a client that checks servers' certificates against the authorities of
+/// the PEM file at `path` (a private CA; `key` names it in errors).
+pub fn trusting(key: &str, path: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in certificates(key, path)? {
         roots.add(cert).map_err(|e| unloadable(key, path, &e))?;
     }
-    Ok(roots)
+    client_config(roots)
 }
 
-/// TLS settings of a client that trusts `roots`.
-pub fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
+/// TLS settings of a client that trusts the public web authorities (Mozilla's list).
+#[cfg(any(feature = "postgres", feature = "client"))]
+pub fn public() -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    client_config(roots)
+}
+
+/// [`trusting`] the file at `path`, or [`public`] when `path` is empty.
+#[cfg(any(feature = "postgres", feature = "client"))]
+pub fn trusting_or_public(key: &str, path: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    if path.is_empty() {
+        public()
+    } else {
+        trusting(key, path)
+    }
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -59,12 +59,7 @@ impl Run {
 }
 
 fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tasq"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TASQ_") {
-            cmd.env_remove(&key);
-        }
-    }
+    let mut cmd = tasq_command();
     cmd.args(args).stdin(Stdio::null());
     cmd
 }
@@ -95,19 +90,10 @@ fn tasq(s: &TestServer, args: &[&str]) -> Run {
 
 /// Runs `tasq ARGS…` with `input` on stdin.
 fn tasq_with_stdin(s: &TestServer, args: &[&str], input: &str) -> Run {
-    let mut child = command(&with_server(s.base(), args))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tasq");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    finish(child.wait_with_output().expect("wait tasq"))
+    finish(run_with_stdin(
+        &mut command(&with_server(s.base(), args)),
+        input,
+    ))
 }
 
 #[test]

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::*;
 use serde_json::json;
@@ -13,24 +12,12 @@ const A: &str = "activity";
 
 /// Runs `tasq task --server BASE ARGS…` with `input` on stdin.
 fn task(s: &TestServer, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tasq"))
-        .args(["task", "--server", s.base()])
-        .args(args)
-        .env_remove("TASQ_SERVER")
-        .env_remove("TASQ_NAMESPACE")
-        .env_remove("TASQ_API_KEY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tasq");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for tasq")
+    run_with_stdin(
+        tasq_command()
+            .args(["task", "--server", s.base()])
+            .args(args),
+        input,
+    )
 }
 
 fn text(b: &[u8]) -> String {

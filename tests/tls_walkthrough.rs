@@ -38,11 +38,7 @@ fn shell(dir: &Path, script: &str) -> Command {
     );
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(script).current_dir(dir).env("PATH", path);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TASQ_") {
-            cmd.env_remove(&key);
-        }
-    }
+    without_tasq_env(&mut cmd);
     cmd
 }
 

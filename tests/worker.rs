@@ -28,12 +28,7 @@ impl Worker {
     fn start(s: &TestServer, queue: &str, identity: &str, exec: &str, args: &[&str]) -> Worker {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("worker.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tasq"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TASQ_") {
-                cmd.env_remove(&key);
-            }
-        }
+        let mut cmd = tasq_command();
         cmd.args(["worker", "--server", s.base(), queue, "--exec", exec])
             .args(["--identity", identity])
             .args(args)

@@ -270,14 +270,45 @@ impl Drop for TestServer {
     }
 }
 
-/// Applies the environment every server process gets: no inherited `TASQ_*` settings,
-/// `RUST_LOG=warn`, then the test's own variables.
-fn apply_env(cmd: &mut Command, env: &[(String, String)]) {
+/// Leaves out of `cmd`'s environment every `TASQ_*` variable the test run inherited, so
+/// only what the test sets reaches the server or the command line.
+pub fn without_tasq_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("TASQ_") {
             cmd.env_remove(&key);
         }
     }
+    cmd
+}
+
+/// The `tasq` binary as a command, with no inherited `TASQ_*` variables.
+pub fn tasq_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tasq"));
+    without_tasq_env(&mut cmd);
+    cmd
+}
+
+/// Runs `cmd` to its end with `input` on stdin; its status and output.
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tasq");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for tasq")
+}
+
+/// Applies the environment every server process gets: no inherited `TASQ_*` settings,
+/// `RUST_LOG=warn`, then the test's own variables.
+fn apply_env(cmd: &mut Command, env: &[(String, String)]) {
+    without_tasq_env(cmd);
     cmd.env("RUST_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);
@@ -437,19 +468,6 @@ fn agent() -> &'static ureq::Agent {
             .redirects(0)
             .build()
     })
-}
-
-/// An SQS call in the AWS JSON 1.0 protocol to the endpoint at `sqs` (see
-/// [`TestServer::sqs_base`]): status and body.
-pub fn sqs_json(sqs: &str, action: &str, body: &Value) -> (u16, Value) {
-    finish(
-        agent()
-            .post(&format!("{sqs}/"))
-            .set("X-Amz-Target", &format!("AmazonSQS.{action}"))
-            .set("Content-Type", "application/x-amz-json-1.0")
-            .send_string(&body.to_string()),
-    )
-    .unwrap_or_else(|e| panic!("SQS {action}: {e}"))
 }
 
 /// Parses a body as JSON: empty → Null, not JSON → the raw text as a JSON string.

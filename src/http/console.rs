@@ -5,7 +5,7 @@
 //! session storage and sends it as `Authorization: Bearer` on every API call, so a write needs
 //! the header a cross-site form cannot send (no cookie, nothing for CSRF to ride on).
 
-use actix_web::http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -104,11 +104,9 @@ async fn whoami(tasq: web::Data<Tasq>, req: HttpRequest) -> Result<HttpResponse>
             "namespaces": null,
         })));
     }
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let grant = tasq.auth().authenticate(header)?;
+    let grant = tasq
+        .auth()
+        .authenticate(super::authorization(req.headers()))?;
     Ok(HttpResponse::Ok().json(json!({
         "auth_enabled": true,
         "name": grant.name,

@@ -354,6 +354,11 @@ fn namespace_of(path: &str) -> Option<String> {
         .map(|t| t.queue.namespace().to_string())
 }
 
+/// The `Authorization` header's value, when it is text.
+pub(crate) fn authorization(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
 /// With auth on, checks the bearer key against the route's role and namespace, and leaves
 /// the grant in the request for handlers that act on more than one request (WebSocket).
 fn authorize(state: &Tasq, req: &ServiceRequest) -> Result<()> {
@@ -369,21 +374,14 @@ fn authorize(state: &Tasq, req: &ServiceRequest) -> Result<()> {
     if !state.auth().enabled() {
         // Only /metrics can need a token then; no route lookup on the hot path.
         if req.path() == "/metrics" {
-            let header = req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            return state.auth().check_metrics(header);
+            return state.auth().check_metrics(authorization(req.headers()));
         }
         return Ok(());
     }
     let Some(pattern) = req.match_pattern() else {
         return Ok(());
     };
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let header = authorization(req.headers());
     match role_of(req.method(), &pattern) {
         None | Some(Role::Public) => Ok(()),
         Some(Role::Metrics) => state.auth().check_metrics(header),

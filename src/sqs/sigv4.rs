@@ -30,16 +30,12 @@ pub fn check(
     if !tasq.auth().enabled() {
         return Ok(None);
     }
-    let header = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
+    let header = header_value(req, "authorization").ok_or_else(|| {
             SqsError::invalid_client_token(
                 "The request must be signed (Signature Version 4) with an access key of [[sqs.credentials]].",
             )
         })?;
-    let auth = parse_authorization(header)?;
+    let auth = parse_authorization(&header)?;
     let cred = settings
         .credentials
         .iter()

@@ -74,6 +74,7 @@ fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
             temporary: true,
             max_bytes: 0,
             reserve_bytes: 0,
+            snapshot_after_bytes: 0,
         },
         Metrics::new(10),
     )

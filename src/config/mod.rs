@@ -111,6 +111,10 @@ pub struct StorageConfig {
     /// (which recovers the store from what is on disk); `false`: stay up, refusing writes
     /// with 503 and reporting not ready, until restarted by hand.
     pub exit_on_failure: bool,
+    /// sled: once this many bytes of its log are synced since its last snapshot of the page
+    /// table, write a new one, so a start (after a crash too) replays at most about this much
+    /// log; 0 = only when opening, as sled does on its own.
+    pub snapshot_after_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -123,6 +127,7 @@ impl Default for StorageConfig {
             max_bytes: 0,
             reserve_bytes: 64 << 20,
             exit_on_failure: true,
+            snapshot_after_bytes: 64 << 20,
         }
     }
 }

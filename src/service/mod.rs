@@ -433,6 +433,7 @@ fn open_sled(config: &Config, temporary: bool, metrics: Arc<Metrics>) -> Result<
             } else {
                 config.storage.reserve_bytes
             },
+            snapshot_after_bytes: config.storage.snapshot_after_bytes,
         },
         metrics,
     )

@@ -95,6 +95,9 @@ pub struct StoreOptions {
     pub max_bytes: u64,
     /// Adds are refused while the disk has less free space than this (0 = never).
     pub reserve_bytes: u64,
+    /// sled: a snapshot of the page table each time this many bytes of log are synced, which
+    /// bounds the log a start replays (0 = only when opening).
+    pub snapshot_after_bytes: u64,
 }
 
 impl StoreOptions {
@@ -107,6 +110,7 @@ impl StoreOptions {
             temporary: true,
             max_bytes: 0,
             reserve_bytes: 0,
+            snapshot_after_bytes: 0,
         }
     }
 }

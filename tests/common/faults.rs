@@ -189,3 +189,38 @@ impl Ledger {
         outcome
     }
 }
+
+/// The log sequence number of the newest snapshot of sled's page table in `data` (its files
+/// are `snap.<16 hex digits>`), 0 when there is none.
+pub fn newest_snapshot_lsn(data: &Path) -> u64 {
+    std::fs::read_dir(data)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    let hex = name.strip_prefix("snap.")?;
+                    u64::from_str_radix(hex, 16).ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the server has written a snapshot newer than `after` (it writes them while
+/// serving, as its log grows; panics after 60 s) and answers its number.
+pub fn wait_for_snapshot(s: &TestServer, after: u64) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let lsn = newest_snapshot_lsn(&s.data_dir());
+        if lsn > after {
+            return lsn;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot past {after} written within 60 s"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -477,6 +477,7 @@ fn open_sled(dir: &Path, opts: &StoreOptions) -> Result<::sled::Db> {
         .path(dir)
         .temporary(opts.temporary)
         .cache_capacity(opts.cache_capacity_bytes)
+        .snapshot_after_bytes(Some(opts.snapshot_after_bytes).filter(|&b| b > 0))
         // In relaxed mode sled's own timer flushes; in fsync mode the group commit does.
         .flush_every_ms(Some(500));
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));

@@ -65,8 +65,7 @@ pub fn verify(dir: &Path) -> Result<Report> {
         fsync: false,
         cache_capacity_bytes: 64 << 20,
         temporary: false,
-        max_bytes: 0,
-        reserve_bytes: 0,
+        ..StoreOptions::scratch()
     };
     // With durability relaxed and no bounds the store opens sled alone: no watermark check
     // of its own, no flusher, no disk watcher.

@@ -209,6 +209,10 @@ pub struct Inner {
     pub print_profile_on_drop: bool,
     #[doc(hidden)]
     pub idgen_persist_interval: u64,
+    /// tasq patch: write a snapshot of the page table whenever this many bytes of log have
+    /// been synced since the last one (`None`: only when opening, as sled does).
+    #[doc(hidden)]
+    pub snapshot_after_bytes: Option<u64>,
     #[doc(hidden)]
     pub version: (usize, usize),
     tmp_path: PathBuf,
@@ -237,6 +241,7 @@ impl Default for Inner {
             print_profile_on_drop: false,
             flush_every_ms: Some(500),
             idgen_persist_interval: 1_000_000,
+            snapshot_after_bytes: Some(64 * 1024 * 1024),
             global_error: Arc::new(Atomic::default()),
             #[cfg(feature = "event_log")]
             event_log: Arc::new(crate::event_log::EventLog::default()),
@@ -401,6 +406,15 @@ impl Config {
         }
         let m = Arc::make_mut(&mut self.0);
         m.flush_every_ms = every_ms;
+        self
+    }
+
+    /// tasq patch: once this many bytes of log have been synced since the newest snapshot of
+    /// the page table, the flush thread writes a new one, so that opening the store (after a
+    /// crash too) replays at most about this much log; `None` writes one only on open.
+    pub fn snapshot_after_bytes(mut self, bytes: Option<u64>) -> Self {
+        let m = Arc::make_mut(&mut self.0);
+        m.snapshot_after_bytes = bytes;
         self
     }
 

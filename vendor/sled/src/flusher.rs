@@ -134,10 +134,26 @@ fn run(
                 && before.elapsed() < flush_every / 2
         } {}
 
-        if let Err(e) = pagecache.config.file.sync_all() {
+        // tasq patch: `sync_written` syncs what was written and records it as synced (a
+        // failed sync fails every later one, as in `IoBufs::sync_to`); then, once enough log
+        // has been synced since the newest snapshot, a new one bounds the next open's replay.
+        if let Err(e) = pagecache.sync_written() {
             error!("failed to fsync from periodic flush thread: {}", e);
-            // tasq patch: as in `IoBufs::sync_to`, a failed sync fails every later one.
-            pagecache.config.set_global_error(e.into());
+        } else if let (true, Some(bytes)) =
+            (shutdown.is_running(), pagecache.config.snapshot_after_bytes)
+        {
+            // A snapshot that cannot be written costs only a longer replay at the next
+            // open: it must never stop the flushes, not even by a panic.
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pagecache.snapshot_if_grown(bytes)
+            }));
+            match written {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    warn!("failed to write a snapshot from the flush thread: {}", e)
+                }
+                Err(_) => warn!("writing a snapshot from the flush thread panicked"),
+            }
         }
 
         let sleep_duration = flush_every

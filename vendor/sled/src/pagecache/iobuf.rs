@@ -566,6 +566,21 @@ impl IoBufs {
         Ok(())
     }
 
+    /// tasq patch: the flush thread's periodic `sync_all` of the log file, which also
+    /// records everything written before it as synced; a failure is final, as in `sync_to`.
+    pub(in crate::pagecache) fn sync_all_written(&self) -> Result<()> {
+        let _mu = self.sync_mu.lock();
+        self.config.global_error()?;
+        let written = self.stable();
+        if let Err(e) = self.config.file.sync_all() {
+            let e: Error = e.into();
+            self.config.set_global_error(e.clone());
+            return Err(e);
+        }
+        bump_atomic_lsn(&self.synced_lsn, written);
+        Ok(())
+    }
+
     // Adds a header to the front of the buffer
     #[allow(clippy::mut_mut)]
     pub(crate) fn encapsulate<T: Serialize + Debug>(

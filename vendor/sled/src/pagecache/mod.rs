@@ -517,6 +517,8 @@ pub struct PageCache {
     idgen_persists: Arc<AtomicU64>,
     idgen_persist_mu: Arc<Mutex<()>>,
     was_recovered: bool,
+    // tasq patch: the `stable_lsn` of the newest snapshot on disk (see `snapshot_if_grown`).
+    snapshot_lsn: AtomicLsn,
 }
 
 unsafe impl Send for PageCache {}
@@ -657,6 +659,7 @@ impl PageCache {
             idgen: Arc::new(AtomicU64::new(0)),
             idgen_persists: Arc::new(AtomicU64::new(0)),
             was_recovered: false,
+            snapshot_lsn: AtomicLsn::new(snapshot.stable_lsn.unwrap_or(0)),
         };
 
         // now we read it back in
@@ -2133,6 +2136,35 @@ impl PageCache {
         }
 
         Ok(())
+    }
+
+    /// tasq patch: syncs the log file (`sync_all`) and records everything written to it
+    /// before as synced.
+    pub(crate) fn sync_written(&self) -> Result<()> {
+        self.log.iobufs.sync_all_written()
+    }
+
+    /// tasq patch: writes a new snapshot of the page table once the synced log has grown by
+    /// `min_growth` bytes since the newest one, so that opening the store (after a crash
+    /// too) replays at most about that much log. Sled itself writes one only when it opens:
+    /// a store written for hours and then killed replayed all of it. Returns the new
+    /// snapshot's `stable_lsn` when one was written.
+    pub(crate) fn snapshot_if_grown(&self, min_growth: u64) -> Result<Option<Lsn>> {
+        let since = self.snapshot_lsn.load(Acquire);
+        let synced = self.log.iobufs.synced();
+        if self.config.temporary
+            || synced < 0
+            || u64::try_from(synced - since).unwrap_or(0) < min_growth
+        {
+            return Ok(None);
+        }
+        let mut iter = self.log.iobufs.iter_from(since);
+        iter.max_lsn = Some(synced);
+        let written = snapshot::advance_snapshot_live(iter, &self.config)?;
+        if let Some(lsn) = written {
+            self.snapshot_lsn.store(lsn, Release);
+        }
+        Ok(written)
     }
 
     /// A snapshot is to recover the pageTable at a point in time.

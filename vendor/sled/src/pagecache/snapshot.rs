@@ -452,6 +452,65 @@ pub fn read_snapshot_or_default(config: &RunningConfig) -> Result<Snapshot> {
     Ok(res)
 }
 
+/// tasq patch: advances the snapshot on disk while the store is open and being written, so
+/// that the next open (after a crash too) replays only the log written after it instead of
+/// everything since the last open. `iter` must be bounded by the synced (durable) offset: a
+/// snapshot may point only at messages that survive a power cut.
+///
+/// Unlike recovery this writes nothing into the log file (no zeroed tail, no zeroed torn
+/// segments, no removed blobs): the log is live. A segment reused while it is read (its header
+/// or its messages then carry a newer segment number) ends the iteration early, which is safe:
+/// a segment is reused only once the messages superseding its pages are synced, and the next
+/// open replays everything after the snapshot's `stable_lsn`. Returns the new snapshot's
+/// `stable_lsn`, or `None` when there was nothing to add.
+pub(in crate::pagecache) fn advance_snapshot_live(
+    mut iter: LogIter,
+    config: &RunningConfig,
+) -> Result<Option<Lsn>> {
+    let mut snapshot = read_snapshot(config)?.unwrap_or_else(Snapshot::default);
+    let old_stable_lsn = snapshot.stable_lsn;
+
+    while let Some((log_kind, pid, lsn, ptr, sz)) = iter.next() {
+        if lsn < snapshot.stable_lsn.unwrap_or(-1) {
+            continue;
+        }
+        snapshot.apply(log_kind, pid, lsn, ptr, sz)?;
+    }
+
+    let iterated_lsn = match iter.cur_lsn {
+        Some(lsn) if Some(lsn) > old_stable_lsn => lsn,
+        _ => return Ok(None),
+    };
+    let segment_size = config.segment_size as Lsn;
+    let segment_progress: Lsn = iterated_lsn % segment_size;
+    let monotonic = segment_progress >= SEG_HEADER_LEN as Lsn
+        || (segment_progress == 0 && iter.segment_base.is_none());
+    if !monotonic {
+        // recovery would call this corruption; live, it is a read that raced a writer
+        return Ok(None);
+    }
+    // the same tip as `advance_snapshot` computes for the same log
+    let (stable_lsn, active_segment) =
+        if segment_progress + MAX_MSG_HEADER_LEN as Lsn >= segment_size {
+            (config.normalize(iterated_lsn) + segment_size, None)
+        } else {
+            (iterated_lsn, iter.segment_base.as_ref().map(|bb| bb.offset))
+        };
+    if Some(stable_lsn) <= old_stable_lsn {
+        return Ok(None);
+    }
+    if snapshot.pt.iter().any(|page| *page == PageState::Uninitialized) {
+        // A page allocated before the cut whose first message lies after it (pages are
+        // allocated concurrently, out of log order). Recovery always reads on to that message;
+        // a snapshot cannot hold the gap, so the next flush tries again at another cut.
+        return Ok(None);
+    }
+    snapshot.stable_lsn = Some(stable_lsn);
+    snapshot.active_segment = active_segment;
+    write_snapshot(config, &snapshot)?;
+    Ok(Some(stable_lsn))
+}
+
 /// Read a `Snapshot` from disk.
 /// Returns an error if the read snapshot was corrupted.
 /// Returns `Ok(Some(snapshot))` if there was nothing written.

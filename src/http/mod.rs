@@ -116,7 +116,11 @@ pub fn configure(tasq: Tasq) -> impl FnOnce(&mut web::ServiceConfig) {
         // Routes under a dynamic prefix go in one scope per prefix: actix tries resources one
         // after another, each dynamic pattern a regex run, so the scope's one regex replaces a
         // run per route on every request (the matched pattern, the metrics label, is the same).
+        // Static paths are tried first (a string comparison each; `/api/v1/leases/settle` must
+        // win over the lease scope), then the scopes, which serve the hot routes, and the
+        // other dynamic paths last: none of them overlaps a scope.
         let mut scoped: Vec<Vec<actix_web::Resource>> = SCOPES.iter().map(|_| Vec::new()).collect();
+        let mut dynamic = Vec::new();
         for (path, list) in by_path {
             // A method the path does not serve is a route that does not exist: 404 in the
             // contract's error shape (actix would answer an empty 405).
@@ -125,12 +129,15 @@ pub fn configure(tasq: Tasq) -> impl FnOnce(&mut web::ServiceConfig) {
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             });
             let local = scope.map_or(path.as_str(), |i| &path[SCOPES[i].len()..]);
-            let mut resource = web::resource(local).default_service(web::to(not_found));
+            let mut resource = web::resource(local)
+                .app_data(RoutePattern(Arc::from(path.as_str())))
+                .default_service(web::to(not_found));
             for route in list {
                 resource = resource.route((route.handler)());
             }
             match scope {
                 Some(i) => scoped[i].push(resource),
+                None if path.contains('{') => dynamic.push(resource),
                 None => {
                     cfg.service(resource);
                 }
@@ -140,9 +147,17 @@ pub fn configure(tasq: Tasq) -> impl FnOnce(&mut web::ServiceConfig) {
             let scope = web::scope(prefix).default_service(web::to(not_found));
             cfg.service(resources.into_iter().fold(scope, |s, r| s.service(r)));
         }
+        for resource in dynamic {
+            cfg.service(resource);
+        }
         cfg.default_service(web::to(not_found));
     }
 }
+
+/// The pattern of the route that served a request (the `route` label of the HTTP metrics),
+/// kept in its resource's data: reading it back costs nothing, where actix's `match_pattern`
+/// matches the path against the routes a second time.
+struct RoutePattern(Arc<str>);
 
 /// One route of the API: the single table that both mounts the routes and tells which role
 /// each needs, so the two cannot drift apart (the OpenAPI test reads it too).
@@ -229,7 +244,7 @@ pub async fn gatekeeper(
 ) -> std::result::Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
     let state = req.app_data::<web::Data<Tasq>>().cloned();
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let refused = match &state {
         Some(s) if req.path().starts_with("/api/") && !s.is_serving() => Some(Error::Unavailable(
             "the server is starting or shutting down".into(),
@@ -250,16 +265,16 @@ pub async fn gatekeeper(
     if let Some(s) = state {
         let route = res
             .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
-        let status = res.status().as_u16().to_string();
+            .app_data::<RoutePattern>()
+            .map_or("unmatched", |p| &p.0);
+        let method = method.as_str();
         s.metrics()
             .http_requests
-            .with_label_values(&[&route, &method, &status])
+            .with_label_values(&[route, method, res.status().as_str()])
             .inc();
         s.metrics()
             .http_request_duration
-            .with_label_values(&[&route, &method])
+            .with_label_values(&[route, method])
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)

@@ -440,16 +440,25 @@ impl Queues {
         settles: Vec<Settle>,
         store: &dyn Store,
     ) -> Result<Vec<Result<Settlement>>> {
+        self.settle_applied(key, settles).await?.wait(store).await
+    }
+
+    /// Like [`Queues::settle`], but answers as soon as the actor has applied the settles,
+    /// their write not yet on disk: the caller waits for it ([`Durable::wait`]) before it
+    /// answers anyone, and may meanwhile send more writes to join the same sync.
+    pub async fn settle_applied(
+        &self,
+        key: &QueueKey,
+        settles: Vec<Settle>,
+    ) -> Result<Durable<Vec<Result<Settlement>>>> {
         let inboxes = &self.running(key).await?.inboxes;
-        let applied = self
-            .through_inbox(
-                key,
-                &inboxes.settles,
-                Arc::new(settles),
-                TakeSettles(inboxes.clone()),
-            )
-            .await?;
-        applied.wait(store).await
+        self.through_inbox(
+            key,
+            &inboxes.settles,
+            Arc::new(settles),
+            TakeSettles(inboxes.clone()),
+        )
+        .await
     }
 
     /// Sends a poll to the queue `key`: tasks ready now, or a parked waiter. Polls that arrive

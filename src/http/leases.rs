@@ -79,18 +79,16 @@ async fn settle(
     if let Some(n) = &next {
         n.clone().into_spec("-")?.check()?;
     }
-    let queue = token.queue.clone();
-    let settled = tasq.settle(token, op).await?;
     let Some(next) = next else {
-        return Ok(HttpResponse::Ok().json(settled));
+        return Ok(HttpResponse::Ok().json(tasq.settle(token, op).await?));
     };
     // A repeated settle no longer knows who held the lease: it polls as `unknown` unless
     // `next` names the worker.
-    let identity = settled.identity.as_deref().unwrap_or("unknown");
-    let polled = match next.into_spec(identity) {
-        Ok(spec) => tasq.poll(&queue, spec).await,
-        Err(e) => Err(e),
-    };
+    let (settled, polled) = tasq
+        .settle_then_poll(token, op, |settled| {
+            next.into_spec(settled.identity.as_deref().unwrap_or("unknown"))
+        })
+        .await?;
     let (tasks, error) = match &polled {
         Ok(tasks) => (tasks.as_slice(), None),
         Err(e) => (&[][..], Some(e.detail())),

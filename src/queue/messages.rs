@@ -42,6 +42,12 @@ impl<T> Durable<T> {
         }
     }
 
+    /// The value, before its writes are on disk: to decide what to do next while they are
+    /// written, never to answer with.
+    pub fn peek(&self) -> &T {
+        &self.value
+    }
+
     /// Resolves with the value once its writes are on disk (per the durability setting): at
     /// once if a flush covered them meanwhile.
     pub async fn wait(self, store: &dyn Store) -> Result<T> {

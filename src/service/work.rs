@@ -30,7 +30,19 @@ impl Tasq {
     pub async fn poll(&self, queue: &QueueKey, poll: PollSpec) -> Result<Vec<Task>> {
         let msg = poll.validate(self.inner.clock.instant())?;
         let park_until = msg.park_until;
-        match self.serving_queues()?.poll(queue, msg).await? {
+        let outcome = self.serving_queues()?.poll(queue, msg).await?;
+        self.finish_poll(queue, outcome, park_until).await
+    }
+
+    /// The rest of a poll once its queue answered: the tasks once their lease is on disk, or
+    /// the wait of a parked poll until `park_until`.
+    async fn finish_poll(
+        &self,
+        queue: &QueueKey,
+        outcome: PollOutcome,
+        park_until: Option<std::time::Instant>,
+    ) -> Result<Vec<Task>> {
+        match outcome {
             PollOutcome::Now(delivery) => self.accept(queue, delivery).await,
             PollOutcome::Parked {
                 owner,
@@ -110,6 +122,61 @@ impl Tasq {
         settles: Vec<Settle>,
     ) -> Result<Vec<Result<Settlement>>> {
         self.inner.queues.settle(queue, settles, self.store()).await
+    }
+
+    /// Settles the lease `token` with `op`, then polls its queue with the spec `next` makes of
+    /// the settlement (the HTTP `next`): the settle's answer, and the poll's. The poll is sent
+    /// as soon as the settle is applied, so the lease it writes joins the settle's sync (one
+    /// wait for the disk, not two in a row); its tasks are handed out only once the settle is
+    /// on disk, and go back to the queue if it never gets there. A settle that fails polls
+    /// nothing.
+    pub async fn settle_then_poll(
+        &self,
+        token: LeaseToken,
+        op: SettleOp,
+        next: impl FnOnce(&Settlement) -> Result<PollSpec>,
+    ) -> Result<(Settlement, Result<Vec<Task>>)> {
+        let queues = self.serving_queues()?;
+        let queue = token.queue.clone();
+        let msg = Settle {
+            task_id: token.task_id,
+            lease_id: token.lease_id,
+            op,
+        };
+        let applied = queues.settle_applied(&queue, vec![msg]).await?;
+        let poll = match applied.peek().first() {
+            Some(Ok(settled)) => {
+                Some(next(settled).and_then(|spec| spec.validate(self.inner.clock.instant())))
+            }
+            _ => None,
+        };
+        let outcome = match poll {
+            Some(Ok(msg)) => {
+                let park_until = msg.park_until;
+                Some(queues.poll(&queue, msg).await.map(|o| (o, park_until)))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
+        let settled = applied
+            .wait(self.store())
+            .await
+            .and_then(|mut each| each.pop().unwrap_or_else(|| Err(Error::lease_lost())));
+        let settled = match settled {
+            Ok(settled) => settled,
+            Err(e) => {
+                if let Some(Ok((outcome, _))) = outcome {
+                    give_up(outcome);
+                }
+                return Err(e);
+            }
+        };
+        let polled = match outcome {
+            Some(Ok((outcome, park_until))) => self.finish_poll(&queue, outcome, park_until).await,
+            Some(Err(e)) => Err(e),
+            None => Ok(Vec::new()),
+        };
+        Ok((settled, polled))
     }
 
     /// Settles many leases, each on its own (`POST /api/v1/leases/settle`): the settles of
@@ -272,6 +339,20 @@ fn to_raw(value: &Value) -> Result<Box<RawValue>> {
 }
 
 /// Tells the queue actor to forget a parked poll whose waiter went away (future dropped).
+/// Gives up a poll its queue answered that nobody will take: a parked poll is forgotten (as
+/// when its client goes away), a delivery's tasks go back to the queue (dropping it does that).
+fn give_up(outcome: PollOutcome) {
+    if let PollOutcome::Parked {
+        owner, waiter_id, ..
+    } = outcome
+    {
+        drop(ParkGuard {
+            owner: Some(owner),
+            waiter_id,
+        });
+    }
+}
+
 struct ParkGuard {
     owner: Option<Addr<QueueActor>>,
     waiter_id: u64,

@@ -164,10 +164,14 @@ fn memory_workloads_read_the_server_rss() {
             "50",
             "--idle-wait",
             "10s",
+            "--probe",
+            "10",
             "--server-pid",
             &pid,
         ],
     );
+    // Every task is there after its queue unloaded: 10 by the probe, the rest by the drain.
+    assert_eq!(r.get("probe_hits"), Some(10.0), "{}", r.render());
     assert_eq!(r.get("drained"), Some(50.0), "{}", r.render());
     assert!(
         r.get("rss_peak_mib").is_some_and(|v| v > 0.0),
@@ -179,12 +183,7 @@ fn memory_workloads_read_the_server_rss() {
         "{}",
         r.render()
     );
-    assert_eq!(
-        r.get("loaded_queues_after_idle"),
-        Some(0.0),
-        "{}",
-        r.render()
-    );
+    assert_eq!(r.get("loaded_queues_idle"), Some(0.0), "{}", r.render());
 
     // Without --server-pid the generator finds the server by its port.
     let r = bench(&server, &["pollers", "-n", "40", "--per-queue", "15"]);

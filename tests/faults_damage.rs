@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::faults::verify;
 use common::*;
 use serde_json::json;
 use std::io::{Seek, SeekFrom, Write};
@@ -93,23 +94,6 @@ fn serve_expecting_refusal(dir: &Path) -> (i32, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Runs `tasq store verify DIR`: its exit code and output.
-fn verify(dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tasq"))
-        .args(["store", "verify"])
-        .arg(dir)
-        .output()
-        .expect("run tasq store verify");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 fn overwrite(file: &Path, at: u64, bytes: &[u8]) {

@@ -243,8 +243,11 @@ where
     first_err.map_or(Ok(()), Err)
 }
 
-/// `queues --count M`: one task in each of M queues, drain them, then wait for the queues
-/// to go idle; the server's RSS before, at peak, after the drain and after the idle wait.
+/// `queues --count M`: one task in each of M queues and no poller; wait for the queues to
+/// go idle (a queue with a backlog unloads too) and read RSS; then poll `--probe` random
+/// queues one at a time (each must answer its task at once: the latency of a poll that loads
+/// its queue from disk); then drain every queue. RSS before, after the adds, idle, after the
+/// drain, and the peak sampled throughout.
 pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
     let pid = server_pid(ctx, &a.process)?;
     let m = a.count;
@@ -280,6 +283,56 @@ pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
     let (rss_added, _) = rss(pid)?;
     let loaded_peak = read_gauge(ctx, "tasq_loaded_task_queues").await?;
 
+    // Idle: wait until the queue actors are gone (or --idle-wait passes), then read again.
+    let bar = ctx.progress_bar(a.idle_wait.as_secs(), "idle");
+    let idle_start = Instant::now();
+    let mut loaded_idle = loaded_peak;
+    while idle_start.elapsed() < a.idle_wait {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        bar.set_position(idle_start.elapsed().as_secs());
+        loaded_idle = read_gauge(ctx, "tasq_loaded_task_queues").await?;
+        if loaded_idle <= loaded_before {
+            // Let the allocator settle a moment after the last actor stopped.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let idle_time = idle_start.elapsed();
+    let (rss_idle, _) = rss(pid)?;
+
+    // Probe: random queues, one poll at a time, each answered with its task.
+    let probes = a.probe.min(m);
+    let mut probe_latency = super::workers::histogram();
+    let mut probe_empty = 0u64;
+    let mut conn = Conn::new(ctx.target.clone());
+    let body = Bytes::from_static(br#"{"identity":"bench-probe","max_tasks":1,"wait_ms":0}"#);
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ m;
+    let mut probed = std::collections::HashSet::new();
+    while (probed.len() as u64) < probes {
+        // xorshift: a spread of queues the server has not loaded since they went idle
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let i = seed % m;
+        if !probed.insert(i) {
+            continue;
+        }
+        let path = format!("{}/poll", qpaths[i as usize]);
+        let started = Instant::now();
+        let answer = conn.poll(&path, body.clone(), Duration::ZERO).await?;
+        super::workers::record(&mut probe_latency, started.elapsed().as_nanos() as u64);
+        let polled = parse_poll(&answer.body)?;
+        match polled.tasks.first() {
+            Some(t) => {
+                let lease = t.lease.to_string();
+                conn.complete(&lease).await?;
+            }
+            None => probe_empty += 1,
+        }
+    }
+    let probe_hits = probes - probe_empty;
+
     let bar = ctx.progress_bar(m, "drain");
     let t1 = Instant::now();
     let drained = Arc::new(AtomicU64::new(0));
@@ -287,11 +340,16 @@ pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
         let qpaths = qpaths.clone();
         let drained = drained.clone();
         let body = Bytes::from_static(br#"{"identity":"bench-drain","max_tasks":1,"wait_ms":0}"#);
+        let probed = Arc::new(probed);
         for_each(ctx, m, a.in_flight, &bar, move |mut conn, i| {
             let path = format!("{}/poll", qpaths[i as usize]);
             let body = body.clone();
             let drained = drained.clone();
+            let skip = probed.contains(&i);
             async move {
+                if skip {
+                    return Ok(conn);
+                }
                 let answer = conn.poll(&path, body, Duration::ZERO).await?;
                 let leases: Vec<String> = parse_poll(&answer.body)?
                     .tasks
@@ -310,39 +368,22 @@ pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
     }
     let drain_time = t1.elapsed();
     bar.finish_and_clear();
-    let (rss_drained, _) = rss(pid)?;
+    let (rss_drained, hwm) = rss(pid)?;
     let rss_peak = sampler.peak().max(rss_added).max(rss_drained);
     drop(sampler);
-
-    // Idle: wait until the queue actors are gone (or --idle-wait passes), then read again.
-    let bar = ctx.progress_bar(a.idle_wait.as_secs(), "idle");
-    let idle_start = Instant::now();
-    let mut loaded_after = loaded_peak;
-    while idle_start.elapsed() < a.idle_wait {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        bar.set_position(idle_start.elapsed().as_secs());
-        loaded_after = read_gauge(ctx, "tasq_loaded_task_queues").await?;
-        if loaded_after <= loaded_before {
-            // Let the allocator settle a moment after the last actor stopped.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            break;
-        }
-    }
-    bar.finish_and_clear();
-    let idle_time = idle_start.elapsed();
-    let (rss_idle, hwm) = rss(pid)?;
 
     let mut r = Report::new("queues");
     r.param("queue_prefix", ctx.queue.as_str())
         .param("count", m)
         .param("in_flight", a.in_flight as u64)
         .param("idle_wait_s", a.idle_wait.as_secs_f64())
+        .param("probe", probes)
         .param("server_pid", pid);
     r.metric("rss_before_mib", rss_before as f64 / MIB, "MiB")
         .metric("rss_after_adds_mib", rss_added as f64 / MIB, "MiB")
-        .metric("rss_peak_mib", rss_peak as f64 / MIB, "MiB")
+        .metric("rss_idle_mib", rss_idle as f64 / MIB, "MiB")
         .metric("rss_after_drain_mib", rss_drained as f64 / MIB, "MiB")
-        .metric("rss_after_idle_mib", rss_idle as f64 / MIB, "MiB")
+        .metric("rss_peak_mib", rss_peak as f64 / MIB, "MiB")
         .metric("rss_hwm_mib", hwm as f64 / MIB, "MiB")
         .metric(
             "rss_per_queue_bytes",
@@ -350,15 +391,21 @@ pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
             "B",
         )
         .metric("loaded_queues_peak", loaded_peak, "")
-        .metric("loaded_queues_after_idle", loaded_after, "")
+        .metric("loaded_queues_idle", loaded_idle, "")
         .metric("idle_seconds", idle_time.as_secs_f64(), "s")
         .metric("add_rate", m as f64 / add_time.as_secs_f64(), "tasks/s")
+        .latency("probe", &probe_latency)
+        .metric("probe_hits", probe_hits as f64, "tasks")
         .metric(
             "drain_rate",
             drained.load(Ordering::Relaxed) as f64 / drain_time.as_secs_f64(),
             "tasks/s",
         )
-        .metric("drained", drained.load(Ordering::Relaxed) as f64, "tasks");
+        .metric(
+            "drained",
+            (drained.load(Ordering::Relaxed) + probe_hits) as f64,
+            "tasks",
+        );
     Ok(r)
 }
 

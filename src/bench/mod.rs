@@ -270,10 +270,14 @@ pub struct QueuesArgs {
     /// Requests in flight at once, adds and then drain (poll + complete).
     #[arg(long, short = 'p', default_value_t = 32)]
     pub in_flight: usize,
-    /// How long to wait after the drain before the last reading: the server's
-    /// `queue_idle_timeout` plus a little (start the server with a short one).
+    /// Longest wait after the adds for the queues to unload before the idle reading: the
+    /// server's `queue_idle_timeout` plus a little (start the server with a short one).
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub idle_wait: Duration,
+    /// Random queues polled one at a time once idle (each answers its task at once): the
+    /// latency of a poll whose queue loads from disk.
+    #[arg(long, default_value_t = 1000)]
+    pub probe: u64,
     /// The server process.
     #[command(flatten)]
     pub process: ServerProcess,

@@ -224,3 +224,20 @@ pub fn wait_for_snapshot(s: &TestServer, after: u64) -> u64 {
         thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Runs `tasq store verify DIR`: its exit code and output.
+pub fn verify(dir: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tasq"))
+        .args(["store", "verify"])
+        .arg(dir)
+        .output()
+        .expect("run tasq store verify");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

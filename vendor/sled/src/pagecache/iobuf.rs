@@ -526,6 +526,7 @@ impl IoBufs {
             segment_base: None,
             segments,
             last_stage: false,
+            read_segments: Vec::new(),
         }
     }
 

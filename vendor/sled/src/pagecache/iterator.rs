@@ -15,6 +15,9 @@ pub struct LogIter {
     pub max_lsn: Option<Lsn>,
     pub cur_lsn: Option<Lsn>,
     pub last_stage: bool,
+    /// tasq patch: the segments read so far, (lsn, offset), for a reader of the live log to
+    /// check that none was reused before it was read (see `live_snapshot`).
+    pub read_segments: Vec<(Lsn, LogOffset)>,
 }
 
 impl Iterator for LogIter {
@@ -263,6 +266,7 @@ impl LogIter {
         // fail to read that, and we use the remaining segment
         // list to perform zeroing off of.
         self.segments.remove(&lsn);
+        self.read_segments.push((lsn, offset));
 
         Ok(())
     }
@@ -446,6 +450,7 @@ fn check_contiguity_in_unstable_tail(
         max_lsn: missing_item_in_tail,
         cur_lsn: None,
         last_stage: false,
+        read_segments: Vec::new(),
     };
 
     // run the iterator to completion
@@ -513,5 +518,6 @@ pub fn raw_segment_iter_from(
         segment_base: None,
         segments,
         last_stage: true,
+        read_segments: Vec::new(),
     })
 }

@@ -10,6 +10,7 @@ mod disk_pointer;
 mod header;
 mod iobuf;
 mod iterator;
+mod live_snapshot;
 mod pagetable;
 #[cfg(any(all(not(unix), not(windows)), miri))]
 mod parallel_io_polyfill;
@@ -517,8 +518,10 @@ pub struct PageCache {
     idgen_persists: Arc<AtomicU64>,
     idgen_persist_mu: Arc<Mutex<()>>,
     was_recovered: bool,
-    // tasq patch: the `stable_lsn` of the newest snapshot on disk (see `snapshot_if_grown`).
+    // tasq patch: the `stable_lsn` of the newest snapshot on disk, and the synced offset of
+    // the last try at a new one (see `snapshot_if_grown`).
     snapshot_lsn: AtomicLsn,
+    snapshot_tried_lsn: AtomicLsn,
 }
 
 unsafe impl Send for PageCache {}
@@ -576,6 +579,10 @@ impl Drop for PageCache {
         trace!("pagecache dropped");
     }
 }
+
+/// tasq patch: the most log (in `snapshot_after_bytes`) a snapshot written while serving
+/// replays; past it no more are tried until the next open.
+const SNAPSHOT_REPLAY_LIMIT: u64 = 32;
 
 impl PageCache {
     /// Instantiate a new `PageCache`.
@@ -660,6 +667,7 @@ impl PageCache {
             idgen_persists: Arc::new(AtomicU64::new(0)),
             was_recovered: false,
             snapshot_lsn: AtomicLsn::new(snapshot.stable_lsn.unwrap_or(0)),
+            snapshot_tried_lsn: AtomicLsn::new(snapshot.stable_lsn.unwrap_or(0)),
         };
 
         // now we read it back in
@@ -2152,15 +2160,33 @@ impl PageCache {
     pub(crate) fn snapshot_if_grown(&self, min_growth: u64) -> Result<Option<Lsn>> {
         let since = self.snapshot_lsn.load(Acquire);
         let synced = self.log.iobufs.synced();
+        let grown = |from: Lsn| u64::try_from(synced - from).unwrap_or(0);
+        // A try that could not write one is tried again after a quarter as much log, and not
+        // at all past SNAPSHOT_REPLAY_LIMIT times as much since the newest snapshot: each
+        // reads all the log since the newest snapshot and holds its messages.
         if self.config.temporary
-            || synced < 0
-            || u64::try_from(synced - since).unwrap_or(0) < min_growth
+            || grown(since) < min_growth
+            || grown(self.snapshot_tried_lsn.load(Acquire)) < min_growth / 4
+            || grown(since) > min_growth.saturating_mul(SNAPSHOT_REPLAY_LIMIT)
         {
             return Ok(None);
         }
+        self.snapshot_tried_lsn.store(synced, Release);
+        // The accountant's segments first, then the synced offset: a segment reused before
+        // the first is listed under its new number, and what superseded its old pages was
+        // synced before the reuse, so before the offset and within the replay.
         let mut iter = self.log.iobufs.iter_from(since);
-        iter.max_lsn = Some(synced);
-        let written = snapshot::advance_snapshot_live(iter, &self.config)?;
+        iter.max_lsn = Some(self.log.iobufs.synced());
+        // Whether the segments just read still hold what they held: the accountant assigns
+        // a segment to new writes before any is written into it, so one not reassigned after
+        // its read was read whole, before any reuse.
+        let intact = |read: &[(Lsn, LogOffset)]| {
+            self.log.iobufs.with_sa(|sa| {
+                read.iter().all(|&(lsn, offset)| sa.still_holds(lsn, offset))
+            })
+        };
+        let written =
+            live_snapshot::advance_snapshot_live(iter, &self.config, intact)?;
         if let Some(lsn) = written {
             self.snapshot_lsn.store(lsn, Release);
         }

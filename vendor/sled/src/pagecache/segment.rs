@@ -1047,6 +1047,18 @@ impl SegmentAccountant {
 
     /// Returns an iterator over a snapshot of current segment
     /// log sequence numbers and their corresponding file offsets.
+    /// tasq patch: whether the segment at `offset` still holds what was written from `lsn`
+    /// on: in use with that lsn, or freed from it and not reused since (freed segments keep
+    /// their contents until reused, and recovery reads them too; see `live_snapshot`).
+    pub(super) fn still_holds(&self, lsn: Lsn, offset: LogOffset) -> bool {
+        let idx = assert_usize(offset / self.config.segment_size as LogOffset);
+        match self.segments.get(idx) {
+            Some(Segment::Free(Free { previous_lsn })) => *previous_lsn == Some(lsn),
+            Some(segment) => segment.lsn() == lsn,
+            None => false,
+        }
+    }
+
     pub(super) fn segment_snapshot_iter_from(
         &mut self,
         lsn: Lsn,

@@ -452,69 +452,21 @@ pub fn read_snapshot_or_default(config: &RunningConfig) -> Result<Snapshot> {
     Ok(res)
 }
 
-/// tasq patch: advances the snapshot on disk while the store is open and being written, so
-/// that the next open (after a crash too) replays only the log written after it instead of
-/// everything since the last open. `iter` must be bounded by the synced (durable) offset: a
-/// snapshot may point only at messages that survive a power cut.
-///
-/// Unlike recovery this writes nothing into the log file (no zeroed tail, no zeroed torn
-/// segments, no removed blobs): the log is live. A segment reused while it is read (its header
-/// or its messages then carry a newer segment number) ends the iteration early, which is safe:
-/// a segment is reused only once the messages superseding its pages are synced, and the next
-/// open replays everything after the snapshot's `stable_lsn`. Returns the new snapshot's
-/// `stable_lsn`, or `None` when there was nothing to add.
-pub(in crate::pagecache) fn advance_snapshot_live(
-    mut iter: LogIter,
-    config: &RunningConfig,
-) -> Result<Option<Lsn>> {
-    let mut snapshot = read_snapshot(config)?.unwrap_or_else(Snapshot::default);
-    let old_stable_lsn = snapshot.stable_lsn;
-
-    while let Some((log_kind, pid, lsn, ptr, sz)) = iter.next() {
-        if lsn < snapshot.stable_lsn.unwrap_or(-1) {
-            continue;
-        }
-        snapshot.apply(log_kind, pid, lsn, ptr, sz)?;
-    }
-
-    let iterated_lsn = match iter.cur_lsn {
-        Some(lsn) if Some(lsn) > old_stable_lsn => lsn,
-        _ => return Ok(None),
-    };
-    let segment_size = config.segment_size as Lsn;
-    let segment_progress: Lsn = iterated_lsn % segment_size;
-    let monotonic = segment_progress >= SEG_HEADER_LEN as Lsn
-        || (segment_progress == 0 && iter.segment_base.is_none());
-    if !monotonic {
-        // recovery would call this corruption; live, it is a read that raced a writer
-        return Ok(None);
-    }
-    // the same tip as `advance_snapshot` computes for the same log
-    let (stable_lsn, active_segment) =
-        if segment_progress + MAX_MSG_HEADER_LEN as Lsn >= segment_size {
-            (config.normalize(iterated_lsn) + segment_size, None)
-        } else {
-            (iterated_lsn, iter.segment_base.as_ref().map(|bb| bb.offset))
-        };
-    if Some(stable_lsn) <= old_stable_lsn {
-        return Ok(None);
-    }
-    if snapshot.pt.iter().any(|page| *page == PageState::Uninitialized) {
-        // A page allocated before the cut whose first message lies after it (pages are
-        // allocated concurrently, out of log order). Recovery always reads on to that message;
-        // a snapshot cannot hold the gap, so the next flush tries again at another cut.
-        return Ok(None);
-    }
-    snapshot.stable_lsn = Some(stable_lsn);
-    snapshot.active_segment = active_segment;
-    write_snapshot(config, &snapshot)?;
-    Ok(Some(stable_lsn))
-}
-
 /// Read a `Snapshot` from disk.
 /// Returns an error if the read snapshot was corrupted.
 /// Returns `Ok(Some(snapshot))` if there was nothing written.
 fn read_snapshot(config: &RunningConfig) -> Result<Option<Snapshot>> {
+    match read_snapshot_bytes(config)? {
+        Some(bytes) => Snapshot::deserialize(&mut bytes.as_slice()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// tasq patch: the newest snapshot file's serialized `Snapshot`, checked against its crc
+/// (`read_snapshot` deserializes it; a live snapshot walks it page by page instead).
+pub(in crate::pagecache) fn read_snapshot_bytes(
+    config: &RunningConfig,
+) -> Result<Option<Vec<u8>>> {
     let mut candidates = config.get_snapshot_files()?;
     if candidates.is_empty() {
         debug!("no previous snapshot found");
@@ -565,7 +517,7 @@ fn read_snapshot(config: &RunningConfig) -> Result<Option<Snapshot>> {
     #[cfg(not(feature = "zstd"))]
     let bytes = buf;
 
-    Snapshot::deserialize(&mut bytes.as_slice()).map(Some)
+    Ok(Some(bytes))
 }
 
 fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
@@ -584,29 +536,46 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
     #[cfg(not(feature = "zstd"))]
     let bytes = raw_bytes;
 
-    let crc32: [u8; 4] = u32_to_arr(crc32(&bytes));
-    let len_bytes: [u8; 8] = u64_to_arr(decompressed_len as u64);
+    write_snapshot_with(config, snapshot.stable_lsn, |f| {
+        io_fail!(config, "snap write");
+        f.write_all(&*bytes)?;
+        Ok((decompressed_len as u64, crc32(&bytes)))
+    })
+}
 
+/// tasq patch: writes the snapshot file for `stable_lsn`: `write_body` writes the serialized
+/// snapshot and answers its (decompressed) length and crc; then the length and crc, a sync,
+/// the rename into place, the directory's sync, and the removal of older snapshots.
+pub(in crate::pagecache) fn write_snapshot_with(
+    config: &RunningConfig,
+    stable_lsn: Option<Lsn>,
+    write_body: impl FnOnce(&mut std::fs::File) -> Result<(u64, u32)>,
+) -> Result<()> {
     let path_1_suffix =
-        format!("snap.{:016X}.generating", snapshot.stable_lsn.unwrap_or(0));
+        format!("snap.{:016X}.generating", stable_lsn.unwrap_or(0));
 
     let mut path_1 = config.get_path();
     path_1.push(path_1_suffix);
 
     let path_2_suffix =
-        format!("snap.{:016X}", snapshot.stable_lsn.unwrap_or(0));
+        format!("snap.{:016X}", stable_lsn.unwrap_or(0));
 
     let mut path_2 = config.get_path();
     path_2.push(path_2_suffix);
 
     let parent = path_1.parent().unwrap();
     std::fs::create_dir_all(parent)?;
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).open(&path_1)?;
+    // tasq patch: truncated, in case a crash left a longer one of the same name behind.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path_1)?;
 
     // write the snapshot bytes, followed by a crc64 checksum at the end
-    io_fail!(config, "snap write");
-    f.write_all(&*bytes)?;
+    let (decompressed_len, crc) = write_body(&mut f)?;
+    let crc32: [u8; 4] = u32_to_arr(crc);
+    let len_bytes: [u8; 8] = u64_to_arr(decompressed_len);
     io_fail!(config, "snap write len");
     f.write_all(&len_bytes)?;
     io_fail!(config, "snap write crc");

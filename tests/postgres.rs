@@ -263,18 +263,7 @@ fn an_immediate_postgres_restart_under_load_loses_nothing_and_runs_nothing_twice
 
 /// Runs `tasq store copy --from FROM --to TO`: its exit code and output.
 fn store_copy(from: &str, to: &str) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasq"))
-        .args(["store", "copy", "--from", from, "--to", to])
-        .output()
-        .expect("run tasq store copy");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    exit_code_and_output(tasq_command().args(["store", "copy", "--from", from, "--to", to]))
 }
 
 /// Stops a server with SIGTERM (it flushes) and waits for it.

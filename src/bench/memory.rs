@@ -307,17 +307,13 @@ pub async fn queues(ctx: &Ctx, a: &QueuesArgs) -> BenchResult<Report> {
     let mut probe_empty = 0u64;
     let mut conn = Conn::new(ctx.target.clone());
     let body = Bytes::from_static(br#"{"identity":"bench-probe","max_tasks":1,"wait_ms":0}"#);
-    let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ m;
-    let mut probed = std::collections::HashSet::new();
-    while (probed.len() as u64) < probes {
-        // xorshift: a spread of queues the server has not loaded since they went idle
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let i = seed % m;
-        if !probed.insert(i) {
-            continue;
-        }
+    // Distinct queues spread over all of them: none loaded since they went idle.
+    let probed: std::collections::HashSet<u64> =
+        rand::seq::index::sample(&mut rand::thread_rng(), m as usize, probes as usize)
+            .into_iter()
+            .map(|i| i as u64)
+            .collect();
+    for &i in &probed {
         let path = format!("{}/poll", qpaths[i as usize]);
         let started = Instant::now();
         let answer = conn.poll(&path, body.clone(), Duration::ZERO).await?;

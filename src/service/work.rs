@@ -28,10 +28,20 @@ impl Tasq {
     /// their way to it go back to the queue at once, as for an HTTP client that hangs up.
     /// The deadline lives on this future, not on an actor timer.
     pub async fn poll(&self, queue: &QueueKey, poll: PollSpec) -> Result<Vec<Task>> {
+        let (outcome, park_until) = self.send_poll(queue, poll).await?;
+        self.finish_poll(queue, outcome, park_until).await
+    }
+
+    /// The first half of a poll: checks `poll` and sends it to its queue, which answers with
+    /// tasks (their lease written, not yet on disk) or a parked waiter; and how long it waits.
+    async fn send_poll(
+        &self,
+        queue: &QueueKey,
+        poll: PollSpec,
+    ) -> Result<(PollOutcome, Option<std::time::Instant>)> {
         let msg = poll.validate(self.inner.clock.instant())?;
         let park_until = msg.park_until;
-        let outcome = self.serving_queues()?.poll(queue, msg).await?;
-        self.finish_poll(queue, outcome, park_until).await
+        Ok((self.serving_queues()?.poll(queue, msg).await?, park_until))
     }
 
     /// The rest of a poll once its queue answered: the tasks once their lease is on disk, or
@@ -144,19 +154,12 @@ impl Tasq {
             op,
         };
         let applied = queues.settle_applied(&queue, vec![msg]).await?;
-        let poll = match applied.peek().first() {
-            Some(Ok(settled)) => {
-                Some(next(settled).and_then(|spec| spec.validate(self.inner.clock.instant())))
-            }
+        let outcome = match applied.peek().first() {
+            Some(Ok(settled)) => Some(match next(settled) {
+                Ok(spec) => self.send_poll(&queue, spec).await,
+                Err(e) => Err(e),
+            }),
             _ => None,
-        };
-        let outcome = match poll {
-            Some(Ok(msg)) => {
-                let park_until = msg.park_until;
-                Some(queues.poll(&queue, msg).await.map(|o| (o, park_until)))
-            }
-            Some(Err(e)) => Some(Err(e)),
-            None => None,
         };
         let settled = applied
             .wait(self.store())
@@ -338,7 +341,6 @@ fn to_raw(value: &Value) -> Result<Box<RawValue>> {
         .map_err(|e| Error::invalid(format!("the value does not encode as JSON: {e}")))
 }
 
-/// Tells the queue actor to forget a parked poll whose waiter went away (future dropped).
 /// Gives up a poll its queue answered that nobody will take: a parked poll is forgotten (as
 /// when its client goes away), a delivery's tasks go back to the queue (dropping it does that).
 fn give_up(outcome: PollOutcome) {
@@ -353,6 +355,7 @@ fn give_up(outcome: PollOutcome) {
     }
 }
 
+/// Tells the queue actor to forget a parked poll whose waiter went away (future dropped).
 struct ParkGuard {
     owner: Option<Addr<QueueActor>>,
     waiter_id: u64,

@@ -227,17 +227,5 @@ pub fn wait_for_snapshot(s: &TestServer, after: u64) -> u64 {
 
 /// Runs `tasq store verify DIR`: its exit code and output.
 pub fn verify(dir: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tasq"))
-        .args(["store", "verify"])
-        .arg(dir)
-        .output()
-        .expect("run tasq store verify");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    exit_code_and_output(tasq_command().args(["store", "verify"]).arg(dir))
 }

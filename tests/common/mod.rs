@@ -288,6 +288,20 @@ pub fn tasq_command() -> Command {
     cmd
 }
 
+/// Runs `cmd` to its end: its exit code (-1 when killed by a signal) and its stdout and
+/// stderr, one after the other.
+pub fn exit_code_and_output(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().expect("run tasq");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// Runs `cmd` to its end with `input` on stdin; its status and output.
 pub fn run_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
     let mut child = cmd

@@ -552,29 +552,29 @@ impl IoBufs {
         if self.synced() >= lsn {
             return Ok(());
         }
-        // A failed sync is final: the kernel may have dropped the pages it could not write and
-        // report the next sync as a success without them (PostgreSQL's "fsyncgate"), so every
-        // later sync fails too, and nothing is acknowledged over the gap.
-        self.config.global_error()?;
-        // everything up to `written` has been handed to the OS; the sync covers it.
-        let written = self.stable();
-        io_fail!(self, "log sync");
-        if let Err(e) = sync_file(&self.config.file) {
-            self.config.set_global_error(e.clone());
-            return Err(e);
-        }
-        bump_atomic_lsn(&self.synced_lsn, written);
-        Ok(())
+        self.sync_locked(|file| {
+            io_fail!(self, "log sync");
+            sync_file(file)
+        })
     }
 
     /// tasq patch: the flush thread's periodic `sync_all` of the log file, which also
     /// records everything written before it as synced; a failure is final, as in `sync_to`.
     pub(in crate::pagecache) fn sync_all_written(&self) -> Result<()> {
         let _mu = self.sync_mu.lock();
+        self.sync_locked(|file| Ok(file.sync_all()?))
+    }
+
+    /// tasq patch: syncs the log file with `sync` (`sync_mu` held) and records everything
+    /// written before it as synced.
+    fn sync_locked(&self, sync: impl FnOnce(&std::fs::File) -> Result<()>) -> Result<()> {
+        // A failed sync is final: the kernel may have dropped the pages it could not write and
+        // report the next sync as a success without them (PostgreSQL's "fsyncgate"), so every
+        // later sync fails too, and nothing is acknowledged over the gap.
         self.config.global_error()?;
+        // everything up to `written` has been handed to the OS; the sync covers it.
         let written = self.stable();
-        if let Err(e) = self.config.file.sync_all() {
-            let e: Error = e.into();
+        if let Err(e) = sync(&self.config.file) {
             self.config.set_global_error(e.clone());
             return Err(e);
         }
